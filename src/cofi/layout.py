@@ -1,0 +1,182 @@
+"""`Chain`: N overlapping windows along one axis of a local plan (DESIGN §1, §2).
+
+Shapes: a local plan is ``S = sample_shape``; plans are ``(B, N, *S)``; the canvas is
+``(B, *G)`` where ``G`` is ``S`` with the chain axis stretched to ``length``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Blend = Literal["uniform", "ramp", "exp"]
+
+__all__ = ["Chain", "Blend"]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """``count`` windows of ``window`` positions along ``axis`` of the local plan,
+    adjacent windows sharing ``overlap`` positions.
+
+    Args:
+        window: length of one local plan along the axis.
+        overlap: positions shared by adjacent windows, ``0 <= overlap < window``.
+        count: number of windows N >= 1.
+        axis: the axis of ``sample_shape`` that the chain runs along.
+        blend: how ``merge`` weights the windows covering a canvas position:
+            ``uniform`` (MultiDiffusion's mean), ``ramp`` (linear cross-fade across each
+            overlap, eq. 27/28), ``exp`` (logistic cross-fade of slope ``beta``, eq. 23).
+        beta: sharpness of the ``exp`` cross-fade.
+    """
+
+    window: int
+    overlap: int
+    count: int
+    axis: int = 0
+    blend: Blend = "uniform"
+    beta: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"window must be an int >= 1, got {self.window!r}")
+        if not isinstance(self.overlap, int) or not 0 <= self.overlap < self.window:
+            raise ValueError(
+                f"overlap must be an int in [0, window-1] = [0, {self.window - 1}], got {self.overlap!r}"
+            )
+        if not isinstance(self.count, int) or self.count < 1:
+            raise ValueError(f"count must be an int >= 1, got {self.count!r}")
+        if self.blend not in ("uniform", "ramp", "exp"):
+            raise ValueError(f"blend must be 'uniform', 'ramp' or 'exp', got {self.blend!r}")
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta!r}")
+
+    # ---------------------------------------------------------------- geometry
+    @property
+    def stride(self) -> int:
+        """Offset between the starts of adjacent windows."""
+        return self.window - self.overlap
+
+    @property
+    def length(self) -> int:
+        """Global length along the axis: ``window + (count − 1)·stride``."""
+        return self.window + (self.count - 1) * self.stride
+
+    @property
+    def starts(self) -> list[int]:
+        """Canvas index of the first position of every window."""
+        return [i * self.stride for i in range(self.count)]
+
+    @staticmethod
+    def covering(window: int, overlap: int, length: int) -> "Chain":
+        """The chain of the fewest windows whose length is exactly ``length``."""
+        stride = window - overlap
+        count = 1 + math.ceil(max(length - window, 0) / stride)
+        chain = Chain(window, overlap, count)
+        if chain.length != length:
+            raise ValueError(
+                f"length {length} is not window + k·stride for window={window}, stride={stride}"
+            )
+        return chain
+
+    def global_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Canvas shape ``G`` for local plans of shape ``sample_shape``."""
+        self._check_sample_shape(sample_shape)
+        g = list(sample_shape)
+        g[self.axis] = self.length
+        return tuple(g)
+
+    def _check_sample_shape(self, sample_shape: tuple[int, ...]) -> None:
+        if not 0 <= self.axis < len(sample_shape):
+            raise ValueError(
+                f"axis must be in [0, {len(sample_shape) - 1}] for sample_shape {tuple(sample_shape)}, got {self.axis}"
+            )
+        if sample_shape[self.axis] != self.window:
+            raise ValueError(
+                f"sample_shape {tuple(sample_shape)} has {sample_shape[self.axis]} positions on axis "
+                f"{self.axis}, but the layout's window is {self.window}"
+            )
+
+    # ---------------------------------------------------------------- weights
+    def weights(self, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+        """Blend weight of every window position, ``(N, window)``; positive everywhere.
+
+        In every overlap between windows i and i+1 the two weights sum to 1 (for ramp and
+        exp), so ``merge`` is a cross-fade; ``merge`` normalises anyway, so weights form a
+        partition of unity at every canvas position whatever the overlap structure.
+        """
+        N, W, o = self.count, self.window, self.overlap
+        w = torch.ones(N, W, dtype=torch.float64)
+        if self.blend != "uniform" and o > 0:
+            j = torch.arange(W, dtype=torch.float64)
+            rise = (j + 1) / (o + 1)  # left overlap: rises to 1 at position o
+            fall = (W - j) / (o + 1)  # right overlap: falls from 1
+            if self.blend == "exp":  # logistic cross-fade σ(β(2s − 1)); f(s) + f(1 − s) = 1
+                rise = torch.where(rise < 1, torch.sigmoid(self.beta * (2 * rise - 1)), 1.0)
+                fall = torch.where(fall < 1, torch.sigmoid(self.beta * (2 * fall - 1)), 1.0)
+            for i in range(N):
+                if i > 0:
+                    w[i] = torch.minimum(w[i], rise.clamp(max=1))
+                if i < N - 1:
+                    w[i] = torch.minimum(w[i], fall.clamp(max=1))
+        return w.to(dtype=dtype, device=device)
+
+    # ---------------------------------------------------------------- transforms
+    def split(self, canvas: Tensor) -> Tensor:
+        """Canvas ``(B, *G)`` -> plans ``(B, N, *S)`` (views copied into one tensor)."""
+        ax = 1 + self.axis
+        if canvas.ndim <= ax or canvas.shape[ax] != self.length:
+            raise ValueError(
+                f"canvas must have {self.length} positions on dim {ax} (window={self.window}, "
+                f"overlap={self.overlap}, count={self.count}), got shape {tuple(canvas.shape)}"
+            )
+        parts = [canvas.narrow(ax, s, self.window) for s in self.starts]
+        return torch.stack(parts, dim=1)
+
+    def merge(self, plans: Tensor, weights: Tensor | None = None) -> Tensor:
+        """Plans ``(B, N, *S)`` -> canvas ``(B, *G)``: the blend-weighted mean of the
+        windows covering each position (Bethe averaging, eq. 10/26)."""
+        B, N = plans.shape[:2]
+        if N != self.count:
+            raise ValueError(f"plans must have count={self.count} windows on dim 1, got {N}")
+        ax = 1 + self.axis  # chain axis of the canvas (B, *G)
+        w = self.weights(plans.dtype, plans.device) if weights is None else weights
+        g = [B, *plans.shape[2:]]
+        g[ax] = self.length
+        num = plans.new_zeros(g)
+        den = plans.new_zeros(self.length)
+        bshape = [1] * len(g)
+        bshape[ax] = self.window  # one window's weights broadcast over (B, *S)
+        for i, s in enumerate(self.starts):
+            num.narrow(ax, s, self.window).add_(plans[:, i] * w[i].reshape(bshape))
+            den[s : s + self.window] += w[i]
+        bshape[ax] = self.length
+        den = den.reshape(bshape)
+        return num / den
+
+    def fuse(self, plans: Tensor) -> Tensor:
+        """``split(merge(plans))``: every overlap gets the blended value of its windows."""
+        return self.split(self.merge(plans))
+
+    def left(self, plans: Tensor) -> Tensor:
+        """First ``overlap`` positions of each plan along the axis, ``(B, N, ...)``."""
+        return plans.narrow(2 + self.axis, 0, self.overlap)
+
+    def right(self, plans: Tensor) -> Tensor:
+        """Last ``overlap`` positions of each plan along the axis, ``(B, N, ...)``."""
+        return plans.narrow(2 + self.axis, self.window - self.overlap, self.overlap)
+
+    def overlap_error(self, plans: Tensor) -> Tensor:
+        """Per-candidate overlap MSE ``mean_i mean ‖R(x_i) − L(x_{i+1})‖²`` (eq. 22), ``(B,)``."""
+        if self.count < 2 or self.overlap == 0:
+            return plans.new_zeros(plans.shape[0])
+        d = self.right(plans)[:, :-1] - self.left(plans)[:, 1:]
+        return d.pow(2).flatten(1).mean(1)
+
+    def window_index(self, batch: int, device=None) -> Tensor:
+        """Window index of each of the ``batch·N`` flattened plans, ``(batch·N,)``."""
+        return torch.arange(self.count, device=device).repeat(batch)

@@ -1,0 +1,199 @@
+"""What every sampler shares: the run context, prior calls, noise draws and one denoising pass.
+
+A sampler is a frozen config dataclass with ``sample(ctx, x) -> x0`` and
+``nfe(layout, batch) -> int``; the stages of GSC, CoFi and CDGS are all calls of
+``denoise_pass`` over slices of one timestep grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..coupling import Pins, apply_pins, overlap_reward, pin_mask
+from ..layout import Chain
+from ..prior import LocalPrior, timestep_grid
+from ..scaffold import shrink
+from .ddim import ddim_step
+
+Noise = Literal["independent", "shared"]
+Generator = torch.Generator | Sequence[torch.Generator] | None
+
+__all__ = ["Context", "denoise_pass", "Noise", "check_common"]
+
+
+def check_common(steps: int, eta: float, guidance: float, noise: str, init_noise: str) -> None:
+    """Validation shared by every sampler config."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    if guidance < 0:
+        raise ValueError(f"guidance must be >= 0, got {guidance}")
+    if noise not in ("independent", "shared"):
+        raise ValueError(f"noise must be 'independent' or 'shared', got {noise!r}")
+    if init_noise not in ("canvas", "plans"):
+        raise ValueError(f"init_noise must be 'canvas' or 'plans', got {init_noise!r}")
+
+
+@dataclass
+class Context:
+    """Everything a sampler needs besides its config; holds the counters and nothing else
+    that changes (solver state stays in the samplers' local variables)."""
+
+    prior: LocalPrior
+    layout: Chain
+    batch: int
+    generator: Generator
+    device: torch.device
+    dtype: torch.dtype
+    max_batch: int | None = None
+    pins: Pins | None = None
+    cond: dict[str, Any] = field(default_factory=dict)
+    callback: Callable[[dict], None] | None = None
+    progress: bool = True
+    nfe: int = 0
+    grad_evals: int = 0
+    scaffold: Tensor | None = None
+
+    # ------------------------------------------------------------- schedule
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        return self.prior.alphas_cumprod.to(self.device, torch.float64).to(self.dtype)
+
+    def grid(self, steps: int) -> Tensor:
+        ac = self.prior.alphas_cumprod
+        return timestep_grid(
+            ac.shape[0], steps,
+            getattr(self.prior, "timestep_spacing", "leading"),
+            getattr(self.prior, "steps_offset", 0),
+        )
+
+    def alpha(self, t: int) -> Tensor:
+        """ᾱ_t as a 0-dim tensor; ``t < 0`` means the clean end, ᾱ = 1."""
+        if t < 0:
+            return torch.ones((), device=self.device, dtype=self.dtype)
+        return self.alphas_cumprod[t]
+
+    @property
+    def plan_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.layout.count, *self.prior.sample_shape)
+
+    # ------------------------------------------------------------- randomness
+    def randn(self, shape: Sequence[int]) -> Tensor:
+        """``(B, *shape)`` standard normals; one draw per candidate generator if a list."""
+        g = self.generator
+        if isinstance(g, (list, tuple)):
+            parts = [torch.randn(tuple(shape), generator=gi, device=gi.device, dtype=self.dtype) for gi in g]
+            return torch.stack(parts).to(self.device)
+        dev = g.device if g is not None else self.device
+        return torch.randn((self.batch, *shape), generator=g, device=dev, dtype=self.dtype).to(self.device)
+
+    def noise(self, mode: Noise) -> Tensor:
+        """Noise for the plans ``(B, N, *S)``: per plan, or one canvas draw split into windows."""
+        if mode == "shared":
+            return self.layout.split(self.randn(self.layout.global_shape(self.prior.sample_shape)))
+        return self.randn(self.plan_shape[1:])
+
+    # ------------------------------------------------------------- prior calls
+    def predict(self, x: Tensor, t: int, *, stage: str, step: int, grad: bool = False) -> Tensor:
+        """x̂ for all B·N plans at timestep t, micro-batched by ``max_batch``: ``(B, N, *S)``."""
+        B, N = x.shape[:2]
+        S = tuple(self.prior.sample_shape)
+        flat = x.reshape(B * N, *S)
+        tt = torch.full((B * N,), int(t), device=self.device, dtype=torch.long)
+        win = self.layout.window_index(B, device=self.device)
+        mb = self.max_batch or B * N
+        outs = []
+        with torch.set_grad_enabled(grad):
+            for i in range(0, B * N, mb):
+                out = self.prior.denoise(flat[i : i + mb], tt[i : i + mb], window=win[i : i + mb], **self.cond)
+                if not isinstance(out, Tensor) or tuple(out.shape) != tuple(flat[i : i + mb].shape):
+                    got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                    raise ValueError(
+                        f"prior.denoise must return shape {tuple(flat[i : i + mb].shape)} "
+                        f"(the input's), got {got}"
+                    )
+                outs.append(out.to(self.dtype))
+        x0 = torch.cat(outs).reshape(B, N, *S)
+        self.nfe += B * N
+        if not torch.isfinite(x0.detach()).all():
+            raise FloatingPointError(
+                f"prior.denoise returned NaN or inf at stage '{stage}', step {step} (t={int(t)})"
+            )
+        return x0
+
+    def emit(self, **info) -> None:
+        if self.callback is not None:
+            self.callback({k: (v.detach() if isinstance(v, Tensor) else v) for k, v in info.items()})
+
+
+def _guided_predict(ctx: Context, x: Tensor, t: int, guidance: float, stage: str, step: int):
+    """x̂ and, with guidance, ``∇_{x_t} R`` of the overlap reward through the prior (eq. 11)."""
+    if guidance <= 0 or ctx.layout.count < 2:
+        return ctx.predict(x, t, stage=stage, step=step), None
+    if not getattr(ctx.prior, "supports_grad", False):
+        raise ValueError("guidance > 0 needs a prior with supports_grad = True (autograd through denoise)")
+    xg = x.detach().requires_grad_(True)
+    x0 = ctx.predict(xg, t, stage=stage, step=step, grad=True)
+    (g,) = torch.autograd.grad(overlap_reward(x0, ctx.layout).sum(), xg)
+    ctx.grad_evals += x.shape[0] * x.shape[1]
+    return x0.detach(), g
+
+
+def denoise_pass(
+    ctx: Context,
+    x: Tensor,
+    timesteps: Tensor,
+    *,
+    stage: str,
+    eta: float,
+    fusion: bool,
+    guidance: float,
+    noise: Noise,
+    lams: Sequence[float] | None = None,
+    inner: int = 1,
+    weights: Tensor | None = None,
+    step_hook: Callable[[int, Tensor, Tensor], Tensor] | None = None,
+    final_t: int = -1,
+) -> tuple[Tensor, Tensor]:
+    """One stage over ``timesteps`` (descending); per step: predict → couple (guidance,
+    fusion) → shrink with λ_k → pins → DDIM step. ``inner > 1`` repeats denoise t→s /
+    re-noise s→t (CDGS). ``step_hook(k, x_s, x0)`` may replace the state after a step
+    (CDGS pruning). Returns the final state and the last x̂, both ``(B, N, *S)``.
+    """
+    from .ddim import renoise  # local: keeps the module's public imports minimal
+
+    mask = pin_mask(ctx.pins, ctx.layout, x.shape, ctx.device)
+    K = len(timesteps)
+    x0 = x
+    bar = tqdm(total=K * inner, desc=stage, disable=not ctx.progress, leave=False)
+    for k in range(K):
+        t = int(timesteps[k])
+        s = int(timesteps[k + 1]) if k + 1 < K else final_t
+        a_t, a_s = ctx.alpha(t), ctx.alpha(s)
+        for u in range(inner):
+            x0, g = _guided_predict(ctx, x, t, guidance, stage, k)
+            if fusion:
+                x0 = ctx.layout.fuse(x0)
+            if lams is not None and lams[k] < 1.0:
+                x0 = shrink(x0, lams[k], dim=1, weights=weights)
+            x0 = apply_pins(x0, ctx.pins, ctx.layout)
+            z = ctx.noise(noise) if eta > 0 else None
+            x_s = ddim_step(x, x0, a_t, a_s, eta, z)
+            if g is not None:
+                x_s = x_s + guidance * (g if mask is None else g.masked_fill(mask, 0.0))
+            if u + 1 < inner:
+                x = renoise(x_s, a_s, a_t, ctx.noise(noise))
+            bar.update(1)
+        x = x_s
+        if step_hook is not None:
+            x = step_hook(k, x, x0)
+        ctx.emit(stage=stage, step=k, t=t, x=x, x0=x0)
+    bar.close()
+    return x, x0

@@ -1,0 +1,71 @@
+"""The prior contract suite: run any LocalPrior (ours or yours) through it.
+
+    from cofi.testing import check_prior
+    def test_my_prior():
+        check_prior(MyPrior(...))
+
+Each check raises AssertionError with a message naming what broke.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .prior import LocalPrior
+
+__all__ = ["check_prior"]
+
+
+def _inputs(prior: LocalPrior, m: int, seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ac = prior.alphas_cumprod
+    T = ac.shape[0]
+    x = torch.randn(m, *prior.sample_shape, generator=g).to(ac.device, torch.float32)
+    t = torch.linspace(T - 1, 0, m).round().long().to(ac.device)
+    return x, t
+
+
+def check_prior(prior: LocalPrior, *, batch: int = 3, atol: float = 1e-4, rtol: float = 1e-4, **cond) -> None:
+    """Check shapes and dtypes, integer timesteps as a tensor, determinism, batch
+    independence, autograd (where ``supports_grad``) and a clear error for a bad shape."""
+    # attributes
+    ac = getattr(prior, "alphas_cumprod", None)
+    assert isinstance(ac, Tensor) and ac.ndim == 1 and ac.numel() >= 2, "alphas_cumprod must be a 1-D tensor (T_train,)"
+    assert torch.all((ac > 0) & (ac <= 1)), "alphas_cumprod must lie in (0, 1]"
+    assert torch.all(ac[1:] <= ac[:-1]), "alphas_cumprod must be non-increasing in t"
+    shape = tuple(prior.sample_shape)
+    assert len(shape) >= 1 and all(isinstance(s, int) and s > 0 for s in shape), "sample_shape must be positive ints"
+    # shapes, dtype, finiteness; `window` is always passed by compose
+    x, t = _inputs(prior, batch, 0)
+    win = torch.zeros(batch, dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        out = prior.denoise(x, t, window=win, **cond)
+    assert isinstance(out, Tensor), f"denoise must return a Tensor, got {type(out).__name__}"
+    assert tuple(out.shape) == (batch, *shape), f"denoise returned {tuple(out.shape)}, expected {(batch, *shape)}"
+    assert out.dtype == x.dtype, f"denoise must return the input dtype {x.dtype}, got {out.dtype}"
+    assert torch.isfinite(out).all(), "denoise returned NaN or inf on standard-normal input"
+    # determinism
+    with torch.no_grad():
+        again = prior.denoise(x, t, window=win, **cond)
+    assert torch.equal(out, again), "denoise is not deterministic for the same input"
+    # batch independence: each sample alone gives its own row
+    with torch.no_grad():
+        rows = [prior.denoise(x[i : i + 1], t[i : i + 1], window=win[i : i + 1], **cond) for i in range(batch)]
+    torch.testing.assert_close(torch.cat(rows), out, atol=atol, rtol=rtol,
+                               msg=lambda m: f"denoise depends on the other samples of the batch: {m}")
+    # autograd where declared
+    if getattr(prior, "supports_grad", False):
+        xg = x.clone().requires_grad_(True)
+        prior.denoise(xg, t, window=win, **cond).square().sum().backward()
+        assert xg.grad is not None and torch.isfinite(xg.grad).all(), "supports_grad=True but no finite gradient"
+        assert xg.grad.abs().sum() > 0, "supports_grad=True but the gradient is identically zero"
+    # a clear error for the wrong plan shape
+    bad = torch.zeros(batch, *shape[:-1], shape[-1] + 1, device=x.device)
+    try:
+        with torch.no_grad():
+            prior.denoise(bad, t, window=win, **cond)
+    except (ValueError, RuntimeError) as e:
+        assert str(e), "the error for a wrong input shape must say what is wrong"
+    else:
+        raise AssertionError(f"denoise accepted input of shape {tuple(bad.shape)} for sample_shape {shape}")

@@ -1,0 +1,207 @@
+import pytest
+import torch
+
+import cofi
+from cofi.metrics import coherence as C
+from conftest import gen
+
+
+class EpsWrapper:
+    """Expose a LocalPrior as an ε-model for diffusers' scheduler."""
+
+    def __init__(self, prior):
+        self.prior = prior
+
+    def __call__(self, x_t, t):
+        a = self.prior.alphas_cumprod[t]
+        x0 = self.prior.denoise(x_t, torch.full((x_t.shape[0],), int(t)))
+        return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_single_window_reproduces_diffusers_ddim(gmm, eta):
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                          clip_sample=False, set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
+    gmm.alphas_cumprod = sched.alphas_cumprod.double()
+    K, B = 20, 3
+    layout = cofi.Chain(window=16, overlap=0, count=1)
+    out = cofi.compose(gmm, layout, cofi.CoFi(steps=K, eta=eta, lam0=1.0, refine_start=None), batch=B,
+                       generator=gen(5), progress=False, dtype=torch.float64)
+    # reference loop: the same draws in the same order (x_T, then one z per step)
+    g = gen(5)
+    x = torch.randn(B, 16, 2, generator=g, dtype=torch.float64)
+    sched.set_timesteps(K)
+    model = EpsWrapper(gmm)
+    for t in sched.timesteps:
+        z = torch.randn(B, 1, 16, 2, generator=g, dtype=torch.float64)[:, 0] if eta > 0 else None
+        x = sched.step(model(x, t), t, x, eta=eta, variance_noise=z).prev_sample
+    torch.testing.assert_close(out.canvas, x, atol=1e-6, rtol=1e-6)  # diffusers keeps ᾱ in float32
+    assert out.nfe == K * B
+
+
+def test_cofi_without_shrink_or_refinement_equals_gsc(gmm):
+    layout = cofi.Chain(16, 4, 4, blend="ramp")
+    for kw in (dict(eta=0.0), dict(eta=1.0, noise="shared")):
+        a = cofi.compose(gmm, layout, cofi.GSC(steps=15, **kw), batch=2, generator=gen(1), progress=False)
+        b = cofi.compose(gmm, layout, cofi.CoFi(steps=15, lam0=1.0, refine_start=None, **kw), batch=2,
+                         generator=gen(1), progress=False)
+        assert torch.equal(a.canvas, b.canvas)
+
+
+def test_nfe_matches_design_formulas(gmm):
+    layout = cofi.Chain(16, 4, 3)
+    K, B, N = 10, 4, 3
+    cases = [
+        (cofi.GSC(steps=K), K * N * B),
+        (cofi.CoFi(steps=K, refine_start=4), (K + K - 4) * N * B),
+        (cofi.CoFi(steps=K, refine_start=None), K * N * B),
+        (cofi.CDGS(steps=K, inner=3, prune_at=0.2, keep=0.5, inversion=0.2), K * 3 * N * B + 2 * N * B),
+        (cofi.CDGS(steps=K, inner=2, prune_at=0.0), K * 2 * N * B),
+    ]
+    for sampler, expected in cases:
+        out = cofi.compose(gmm, layout, sampler, batch=B, generator=gen(0), progress=False)
+        assert out.nfe == expected == sampler.nfe(layout, B), type(sampler).__name__
+
+
+def test_same_seed_bit_identical_and_max_batch_invariant(gmm):
+    layout = cofi.Chain(16, 4, 4)
+    s = cofi.CoFi(steps=12, eta=0.5, refine_start=5, guidance=0.05)
+    a = cofi.compose(gmm, layout, s, batch=3, generator=gen(7), progress=False)
+    b = cofi.compose(gmm, layout, s, batch=3, generator=gen(7), progress=False)
+    assert torch.equal(a.canvas, b.canvas)
+    for mb in (1, 5):
+        c = cofi.compose(gmm, layout, s, batch=3, generator=gen(7), max_batch=mb, progress=False)
+        torch.testing.assert_close(c.canvas, a.canvas, atol=1e-5, rtol=1e-5)
+
+
+def test_per_candidate_generators_make_candidates_independent_of_batch(gmm):
+    layout = cofi.Chain(16, 4, 3)
+    s = cofi.GSC(steps=8, eta=1.0)
+    two = cofi.compose(gmm, layout, s, batch=2, generator=[gen(10), gen(11)], progress=False)
+    one = cofi.compose(gmm, layout, s, batch=1, generator=[gen(11)], progress=False)
+    torch.testing.assert_close(two.canvas[1], one.canvas[0])
+
+
+def test_pins_hold_exactly_with_guidance(gmm):
+    layout = cofi.Chain(16, 4, 3)
+    vals = torch.tensor([[1.0, -2.0], [0.5, 0.25]], dtype=torch.float64)
+    pins = cofi.Pins([0, -1], vals)
+    for s in (cofi.GSC(steps=10, fusion=False, guidance=0.1), cofi.CoFi(steps=10, refine_start=4, guidance=0.1)):
+        out = cofi.compose(gmm, layout, s, batch=2, generator=gen(3), pins=pins, progress=False)
+        torch.testing.assert_close(out.canvas[:, 0], vals[0].float().expand(2, 2), atol=0, rtol=0)
+        torch.testing.assert_close(out.canvas[:, -1], vals[1].float().expand(2, 2), atol=0, rtol=0)
+        assert out.grad_evals > 0
+
+
+def test_guidance_reduces_overlap_error(gmm):
+    layout = cofi.Chain(16, 4, 4)
+    plain = cofi.compose(gmm, layout, cofi.GSC(steps=20, fusion=False), batch=16, generator=gen(4), progress=False)
+    guided = cofi.compose(gmm, layout, cofi.GSC(steps=20, fusion=False, guidance=0.5), batch=16,
+                          generator=gen(4), progress=False)
+    assert guided.overlap_error.mean() < 0.5 * plain.overlap_error.mean()
+    assert plain.best == int(plain.overlap_error.argmin())
+
+
+def test_cofi_is_more_coherent_than_gsc():
+    prior = cofi.priors.GaussianMixturePrior.chain_benchmark()
+    layout = cofi.Chain(32, 8, 6)
+    kw = dict(batch=64, generator=gen(0), progress=False)
+    gsc = cofi.compose(prior, layout, cofi.GSC(steps=25), **kw)
+    cf = cofi.compose(prior, layout, cofi.CoFi(steps=25, lam0=0.2, schedule="constant", refine_start=15), **kw)
+    coh_gsc = C.coherence(prior, layout, gsc.canvas).float().mean()
+    coh_cofi = C.coherence(prior, layout, cf.canvas).float().mean()
+    assert coh_cofi > coh_gsc + 0.4, (coh_gsc, coh_cofi)
+
+
+def test_callback_sees_every_step_read_only(gmm):
+    seen = []
+    cofi.compose(gmm, cofi.Chain(16, 4, 2), cofi.CoFi(steps=6, refine_start=2), generator=gen(0),
+                 progress=False, callback=lambda d: seen.append((d["stage"], d["step"], d["t"], d["x"].shape, d["x0"].shape)))
+    assert [s[0] for s in seen] == ["coarse"] * 6 + ["refine"] * 4
+    assert all(set(map(type, s[3:])) == {torch.Size} for s in seen)
+
+
+def test_x_T_as_plans_or_canvas(gmm):
+    layout = cofi.Chain(16, 4, 3)
+    canvas = torch.randn(2, layout.length, 2, generator=gen(0))
+    a = cofi.compose(gmm, layout, cofi.GSC(steps=5), batch=2, x_T=canvas, progress=False)
+    b = cofi.compose(gmm, layout, cofi.GSC(steps=5), batch=2, x_T=layout.split(canvas), progress=False)
+    assert torch.equal(a.canvas, b.canvas)
+    with pytest.raises(ValueError, match="x_T must be plans of shape"):
+        cofi.compose(gmm, layout, cofi.GSC(steps=5), batch=2, x_T=canvas[:, :-1], progress=False)
+
+
+# ---------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    "make,msg",
+    [
+        (lambda: cofi.CoFi(lam0=1.5), r"lam0 must be in \[0, 1\]"),
+        (lambda: cofi.CoFi(lam0=-0.1), r"lam0 must be in \[0, 1\]"),
+        (lambda: cofi.CoFi(steps=50, refine_start=50), r"refine_start must be None or an int in \[0, steps-1\] = \[0, 49\]"),
+        (lambda: cofi.CoFi(steps=10, refine_start=-1), r"refine_start .* \[0, 9\]"),
+        (lambda: cofi.GSC(eta=-1.0), r"eta must be >= 0"),
+        (lambda: cofi.GSC(noise="global"), r"noise must be 'independent' or 'shared'"),
+        (lambda: cofi.CDGS(keep=2.0), r"keep must be in \[0, 1\]"),
+        (lambda: cofi.CDGS(inner=0), r"inner must be an int >= 1"),
+    ],
+)
+def test_sampler_configs_reject_bad_values(make, msg):
+    with pytest.raises(ValueError, match=msg):
+        make()
+
+
+class BadShape:
+    alphas_cumprod = torch.linspace(0.99, 0.01, 100)
+    sample_shape = (8, 2)
+
+    def denoise(self, x_t, t, **cond):
+        return x_t[:, :-1]
+
+
+class NaNAt:
+    alphas_cumprod = torch.linspace(0.99, 0.01, 100)
+    sample_shape = (8, 2)
+
+    def __init__(self, bad_t):
+        self.bad_t = bad_t
+
+    def denoise(self, x_t, t, **cond):
+        return torch.full_like(x_t, float("nan")) if int(t[0]) == self.bad_t else x_t * 0
+
+
+def test_prior_returning_wrong_shape_is_named():
+    with pytest.raises(ValueError, match=r"prior.denoise must return shape \(2, 8, 2\)"):
+        cofi.compose(BadShape(), cofi.Chain(8, 2, 1), cofi.GSC(steps=3), batch=2, progress=False)
+
+
+def test_nan_names_the_step():
+    ts = cofi.timestep_grid(100, 5)
+    with pytest.raises(FloatingPointError, match=rf"stage 'gsc', step 2 \(t={int(ts[2])}\)"):
+        cofi.compose(NaNAt(int(ts[2])), cofi.Chain(8, 2, 2), cofi.GSC(steps=5), progress=False)
+
+
+def test_compose_rejects_bad_arguments(gmm):
+    layout = cofi.Chain(16, 4, 2)
+    with pytest.raises(ValueError, match="batch must be an int >= 1"):
+        cofi.compose(gmm, layout, cofi.GSC(steps=2), batch=0)
+    with pytest.raises(ValueError, match="max_batch must be None or an int >= 1"):
+        cofi.compose(gmm, layout, cofi.GSC(steps=2), max_batch=0)
+    with pytest.raises(ValueError, match="window is 12"):
+        cofi.compose(gmm, cofi.Chain(12, 4, 2), cofi.GSC(steps=2))
+    with pytest.raises(ValueError, match=r"steps must be in \[1, 1000\]"):
+        cofi.compose(gmm, layout, cofi.GSC(steps=2000), progress=False)
+    with pytest.raises(ValueError, match="supports_grad"):
+        cofi.compose(BadShape(), cofi.Chain(8, 2, 2), cofi.GSC(steps=2, guidance=1.0), progress=False)
+    with pytest.raises(ValueError, match="pin position 99"):
+        cofi.compose(gmm, layout, cofi.GSC(steps=2), pins=cofi.Pins([99], torch.zeros(1, 2)), progress=False)
+
+
+def test_timestep_grids_match_diffusers():
+    from diffusers import DDIMScheduler
+
+    for spacing, offset in (("leading", 1), ("trailing", 0), ("leading", 0), ("linspace", 0)):
+        s = DDIMScheduler(timestep_spacing=spacing, steps_offset=offset)
+        s.set_timesteps(50)
+        assert torch.equal(cofi.timestep_grid(1000, 50, spacing, offset), s.timesteps.long()), spacing
