@@ -57,7 +57,10 @@ def check_prior(prior: LocalPrior, *, batch: int = 3, atol: float = 1e-4, rtol: 
     # autograd where declared
     if getattr(prior, "supports_grad", False):
         xg = x.clone().requires_grad_(True)
-        prior.denoise(xg, t, window=win, **cond).square().sum().backward()
+        try:
+            prior.denoise(xg, t, window=win, **cond).square().sum().backward()
+        except RuntimeError as e:
+            raise AssertionError(f"supports_grad=True but backward through denoise failed: {e}") from e
         assert xg.grad is not None and torch.isfinite(xg.grad).all(), "supports_grad=True but no finite gradient"
         assert xg.grad.abs().sum() > 0, "supports_grad=True but the gradient is identically zero"
     # a clear error for the wrong plan shape
