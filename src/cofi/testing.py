@@ -32,7 +32,7 @@ def check_prior(prior: LocalPrior, *, batch: int = 3, atol: float = 1e-4, rtol: 
     # attributes
     ac = getattr(prior, "alphas_cumprod", None)
     assert isinstance(ac, Tensor) and ac.ndim == 1 and ac.numel() >= 2, "alphas_cumprod must be a 1-D tensor (T_train,)"
-    assert torch.all((ac > 0) & (ac <= 1)), "alphas_cumprod must lie in (0, 1]"
+    assert torch.all((ac >= 0) & (ac <= 1)) and ac[0] > 0, "alphas_cumprod must lie in [0, 1] with ᾱ_0 > 0 (zero terminal SNR is allowed)"
     assert torch.all(ac[1:] <= ac[:-1]), "alphas_cumprod must be non-increasing in t"
     shape = tuple(prior.sample_shape)
     assert len(shape) >= 1 and all(isinstance(s, int) and s > 0 for s in shape), "sample_shape must be positive ints"

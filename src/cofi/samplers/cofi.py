@@ -20,7 +20,8 @@ class CoFi:
 
     Args:
         steps: DDIM steps K of the grid both stages share.
-        eta: η of the coarse stage.
+        eta: η of the coarse stage. 1 by default: the paper samples the coarse stage's
+            directional noise (``independent`` per plan or ``shared``), which only matters with η > 0.
         lam0: first λ of the coarse schedule (λ = 1 is no shrinkage).
         schedule: ``constant`` / ``linear`` (λ0 → 1) / ``cosine``.
         refine_start: grid index r where the renoised global scaffold enters the
@@ -34,7 +35,7 @@ class CoFi:
     """
 
     steps: int = 50
-    eta: float = 0.0
+    eta: float = 1.0
     lam0: float = 0.8
     schedule: Schedule = "linear"
     refine_start: int | None = 15

@@ -1,0 +1,145 @@
+"""CogVideoXPrior and cofi.video on tiny random-weight CogVideoX components (CPU, offline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+import cofi  # noqa: E402
+from cofi import video  # noqa: E402
+from cofi.testing import check_prior  # noqa: E402
+
+from _tiny_cogvideox import tiny_pipe  # noqa: E402
+
+PROMPT = "a red panda eats bamboo in the forest"
+H = W = 32  # latent 4×4, 2×2 patches
+F = 3  # tiny transformer: sample_frames 9 -> 3 latent frames per chunk
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipe(seed=0)
+
+
+@pytest.fixture(scope="module")
+def prior(pipe):
+    return cofi.priors.CogVideoXPrior.from_pipe(pipe, PROMPT, guidance_scale=6.0, height=H, width=W)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_prior_contract_and_config(pipe, prior):
+    check_prior(prior)
+    assert prior.sample_shape == (F, 4, H // 8, W // 8)
+    assert prior.prediction_type == "v_prediction"
+    assert prior.timestep_spacing == "trailing" and prior.steps_offset == 0
+    # the SNR-shifted, zero-terminal-SNR schedule exactly as the scheduler builds it
+    ac = pipe.scheduler.alphas_cumprod.double()
+    torch.testing.assert_close(prior.alphas_cumprod[:-1], ac[:-1], atol=0, rtol=0)
+    assert ac[-1] == 0 and 0 < prior.alphas_cumprod[-1] < 1e-37  # ᾱ_T = 0 kept positive
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_one_chunk_equals_pipeline(rotary):
+    """λ = 1, no refinement, one chunk: exactly CogVideoXPipeline's latents (same x_T)."""
+    p = tiny_pipe(seed=1, rotary=rotary)
+    pr = cofi.priors.CogVideoXPrior.from_pipe(p, PROMPT, guidance_scale=6.0, height=H, width=W)
+    x_T = torch.randn(1, *pr.sample_shape, generator=gen(3))  # pipeline layout (B, F, C, h, w)
+    ref = p(PROMPT, height=H, width=W, num_frames=4 * F - 3, num_inference_steps=4, guidance_scale=6.0,
+            output_type="latent", latents=x_T.clone(), max_sequence_length=16).frames
+    layout = cofi.Chain(F, 0, 1)
+    for sampler in (cofi.GSC(steps=4), cofi.CoFi(steps=4, eta=0.0, lam0=1.0, refine_start=None)):
+        out = cofi.compose(pr, layout, sampler, x_T=x_T, progress=False)
+        torch.testing.assert_close(out.canvas, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_decoded_frames_follow_4L_minus_3(pipe):
+    for L in (1, 3, 5):
+        frames = video.decode(pipe.vae, torch.randn(L, 4, 4, 4, generator=gen(L)))
+        assert frames.shape == (4 * L - 3, H, W, 3) and frames.dtype == np.uint8
+    vae, sizes = pipe.vae, (pipe.vae.tile_sample_min_height, pipe.vae.tile_sample_min_width)
+    vae.tile_sample_min_height = vae.tile_sample_min_width = 16  # force the tiled path at 32×32
+    vae.tile_latent_min_height = vae.tile_latent_min_width = 2
+    try:
+        # frame count only: diffusers' tiles assume 480×720 and do not reassemble 32×32 exactly
+        assert video.decode(vae, torch.randn(5, 4, 4, 4), tiling=True).shape[0] == 17
+    finally:
+        vae.tile_sample_min_height, vae.tile_sample_min_width = sizes
+        vae.tile_latent_min_height, vae.tile_latent_min_width = sizes[0] // 8, sizes[1] // 8
+    with pytest.raises(ValueError, match="L must be odd"):
+        video.decode(pipe.vae, torch.randn(4, 4, 4, 4))
+    with pytest.raises(ValueError, match="channels"):
+        video.decode(pipe.vae, torch.randn(3, 5, 4, 4))
+    assert video.frames_for_latents(video.latent_frames(9)) == 273
+    assert video.chunks_for_frames(273) == 9
+
+
+def test_determinism_max_batch_and_one_transformer_call(pipe, prior):
+    calls = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["hidden_states"].shape[0]),
+                                                      with_kwargs=True)
+    try:
+        sampler = cofi.CoFi(steps=4, lam0=0.8, schedule="cosine", refine_start=1, noise="shared")
+        kw = dict(chunks=3, overlap=1, sampler=sampler, height=H, width=W, progress=False)
+        a = video.compose_video(pipe, PROMPT, generator=gen(0), **kw)
+        assert calls == [2 * 3] * (4 + 3)  # every step: 3 chunks × 2 CFG branches in one call
+        b = video.compose_video(pipe, PROMPT, generator=gen(0), **kw)
+        c = video.compose_video(pipe, PROMPT, generator=gen(0), max_batch=1, **kw)
+    finally:
+        hook.remove()
+    assert a.canvas.shape == (1, 3 + 2 * 2, 4, 4, 4)
+    assert torch.equal(a.canvas, b.canvas)
+    torch.testing.assert_close(c.canvas, a.canvas, atol=1e-5, rtol=1e-5)
+    assert a.scaffold is not None
+
+
+@pytest.mark.parametrize("method,nfe", [("native", 5), ("gen-l-video", 5 * 3), ("cdgs", 5 * 4 * 3),
+                                        ("cofi", (5 + 4) * 3)])
+def test_nfe_per_method(pipe, method, nfe):
+    chunks = 1 if method == "native" else 3
+    sampler = video.reference_sampler(method, steps=5)
+    out = video.compose_video(pipe, PROMPT, chunks=chunks, overlap=1, sampler=sampler,
+                              blend=video.reference_blend(method), height=H, width=W,
+                              generator=gen(1), progress=False)
+    assert out.nfe == nfe == sampler.nfe(cofi.Chain(F, 1, chunks), 1)
+    assert torch.isfinite(out.canvas).all()
+
+
+def test_long_video_end_to_end(pipe, tmp_path):
+    frames = video.long_video(pipe, PROMPT, chunks=2, sampler=cofi.GSC(steps=2), generator=gen(2),
+                              height=H, width=W, progress=False, overlap=1)
+    assert frames.shape == (4 * 5 - 3, H, W, 3) and frames.dtype == np.uint8
+    mp4 = video.export_mp4(frames, tmp_path / "v.mp4")
+    png = video.save_frame_grid(frames, tmp_path / "v.png")
+    assert mp4.stat().st_size > 0 and png.stat().st_size > 0
+    import imageio.v2 as imageio
+
+    assert imageio.imread(png).shape == (H, 5 * W + 4 * 4, 3)
+    assert video.grid_indices(273) == [0, 68, 136, 204, 272]  # frames 1, 69, 137, 205, 273
+
+
+def test_clear_errors(pipe):
+    kw = dict(sampler=cofi.GSC(steps=1), height=H, width=W, progress=False)
+    with pytest.raises(ValueError, match="chunks"):
+        video.long_video(pipe, PROMPT, chunks=0, **kw)
+    with pytest.raises(ValueError, match="overlap"):
+        video.long_video(pipe, PROMPT, chunks=2, overlap=3, **kw)
+    with pytest.raises(ValueError, match="L must be odd"):  # stride 1: 2 chunks = 4 latent frames
+        video.long_video(pipe, PROMPT, chunks=2, overlap=2, **kw)
+    with pytest.raises(ValueError, match="4L - 3"):
+        video.chunks_for_frames(100)
+    with pytest.raises(ValueError, match="not 13"):
+        video.chunks_for_frames(4 * 15 - 3)
+    with pytest.raises(ValueError, match="chunks must be 1"):
+        video.long_video(pipe, PROMPT, chunks=3, **{**kw, "sampler": "native"})
+    with pytest.raises(ValueError, match="method"):
+        video.reference_sampler("sora")
+    with pytest.raises(ValueError, match="multiples"):
+        cofi.priors.CogVideoXPrior.from_pipe(pipe, PROMPT, height=36, width=W)
+    assert cofi.long_video is video.long_video
