@@ -1,0 +1,135 @@
+"""PointMaze planning benchmark: success, open-loop validity, NFE and planning time.
+
+    python benchmarks/planning.py                                   # all mazes x methods, 5 tasks x 1 episode
+    python benchmarks/planning.py --mazes giant --methods cofi gsc --episodes 2 --seeds 0 1
+    python benchmarks/planning.py --mazes giant --ablation          # λ0 and refinement-depth sweeps (CoFi)
+    python benchmarks/planning.py --mazes giant --figure docs/figures/pointmaze_giant.png
+
+Per maze x method: success rate over tasks x episodes x seeds (with counts), open-loop
+validity of the first plan, replans, NFE and wall time per plan. Prints markdown
+tables; ``--json`` appends one line per episode. Priors: the shipped
+``pointmaze-{maze}-stitch`` checkpoints, or ``--checkpoint-dir DIR`` holding
+``pointmaze-{maze}-stitch/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+
+def load_prior(maze: str, checkpoint_dir: str | None):
+    from cofi.priors import TrajectoryPrior
+
+    name = f"pointmaze-{maze}-stitch"
+    return TrajectoryPrior.from_pretrained(os.path.join(checkpoint_dir, name) if checkpoint_dir else name)
+
+
+def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=False):
+    from cofi.planning.evaluate import evaluate
+
+    def log(rec, secs):
+        if args.verbose:
+            print(f"  {label or method:>18} task {rec.task} seed {rec.seed} ep {rec.episode}: "
+                  f"{'ok  ' if rec.success else 'fail'} steps {rec.steps:4d} replans {rec.replans} "
+                  f"valid {int(rec.plan_valid)} plan {rec.first_plan_time_s:.1f}s ({secs:.0f}s)", flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps({**rec.to_dict(), "label": label or method}) + "\n")
+
+    steps = args.cdgs_steps if method == "cdgs" and sampler is None else args.steps
+    recs = evaluate(env_name, prior, method, tasks=args.tasks, episodes=args.episodes, seeds=args.seeds,
+                    sampler=sampler, steps=steps, max_replans=args.max_replans, keep_paths=keep_paths, log=log)
+    if label:
+        for r in recs:
+            r.method = label
+    return recs
+
+
+def ablation(env_name, prior, args):
+    """CoFi on one maze: λ0 sweep (refinement fixed) and refinement-depth sweep (λ0 fixed)."""
+    from cofi.planning.evaluate import markdown_table, summarize
+    from cofi.planning.planner import LAM0, planning_sampler
+
+    steps = args.steps or 20
+    rows = []
+    for lam0 in (0.2, 0.5, 0.8, 1.0):
+        s = planning_sampler("cofi", steps=steps, lam0=lam0)
+        rows += summarize(run(env_name, prior, "cofi", args, s, label=f"λ0={lam0} r={s.refine_start}"))
+    for frac in (None, 0.2, 0.6, 0.8):
+        r = None if frac is None else round(frac * steps)
+        s = planning_sampler("cofi", steps=steps, lam0=LAM0, refine_start=r)
+        depth = "none" if r is None else f"{steps - r} of {steps}"
+        rows += summarize(run(env_name, prior, "cofi", args, s, label=f"λ0={LAM0} refine {depth}"))
+    print(f"\n### CoFi ablation on {env_name} (first column: setting)\n")
+    print(markdown_table(rows).replace("| cofi |", "|").replace("| method |", "| setting |"))
+
+
+def figure(env_name, prior, method, args):
+    from cofi.planning.evaluate import make_env, run_episode
+    from cofi.planning.maze import Maze
+    from cofi.planning.planner import default_batch, default_count, planning_sampler
+    from cofi.viz import plot_plan
+
+    env = make_env(env_name)
+    maze = Maze.from_env(env)
+    sampler = planning_sampler(method, **({"steps": args.steps} if args.steps else {}))
+    rec = run_episode(env, prior, task=args.tasks[0], sampler=sampler, method=method,
+                      count=default_count(env_name), batch=default_batch(method), seed=args.seeds[0],
+                      maze=maze, max_replans=args.max_replans, keep_paths=True, env_name=env_name)
+    env.close()
+    plot_plan(maze, rec.plans[0], windows=rec.windows[0], path=rec.path,
+              title=f"{env_name} task {rec.task}, {method}: {'success' if rec.success else 'failure'} "
+                    f"({rec.steps} steps, {rec.replans} replans)", save=args.figure)
+    print(f"figure: {args.figure}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mazes", nargs="+", default=["medium", "large", "giant"])
+    ap.add_argument("--methods", nargs="+", default=["cofi", "gsc", "cdgs"])
+    ap.add_argument("--tasks", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    ap.add_argument("--episodes", type=int, default=1, help="episodes per task and seed")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--steps", type=int, default=None, help="DDIM steps of CoFi and GSC (preset: 20)")
+    ap.add_argument("--cdgs-steps", type=int, default=None, help="DDIM steps of CDGS (preset: 20)")
+    ap.add_argument("--max-replans", type=int, default=10)
+    ap.add_argument("--checkpoint-dir", default=None)
+    ap.add_argument("--ablation", action="store_true", help="λ0 and refinement-depth sweeps instead")
+    ap.add_argument("--figure", default=None, help="PNG of a composed plan (first maze, method, task, seed)")
+    ap.add_argument("--json", default=None, help="append per-episode records to this JSON-lines file")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from cofi.planning.evaluate import markdown_table, summarize
+
+    print(f"# PointMaze planning ({'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}); "
+          f"tasks {args.tasks}, episodes {args.episodes}, seeds {args.seeds}", flush=True)
+    for maze in args.mazes:
+        env_name = f"pointmaze-{maze}-stitch-v0"
+        prior = load_prior(maze, args.checkpoint_dir)
+        if args.figure:
+            figure(env_name, prior, args.methods[0], args)
+            args.figure = None
+        if args.ablation:
+            ablation(env_name, prior, args)
+            continue
+        rows = []
+        for method in args.methods:
+            t0 = time.perf_counter()
+            rows += summarize(run(env_name, prior, method, args))
+            print(f"  {maze} {method}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        print(f"\n### {env_name}\n")
+        print(markdown_table(rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Command line: ``python -m cofi.planning generate|train ...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m cofi.planning", description="cofi planning domain tools")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="regenerate an OGBench PointMaze stitch dataset")
+    g.add_argument("--env", required=True, help="pointmaze-{medium,large,giant}-stitch-v0")
+    g.add_argument("--out", default="data")
+    g.add_argument("--episodes", type=int, default=5000)
+    g.add_argument("--val-episodes", type=int, default=500)
+    g.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train", help="train a TrajectoryPrior on a generated dataset (resumable)")
+    from .train import add_train_args
+
+    add_train_args(t)
+    args = p.parse_args(argv)
+    if args.cmd == "generate":
+        from .data import generate_dataset
+
+        paths = generate_dataset(args.env, args.out, args.episodes, args.val_episodes, args.seed)
+        print("wrote", *paths)
+    else:
+        from .train import train_from_args
+
+        train_from_args(args, sys.argv)
+
+
+if __name__ == "__main__":
+    main()

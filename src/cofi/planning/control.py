@@ -1,0 +1,83 @@
+"""Waypoint tracking of an xy plan for OGBench's point agent.
+
+The point agent moves by ``0.2·action`` per step (``qpos += 0.2·a``, then contacts), and
+the environment does not clip the action, so the controller does:
+``a = clip(k (w − xy), −1, 1)``. With the default gain ``k = 5 = 1/0.2`` a waypoint closer
+than 0.2 is reached in one step; farther ones are approached at full speed.
+
+Which waypoint: pure pursuit along the plan. The controller keeps a progress index ``i``
+(never decreasing): each step it moves ``i`` to the plan point nearest the agent within
+the next ``window`` points, then aims at the first point after ``i`` that is at least
+``lookahead`` away (the plan's last point, the true goal, at the end). Progress therefore
+follows the agent, not the clock: a slow agent is not dragged across a wall, and a plan
+that slows down (dense points) is not waited for. The distance to the nearest plan point
+is the *deviation* that triggers replanning; an index that stops advancing is *stalling*.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["waypoint_action", "WaypointController"]
+
+
+def waypoint_action(xy, waypoint, gain: float = 5.0) -> np.ndarray:
+    """``clip(gain · (waypoint − xy), −1, 1)``, the point agent's action toward ``waypoint``."""
+    d = np.asarray(waypoint, dtype=np.float64) - np.asarray(xy, dtype=np.float64)
+    return np.clip(gain * d, -1.0, 1.0)
+
+
+class WaypointController:
+    """Follow an xy plan ``(L, 2)`` (its last point is the goal).
+
+    Args:
+        plan: ``(L, 2)`` waypoints in environment coordinates.
+        gain: proportional gain k of `waypoint_action`.
+        lookahead: distance of the pursued waypoint ahead of the agent along the plan;
+            below the corridor half-width left to the agent's centre (2 − 0.7 = 1.3), so
+            cutting a corner of the plan stays off the walls.
+        window: how many plan points ahead the progress index may jump in one step
+            (keeps progress from skipping to a later pass through the same place).
+    """
+
+    def __init__(self, plan, *, gain: float = 5.0, lookahead: float = 1.0, window: int = 40) -> None:
+        plan = np.asarray(plan, dtype=np.float64)
+        if plan.ndim != 2 or plan.shape[1] != 2 or len(plan) < 1:
+            raise ValueError(f"plan must have shape (L, 2) with L >= 1, got {plan.shape}")
+        if not np.isfinite(plan).all():
+            raise ValueError("plan contains NaN or inf")
+        if gain <= 0 or lookahead < 0 or window < 1:
+            raise ValueError(f"need gain > 0, lookahead >= 0, window >= 1; got {gain}, {lookahead}, {window}")
+        self.plan = plan
+        self.gain = gain
+        self.lookahead = lookahead
+        self.window = int(window)
+        self.index = 0  # progress along the plan
+        self.deviation = 0.0  # distance from the agent to the nearest plan point near `index`
+        self.target = plan[0]
+
+    @property
+    def goal(self) -> np.ndarray:
+        return self.plan[-1]
+
+    def update(self, xy) -> None:
+        """Advance the progress index to the plan point nearest ``xy`` within the window."""
+        xy = np.asarray(xy, dtype=np.float64)
+        hi = min(len(self.plan), self.index + self.window + 1)
+        d = np.linalg.norm(self.plan[self.index:hi] - xy, axis=1)
+        j = int(np.argmin(d))
+        self.index += j
+        self.deviation = float(d[j])
+
+    def waypoint(self, xy) -> np.ndarray:
+        """The first plan point after the progress index at least ``lookahead`` from ``xy``."""
+        xy = np.asarray(xy, dtype=np.float64)
+        rest = self.plan[self.index:]
+        far = np.nonzero(np.linalg.norm(rest - xy, axis=1) >= self.lookahead)[0]
+        return rest[far[0]] if len(far) else self.plan[-1]
+
+    def act(self, xy) -> np.ndarray:
+        """Update progress from the agent's position and return the action ``(2,)``."""
+        self.update(xy)
+        self.target = self.waypoint(xy)
+        return waypoint_action(xy, self.target, self.gain)

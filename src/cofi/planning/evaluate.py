@@ -1,0 +1,273 @@
+"""Plan, execute and replan on OGBench's PointMaze evaluation tasks.
+
+One episode: reset to task i (``env.reset(options=dict(task_id=i, render_goal=False))``;
+OGBench adds uniform noise of ±1 to the start and the goal), plan from the agent's
+position to the goal, follow the plan with `WaypointController`, and replan from the
+current position when the agent deviates more than ``replan_distance`` from the plan
+or stalls (no progress along it for ``stall_steps``), at most ``max_replans`` times.
+Success is the environment's ``info["success"]`` (within 1.0 of the goal); an episode
+ends at success or after ``max_steps`` (1000, OGBench's limit).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .control import WaypointController
+from .maze import Maze, parse_env_name
+from .planner import METHODS, PlanResult, default_batch, default_count, plan, planning_sampler
+
+__all__ = ["EpisodeRecord", "make_env", "run_episode", "evaluate", "summarize", "markdown_table"]
+
+
+@dataclass
+class EpisodeRecord:
+    """One executed episode. ``plan_valid`` is the open-loop validity of the first plan
+    (reaches the goal without crossing a wall, `Maze.check_plan`); ``nfe`` and
+    ``plan_time_s`` add up every plan of the episode (first plan and replans)."""
+
+    env_name: str
+    method: str
+    task: int
+    seed: int
+    episode: int
+    success: bool
+    steps: int
+    replans: int
+    nfe: int
+    plan_time_s: float
+    plan_valid: bool
+    first_plan_nfe: int
+    first_plan_time_s: float
+    overlap_error: float
+    final_distance: float
+    path: np.ndarray | None = field(default=None, repr=False)
+    plans: list[np.ndarray] | None = field(default=None, repr=False)
+    windows: list[np.ndarray] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        """The scalar fields (no path, no plans), e.g. for a JSON line."""
+        d = asdict(self)
+        for k in ("path", "plans", "windows"):
+            d.pop(k)
+        return d
+
+
+def make_env(env_name: str):
+    """The gymnasium environment of ``env_name`` (``pointmaze-giant-stitch-v0`` ->
+    ``pointmaze-giant-v0``), goal-conditioned, 1000 steps."""
+    _, env_id = parse_env_name(env_name)
+    import gymnasium
+
+    import ogbench  # noqa: F401  (registers the environments)
+
+    return gymnasium.make(env_id)
+
+
+def _episode_seeds(seed: int, task: int, episode: int) -> tuple[int, int]:
+    ss = np.random.SeedSequence([int(seed), int(task), int(episode)])
+    a, b = ss.generate_state(2)
+    return int(a), int(b)
+
+
+def _reset(env, task: int, env_seed: int):
+    """Reset to ``task``; ogbench draws the start/goal noise from the global numpy RNG,
+    so it is seeded here and its state restored afterwards."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(env_seed % 2**32)
+        env.action_space.seed(env_seed % 2**32)
+        ob, _ = env.reset(seed=env_seed % 2**31, options=dict(task_id=int(task), render_goal=False))
+    finally:
+        np.random.set_state(state)
+    return ob
+
+
+def run_episode(
+    env,
+    prior,
+    *,
+    task: int,
+    sampler,
+    method: str,
+    count: int,
+    batch: int,
+    seed: int = 0,
+    episode: int = 0,
+    maze: Maze | None = None,
+    max_steps: int = 1000,
+    max_replans: int = 10,
+    replan_distance: float = 1.0,
+    stall_steps: int = 40,
+    controller: dict | None = None,
+    keep_paths: bool = False,
+    progress: bool = False,
+    env_name: str = "",
+) -> EpisodeRecord:
+    """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring."""
+    maze = Maze.from_env(env) if maze is None else maze
+    env_seed, plan_seed = _episode_seeds(seed, task, episode)
+    gen = torch.Generator(device=prior.alphas_cumprod.device).manual_seed(plan_seed)
+    ob = _reset(env, task, env_seed)
+    goal = np.asarray(env.unwrapped.cur_goal_xy, dtype=np.float64)
+    xy = np.asarray(ob[:2], dtype=np.float64)
+
+    def new_plan(from_xy) -> PlanResult:
+        return plan(prior, from_xy, goal, sampler, count=count, batch=batch, generator=gen,
+                    progress=progress, maze=maze)
+
+    first = new_plan(xy)
+    check = maze.check_plan(first.xy, goal)
+    plans = [first]
+    ctrl = WaypointController(first.xy, **(controller or {}))
+    path = [xy.copy()]
+    success, steps, replans = False, 0, 0
+    best_index, since_progress = 0, 0
+    while steps < max_steps:
+        action = ctrl.act(xy)
+        if ctrl.index > best_index:
+            best_index, since_progress = ctrl.index, 0
+        else:
+            since_progress += 1
+        near_end = ctrl.index >= len(ctrl.plan) - 1
+        off_plan = ctrl.deviation > replan_distance or (since_progress >= stall_steps and not near_end)
+        if off_plan and replans < max_replans and maze.is_free(xy):
+            replans += 1
+            plans.append(new_plan(xy))
+            ctrl = WaypointController(plans[-1].xy, **(controller or {}))
+            best_index, since_progress = 0, 0
+            action = ctrl.act(xy)
+        ob, _, terminated, truncated, info = env.step(action)
+        steps += 1
+        xy = np.asarray(ob[:2], dtype=np.float64)
+        path.append(xy.copy())
+        if info.get("success", 0.0) > 0:
+            success = True
+            break
+        if terminated or truncated:
+            break
+    return EpisodeRecord(
+        env_name=env_name, method=method, task=int(task), seed=int(seed), episode=int(episode),
+        success=success, steps=steps, replans=replans,
+        nfe=sum(p.nfe for p in plans), plan_time_s=sum(p.time_s for p in plans),
+        plan_valid=check.valid, first_plan_nfe=first.nfe, first_plan_time_s=first.time_s,
+        overlap_error=first.overlap_error, final_distance=float(np.linalg.norm(xy - goal)),
+        path=np.stack(path) if keep_paths else None,
+        plans=[p.xy for p in plans] if keep_paths else None,
+        windows=[p.windows for p in plans] if keep_paths else None,
+    )
+
+
+def evaluate(
+    env_name: str,
+    prior,
+    method: str = "cofi",
+    *,
+    tasks: Iterable[int] = (1, 2, 3, 4, 5),
+    episodes: int = 1,
+    seeds: Sequence[int] = (0,),
+    sampler=None,
+    steps: int | None = None,
+    count: int | None = None,
+    batch: int | None = None,
+    max_steps: int = 1000,
+    max_replans: int = 10,
+    replan_distance: float = 1.0,
+    stall_steps: int = 40,
+    controller: dict | None = None,
+    keep_paths: bool = False,
+    progress: bool = False,
+    log=None,
+) -> list[EpisodeRecord]:
+    """Run ``method`` on the maze's evaluation tasks: every task × seed × episode.
+
+    Args:
+        env_name: ``pointmaze-{medium,large,giant}-stitch-v0``.
+        prior: the trajectory prior (e.g. ``TrajectoryPrior.from_pretrained(env_name[:-3])``).
+        method: ``cofi`` / ``gsc`` / ``cdgs`` (the `planning_sampler` preset), used when
+            ``sampler`` is None; otherwise only the records' label.
+        tasks: OGBench task ids (1…5).
+        episodes, seeds: episodes per task and seed; start/goal noise and the planner's
+            noise are functions of (seed, task, episode) alone.
+        sampler: a sampler config overriding the preset; ``steps`` changes the preset's steps.
+        count, batch: windows N (default per maze) and candidates (16, CDGS 40).
+        max_steps, max_replans, replan_distance, stall_steps: execution (module docstring).
+        controller: keyword arguments of `WaypointController` (gain, lookahead, window).
+        keep_paths: keep executed paths, plans and their windows in the records (figures).
+        progress: progress bars while planning. ``log``: called with each finished record.
+    Returns:
+        One `EpisodeRecord` per episode.
+    """
+    maze_type, _ = parse_env_name(env_name)
+    tasks = [int(t) for t in tasks]
+    if any(not 1 <= t <= 5 for t in tasks):
+        raise ValueError(f"tasks must be OGBench task ids in 1..5, got {tasks}")
+    if episodes < 1 or not len(seeds):
+        raise ValueError(f"need episodes >= 1 and at least one seed, got {episodes}, {list(seeds)}")
+    if sampler is None:
+        method = str(method).lower()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        sampler = planning_sampler(method) if steps is None else planning_sampler(method, steps=steps)
+    count = default_count(maze_type) if count is None else count
+    batch = default_batch(method) if batch is None and method in METHODS else (batch or 16)
+    env = make_env(env_name)
+    maze = Maze.from_env(env)
+    records = []
+    try:
+        for seed in seeds:
+            for task in tasks:
+                for ep in range(episodes):
+                    t0 = time.perf_counter()
+                    rec = run_episode(env, prior, task=task, sampler=sampler, method=method, count=count,
+                                      batch=batch, seed=seed, episode=ep, maze=maze, max_steps=max_steps,
+                                      max_replans=max_replans, replan_distance=replan_distance,
+                                      stall_steps=stall_steps, controller=controller,
+                                      keep_paths=keep_paths, progress=progress, env_name=env_name)
+                    records.append(rec)
+                    if log is not None:
+                        log(rec, time.perf_counter() - t0)
+    finally:
+        env.close()
+    return records
+
+
+def summarize(records: Sequence[EpisodeRecord]) -> list[dict]:
+    """One row per (env, method): success rate with counts, first-plan validity, mean
+    replans, NFE and wall time per plan problem (the first plan of each episode)."""
+    groups: dict[tuple[str, str], list[EpisodeRecord]] = {}
+    for r in records:
+        groups.setdefault((r.env_name, r.method), []).append(r)
+    rows = []
+    for (env_name, method), rs in groups.items():
+        n = len(rs)
+        wins = sum(r.success for r in rs)
+        rows.append(dict(
+            env_name=env_name, method=method, episodes=n, successes=wins, success_rate=wins / n,
+            valid=sum(r.plan_valid for r in rs), valid_rate=sum(r.plan_valid for r in rs) / n,
+            replans=float(np.mean([r.replans for r in rs])),
+            nfe_per_plan=float(np.mean([r.first_plan_nfe for r in rs])),
+            time_per_plan_s=float(np.mean([r.first_plan_time_s for r in rs])),
+            steps=float(np.mean([r.steps for r in rs])),
+        ))
+    return rows
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The rows of `summarize` as a markdown table."""
+    head = ("| maze | method | success | open-loop valid | replans / ep | NFE / plan | wall s / plan | steps / ep |\n"
+            "|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        maze = parse_env_name(r["env_name"])[0] if r["env_name"] else "?"
+        lines.append(
+            f"| {maze} | {r['method']} | {100 * r['success_rate']:.0f}% ({r['successes']}/{r['episodes']}) "
+            f"| {100 * r['valid_rate']:.0f}% ({r['valid']}/{r['episodes']}) | {r['replans']:.1f} "
+            f"| {r['nfe_per_plan']:.0f} | {r['time_per_plan_s']:.2f} | {r['steps']:.0f} |"
+        )
+    return "\n".join(lines)

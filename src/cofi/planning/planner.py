@@ -1,0 +1,203 @@
+"""Long-horizon PointMaze plans composed from a 160-step trajectory prior (paper §5.1).
+
+Horizon 160, overlap 56, N = 3 / 6 / 8 windows for medium / large / giant; start and goal
+pinned at canvas positions 0 and −1; overlap-MSE guidance in every step (both CoFi
+stages); no fusion in the loop: the final plans are composed by exponential blending
+(β = 2) and the candidate with the lowest overlap error is the plan.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..compose import Composition, compose
+from ..coupling import Pins
+from ..layout import Chain
+from ..samplers import CDGS, GSC, CoFi
+from .maze import Maze, parse_env_name
+
+__all__ = [
+    "HORIZON", "OVERLAP", "METHODS", "PlanResult", "default_count", "default_batch",
+    "planning_layout", "planning_sampler", "plan",
+]
+
+HORIZON = 160
+OVERLAP = 56
+METHODS = ("cofi", "gsc", "cdgs")
+_COUNT = {"medium": 3, "large": 6, "giant": 8}
+
+# Planning presets (docs/planning.md, "Settings"). DDIM with stochasticity η = 1, overlap
+# guidance in every step, no fusion in the loop (blending of the final plans only).
+STEPS = 20
+GUIDANCE = 20.0
+LAM0 = 0.5
+REFINE_START = 8
+CDGS_INNER = 10
+CDGS_POPULATION = 40
+BATCH = 16
+
+
+def default_count(env_name: str) -> int:
+    """Windows N of the plan for a maze: 3 / 6 / 8 for medium / large / giant."""
+    return _COUNT[parse_env_name(env_name)[0]]
+
+
+def default_batch(method: str) -> int:
+    """Candidates per plan: 16, or CDGS's population P = 40."""
+    return CDGS_POPULATION if _method(method) == "cdgs" else BATCH
+
+
+def planning_layout(count: int) -> Chain:
+    """``Chain(160, 56, count, axis=0, blend="exp", beta=2.0)``: the plan canvas has ``104·count + 56`` steps."""
+    return Chain(HORIZON, OVERLAP, count, axis=0, blend="exp", beta=2.0)
+
+
+def _method(name: str) -> str:
+    key = str(name).lower()
+    if key not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {name!r}")
+    return key
+
+
+def planning_sampler(method: str = "cofi", *, steps: int = STEPS, guidance: float = GUIDANCE, **overrides):
+    """The planning preset of a sampler: ``cofi``, ``gsc`` or ``cdgs``.
+
+    All three: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
+    guidance of weight ``guidance`` at every step, pins for start and goal.
+      - ``gsc``: ``GSC(fusion=False)``; the final plans are blended.
+      - ``cofi``: ``CoFi(fusion=False, lam0=0.5, schedule="linear", refine_start=8 of 20,
+        refine_eta=1)``: the coarse stage shrinks toward the scaffold, λ ramping linearly to 1;
+        refinement re-runs the last 12 steps from the renoised global scaffold.
+      - ``cdgs``: ``CDGS(inner=10, fusion=True)`` with its maze defaults (population P = 40
+        via ``batch``, pruning in the last 6 % keeping 10 %); fusion is CDGS's message passing.
+    ``refine_start`` scales with ``steps`` (r = round(0.4 K)) unless given. Any other field
+    of the sampler's dataclass may be overridden by keyword.
+    """
+    method = _method(method)
+    base = dict(steps=int(steps), eta=1.0, guidance=float(guidance))
+    if method == "gsc":
+        return GSC(**{**base, "fusion": False, **overrides})
+    if method == "cdgs":
+        return CDGS(**{**base, "inner": CDGS_INNER, "fusion": True, **overrides})
+    refine = max(0, min(int(steps) - 1, round(REFINE_START * int(steps) / STEPS)))
+    return CoFi(**{**base, "fusion": False, "lam0": LAM0, "schedule": "linear", "refine_start": refine,
+                   "refine_eta": 1.0, **overrides})
+
+
+@dataclass
+class PlanResult:
+    """A composed plan in environment coordinates.
+
+    Attributes:
+        xy: ``(L, 2)`` the executed plan: the best candidate's blended canvas, unnormalised;
+            ``xy[0]`` is exactly the start and ``xy[-1]`` exactly the goal.
+        windows: ``(N, 160, 2)`` the best candidate's local plans, unnormalised (before blending).
+        composition: the `Composition` of all candidates (normalised coordinates).
+        layout: the `Chain` of windows.
+        time_s: wall time of the composition, seconds.
+        method: ``cofi`` / ``gsc`` / ``cdgs`` or the sampler's class name.
+    """
+
+    xy: np.ndarray
+    windows: np.ndarray
+    composition: Composition
+    layout: Chain
+    time_s: float
+    method: str
+
+    @property
+    def nfe(self) -> int:
+        return self.composition.nfe
+
+    @property
+    def overlap_error(self) -> float:
+        c = self.composition
+        return float(c.overlap_error[c.best])
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _resolve_maze(prior, maze: Maze | str | None) -> Maze | None:
+    if maze is None:
+        maze = getattr(prior, "env_name", None)
+    if maze is None or isinstance(maze, Maze):
+        return maze
+    return Maze.from_name(maze)
+
+
+def plan(
+    prior,
+    start_xy,
+    goal_xy,
+    sampler=None,
+    count: int | None = None,
+    batch: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    *,
+    maze: Maze | str | None = None,
+    max_batch: int | None = None,
+) -> PlanResult:
+    """Compose a start-to-goal plan with a trajectory prior.
+
+    Args:
+        prior: a `LocalPrior` over normalised ``(160, 2)`` xy segments with
+            ``normalize(xy)`` / ``unnormalize(x)`` (e.g. ``TrajectoryPrior``).
+        start_xy, goal_xy: ``(2,)`` positions in environment coordinates.
+        sampler: a sampler config, a method name (``cofi`` / ``gsc`` / ``cdgs``, see
+            `planning_sampler`), or None for ``cofi``.
+        count: windows N (None: `default_count` of the maze).
+        batch: candidates (None: 16, or 40 for CDGS); the lowest overlap error is kept.
+        generator: a ``torch.Generator`` (the plan is a function of its seed).
+        progress: show progress bars.
+        maze: a `Maze` or env name (None: the prior's ``env_name`` if it has one). Used
+            for the default count and to reject a start or goal inside a wall.
+        max_batch: most plans per prior call (memory); does not change the result.
+    Returns:
+        A `PlanResult`.
+    """
+    for name in ("normalize", "unnormalize"):
+        if not callable(getattr(prior, name, None)):
+            raise TypeError(f"prior must have {name}() (a trajectory prior such as TrajectoryPrior)")
+    if tuple(prior.sample_shape) != (HORIZON, 2):
+        raise ValueError(f"prior.sample_shape must be ({HORIZON}, 2) xy segments, got {tuple(prior.sample_shape)}")
+    maze_ = _resolve_maze(prior, maze)
+    if maze_ is not None:
+        start = maze_.check_free(start_xy, "start_xy")
+        goal = maze_.check_free(goal_xy, "goal_xy")
+    else:
+        start, goal = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (start_xy, goal_xy))
+        for what, v in (("start_xy", start), ("goal_xy", goal)):
+            if v.shape != (2,) or not np.isfinite(v).all():
+                raise ValueError(f"{what} must be a finite (x, y) pair, got {v!r}")
+    if count is None:
+        if maze_ is None or not maze_.name:
+            raise ValueError("count is None and the maze is unknown: pass count= or maze='pointmaze-...-v0'")
+        count = default_count(maze_.name)
+    if sampler is None or isinstance(sampler, str):
+        method = _method(sampler or "cofi")
+        sampler = planning_sampler(method)
+    else:
+        method = type(sampler).__name__.lower()
+    batch = default_batch(method) if batch is None and method in METHODS else (batch or BATCH)
+    layout = planning_layout(int(count))
+
+    device = prior.alphas_cumprod.device
+    ends = torch.tensor(np.stack([start, goal]), dtype=torch.float32, device=device)
+    pins = Pins(positions=(0, -1), values=torch.as_tensor(prior.normalize(ends), dtype=torch.float32))
+    t0 = time.perf_counter()
+    comp = compose(prior, layout, sampler, batch=batch, generator=generator, pins=pins,
+                   progress=progress, max_batch=max_batch)
+    elapsed = time.perf_counter() - t0
+    xy = _to_numpy(prior.unnormalize(comp.best_canvas))
+    windows = _to_numpy(prior.unnormalize(comp.plans[comp.best]))
+    xy[0], xy[-1] = start, goal  # equal up to float rounding already (pins)
+    return PlanResult(xy=xy, windows=windows, composition=comp, layout=layout, time_s=elapsed, method=method)

@@ -1,0 +1,112 @@
+"""`TrajectoryPrior`: a 1D temporal U-Net over normalised xy segments, as a LocalPrior.
+
+Plans live in the normalised space ``[-1, 1]²`` (per-dimension min/max of the training data);
+`normalize` / `unnormalize` convert to and from environment coordinates. Start and goal enter
+composition as `cofi.Pins` (see `cofi.planning.plan`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..prior import to_x0
+from .unet1d import TemporalUNet, UNet1DConfig
+
+__all__ = ["TrajectoryPrior", "cosine_alphas_cumprod", "CHECKPOINTS"]
+
+CHECKPOINTS = ("pointmaze-medium-stitch", "pointmaze-large-stitch", "pointmaze-giant-stitch")
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def cosine_alphas_cumprod(T: int, s: float = 0.008) -> Tensor:
+    """ᾱ of the cosine schedule (Nichol & Dhariwal 2021), β clipped at 0.999, ``(T,)`` float32."""
+    f = lambda u: math.cos((u / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(T)], dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0).float()
+
+
+class TrajectoryPrior:
+    """LocalPrior over normalised ``(horizon, 2)`` xy segments; differentiable (guidance).
+
+    Args:
+        net: the ε-prediction `TemporalUNet`.
+        alphas_cumprod: its training schedule ``(T,)``.
+        lo, hi: per-dimension min and max of the training positions (the normaliser).
+        env_name: the OGBench environment the prior was trained on (informational).
+    """
+
+    supports_grad = True
+    timestep_spacing = "leading"
+    steps_offset = 0
+
+    def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None) -> None:
+        self.net = net.eval()
+        self.alphas_cumprod = alphas_cumprod.float()
+        self.sample_shape = (net.config.horizon, net.config.channels)
+        self.lo = torch.as_tensor(np.asarray(lo), dtype=torch.float32)
+        self.hi = torch.as_tensor(np.asarray(hi), dtype=torch.float32)
+        self.env_name = env_name
+
+    # ------------------------------------------------------------------ normalisation
+    def normalize(self, xy) -> Tensor:
+        """Environment xy ``(..., 2)`` -> ``[-1, 1]``."""
+        xy = torch.as_tensor(xy, dtype=torch.float32)
+        return 2 * (xy - self.lo.to(xy.device)) / (self.hi - self.lo).to(xy.device) - 1
+
+    def unnormalize(self, x) -> Tensor:
+        """``[-1, 1]`` ``(..., 2)`` -> environment xy."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        return (x + 1) / 2 * (self.hi - self.lo).to(x.device) + self.lo.to(x.device)
+
+    # ------------------------------------------------------------------ LocalPrior
+    def denoise(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
+        """x̂ for ``x_t`` ``(M, horizon, 2)`` and timesteps ``(M,)``."""
+        if tuple(x_t.shape[1:]) != self.sample_shape:
+            raise ValueError(f"x_t must have shape (M, {self.sample_shape[0]}, {self.sample_shape[1]}), got {tuple(x_t.shape)}")
+        eps = self.net(x_t, t)
+        return to_x0(eps, x_t, self.alphas_cumprod.to(x_t.device)[t], "epsilon")
+
+    def to(self, device) -> "TrajectoryPrior":
+        self.net.to(device)
+        self.alphas_cumprod = self.alphas_cumprod.to(device)
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` to ``directory``."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, d / "model.safetensors")
+        cfg = dict(extra or {})
+        cfg.update(unet=self.net.config.to_dict(), T=int(self.alphas_cumprod.shape[0]), schedule="cosine",
+                   lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name)
+        (d / "config.json").write_text(json.dumps(cfg, indent=2))
+        return d
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> "TrajectoryPrior":
+        """Load a shipped checkpoint by name (one of `CHECKPOINTS`) or a directory path."""
+        from safetensors.torch import load_file
+
+        d = Path(name_or_path)
+        if str(name_or_path) in CHECKPOINTS:
+            d = _PACKAGE_DIR / str(name_or_path)
+        if not (d / "model.safetensors").is_file() or not (d / "config.json").is_file():
+            raise FileNotFoundError(
+                f"no checkpoint at {name_or_path!r} (need model.safetensors and config.json); "
+                f"shipped names: {', '.join(CHECKPOINTS)}"
+            )
+        cfg = json.loads((d / "config.json").read_text())
+        net = TemporalUNet(UNet1DConfig.from_dict(cfg["unet"]))
+        net.load_state_dict(load_file(d / "model.safetensors"))
+        net.requires_grad_(False)
+        ac = cosine_alphas_cumprod(cfg["T"])
+        return cls(net, ac, cfg["lo"], cfg["hi"], env_name=cfg.get("env_name")).to(device)

@@ -1,0 +1,108 @@
+"""A compact 1D temporal U-Net (in the spirit of Janner et al. 2022's `TemporalUnet`).
+
+Input and output ``x : [batch x horizon x channels]``; the network predicts ε.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["UNet1DConfig", "TemporalUNet"]
+
+
+@dataclass(frozen=True)
+class UNet1DConfig:
+    """Shape of the network. ``horizon`` must be divisible by ``2**(len(dim_mults)-1)``."""
+
+    horizon: int = 160
+    channels: int = 2
+    dim: int = 32
+    dim_mults: tuple[int, ...] = (1, 2, 4)
+    kernel_size: int = 5
+    groups: int = 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNet1DConfig":
+        d = dict(d)
+        d["dim_mults"] = tuple(d["dim_mults"])
+        return cls(**d)
+
+
+def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
+    """Transformer-style sinusoidal embedding of timesteps ``(B,) -> (B, dim)``."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - 1))
+    arg = t.float()[:, None] * freq[None]
+    return torch.cat([arg.sin(), arg.cos()], dim=1)
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k: int, groups: int) -> None:
+        super().__init__(nn.Conv1d(cin, cout, k, padding=k // 2), nn.GroupNorm(groups, cout), nn.Mish())
+
+
+class ResBlock(nn.Module):
+    """Two conv blocks with the time embedding added in between, plus a residual path."""
+
+    def __init__(self, cin: int, cout: int, tdim: int, k: int, groups: int) -> None:
+        super().__init__()
+        self.b1, self.b2 = ConvBlock(cin, cout, k, groups), ConvBlock(cout, cout, k, groups)
+        self.time = nn.Sequential(nn.Mish(), nn.Linear(tdim, cout))
+        self.skip = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        h = self.b1(x) + self.time(temb)[:, :, None]
+        return self.b2(h) + self.skip(x)
+
+
+class TemporalUNet(nn.Module):
+    """ε-prediction U-Net over ``[batch x horizon x channels]`` with integer timesteps ``(batch,)``."""
+
+    def __init__(self, config: UNet1DConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        levels = len(c.dim_mults)
+        if c.horizon % (2 ** (levels - 1)):
+            raise ValueError(f"horizon {c.horizon} must be divisible by {2 ** (levels - 1)}")
+        dims = [c.dim * m for m in c.dim_mults]
+        tdim = 4 * c.dim
+        self.time = nn.Sequential(nn.Linear(c.dim, tdim), nn.Mish(), nn.Linear(tdim, tdim))
+        self.inp = nn.Conv1d(c.channels, c.dim, 1)
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        cin = c.dim
+        for i, d in enumerate(dims):
+            last = i == levels - 1
+            self.down.append(nn.ModuleList([
+                ResBlock(cin, d, tdim, c.kernel_size, c.groups), ResBlock(d, d, tdim, c.kernel_size, c.groups),
+                nn.Identity() if last else nn.Conv1d(d, d, 3, stride=2, padding=1)]))
+            cin = d
+        self.mid = nn.ModuleList([ResBlock(cin, cin, tdim, c.kernel_size, c.groups) for _ in range(2)])
+        for i, d in reversed(list(enumerate(dims[:-1]))):
+            self.up.append(nn.ModuleList([
+                nn.ConvTranspose1d(cin, cin, 4, stride=2, padding=1),
+                ResBlock(cin + dims[i], d, tdim, c.kernel_size, c.groups), ResBlock(d, d, tdim, c.kernel_size, c.groups)]))
+            cin = d
+        self.out = nn.Sequential(ConvBlock(cin, cin, c.kernel_size, c.groups), nn.Conv1d(cin, c.channels, 1))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        temb = self.time(sinusoidal_embedding(t, self.config.dim))
+        h = self.inp(x.transpose(1, 2))
+        skips = []
+        for r1, r2, down in self.down:
+            h = r2(r1(h, temb), temb)
+            skips.append(h)
+            h = down(h)
+        skips.pop()  # the deepest level feeds the middle directly
+        for block in self.mid:
+            h = block(h, temb)
+        for upsample, r1, r2 in self.up:
+            h = upsample(h)
+            h = r2(r1(torch.cat([h, skips.pop()], 1), temb), temb)
+        return self.out(h).transpose(1, 2)

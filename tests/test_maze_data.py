@@ -1,0 +1,68 @@
+"""OGBench stitch-data regeneration: layout, 4-step goals, determinism, loadable by ogbench."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ogbench")
+
+from cofi.planning import data as D  # noqa: E402
+
+NAME = "pointmaze-medium-stitch-v0"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    return D.generate_dataset(NAME, out, episodes=6, val_episodes=2, seed=3, progress=False)
+
+
+def test_layout_and_dtypes(small):
+    train = np.load(small[0])
+    assert set(train.files) == {"observations", "actions", "terminals", "qpos", "qvel"}
+    n = 6 * D.EPISODE_STEPS
+    assert train["observations"].shape == (n, 2) and train["observations"].dtype == np.float32
+    assert train["actions"].shape == (n, 2) and np.abs(train["actions"]).max() <= 1.0
+    term = train["terminals"].reshape(6, D.EPISODE_STEPS)
+    assert (term[:, -1] == 1).all() and (term[:, :-1] == 0).all()
+    # qpos of a point agent is its xy
+    np.testing.assert_allclose(train["qpos"], train["observations"], atol=1e-6)
+    assert np.load(small[1])["observations"].shape == (2 * D.EPISODE_STEPS, 2)
+
+
+def test_loadable_by_ogbench(small):
+    import ogbench
+
+    env, train, val = ogbench.make_env_and_datasets(NAME, dataset_path=str(small[0]))
+    assert train["observations"].shape[1] == 2 and val["observations"].shape[0] > 0
+
+
+def test_goals_are_exactly_four_bfs_steps_away():
+    env = D.make_env(NAME)
+    m = env.unwrapped.maze_map
+    for start in D.free_cells(m)[:10]:
+        for goal in D.cells_at_distance(m, start, 4):
+            # independent check: shortest path length by brute-force relaxation
+            dist = {start: 0}
+            frontier = [start]
+            for k in range(1, 5):
+                frontier = [(i + di, j + dj) for i, j in frontier for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1))
+                            if m[i + di, j + dj] == 0 and (i + di, j + dj) not in dist]
+                for c in frontier:
+                    dist.setdefault(c, k)
+            assert dist.get(goal) == 4
+
+
+def test_episodes_move_toward_their_goal_and_are_seeded():
+    a = D.generate_episodes(NAME, 3, seed=11, progress=False)
+    b = D.generate_episodes(NAME, 3, seed=11, progress=False)
+    c = D.generate_episodes(NAME, 3, seed=12, progress=False)
+    np.testing.assert_array_equal(a["observations"], b["observations"])
+    assert not np.array_equal(a["observations"], c["observations"])
+    obs = a["observations"].reshape(3, D.EPISODE_STEPS, 2)
+    travelled = np.linalg.norm(obs[:, -1] - obs[:, 0], axis=1)
+    assert (travelled > 4.0).all()  # 4 cells of 4 units away: the oracle makes real progress
+
+
+def test_unknown_maze_name():
+    with pytest.raises(ValueError, match="unknown maze 'pointmaze-tiny-stitch-v0'; valid names"):
+        D.generate_dataset("pointmaze-tiny-stitch-v0", "/tmp/x", episodes=1)

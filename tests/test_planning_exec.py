@@ -1,0 +1,254 @@
+"""Planning domain: maze helpers, waypoint controller, planner and plan-execute loop (CPU, offline)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("ogbench")
+
+from cofi.planning.control import WaypointController, waypoint_action  # noqa: E402
+from cofi.planning.evaluate import EpisodeRecord, _reset, evaluate, make_env, markdown_table, summarize  # noqa: E402
+from cofi.planning.maze import Maze, parse_env_name  # noqa: E402
+from cofi.planning.planner import default_count, plan, planning_layout, planning_sampler  # noqa: E402
+
+MEDIUM = "pointmaze-medium-stitch-v0"
+
+
+class TinyTrajectoryPrior(nn.Module):
+    """A random-weight stand-in with TrajectoryPrior's interface: ε-prediction over
+    normalised (160, 2) xy segments, normalize/unnormalize an affine map of the maze box."""
+
+    sample_shape = (160, 2)
+    supports_grad = True
+
+    def __init__(self, seed: int = 0, env_name: str | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Conv1d(3, 8, 5, padding=2), nn.SiLU(), nn.Conv1d(8, 2, 5, padding=2))
+        self.alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100), 0)
+        self.lo, self.hi = torch.tensor([-6.0, -6.0]), torch.tensor([26.0, 26.0])
+        if env_name is not None:
+            self.env_name = env_name
+
+    def normalize(self, xy):
+        return 2 * (torch.as_tensor(xy, dtype=torch.float32) - self.lo) / (self.hi - self.lo) - 1
+
+    def unnormalize(self, x):
+        return (torch.as_tensor(x) + 1) / 2 * (self.hi - self.lo) + self.lo
+
+    def denoise(self, x_t, t, **cond):
+        if tuple(x_t.shape[1:]) != self.sample_shape:
+            raise ValueError(f"x_t must be (M, 160, 2), got {tuple(x_t.shape)}")
+        a = self.alphas_cumprod[t].view(-1, 1, 1)
+        h = torch.cat([x_t.transpose(1, 2), (t.float() / 100).view(-1, 1, 1).expand(-1, 1, x_t.shape[1])], 1)
+        eps = self.net(h).transpose(1, 2)
+        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+@pytest.fixture(scope="module")
+def maze():
+    return Maze.from_name(MEDIUM)
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return TinyTrajectoryPrior()
+
+
+def test_tiny_prior_passes_contract(prior):
+    from cofi.testing import check_prior
+
+    check_prior(prior)
+
+
+# ---------------------------------------------------------------- maze helpers
+def test_env_names_and_counts():
+    assert parse_env_name("pointmaze-giant-stitch-v0") == ("giant", "pointmaze-giant-v0")
+    assert parse_env_name("large") == ("large", "pointmaze-large-v0")
+    assert [default_count(f"pointmaze-{m}-stitch-v0") for m in ("medium", "large", "giant")] == [3, 6, 8]
+    with pytest.raises(ValueError, match="unknown maze"):
+        parse_env_name("pointmaze-huge-stitch-v0")
+    with pytest.raises(ValueError, match="unknown maze"):
+        default_count("antmaze-giant-stitch-v0")
+
+
+def test_maze_cells_and_coordinates(maze):
+    assert maze.shape == (8, 8) and maze.unit == 4.0 and maze.goal_tol == 1.0
+    free = maze.free_cells()
+    assert len(free) == int((maze.maze_map == 0).sum()) == 26
+    centres = maze.ij_to_xy(free)
+    np.testing.assert_array_equal(maze.xy_to_ij(centres), free)
+    np.testing.assert_array_equal(maze.xy_to_ij(centres + 1.9), free)  # anywhere inside the cell
+    assert maze.is_free(centres).all()
+    assert not maze.is_free(maze.ij_to_xy(maze.wall_cells())).any()
+    assert not maze.is_free([[-100.0, 0.0]])[0]  # outside the map
+    assert maze.is_free([[0.0, 0.0]], margin=0.7)[0] and not maze.is_free([[1.5, -1.5]], margin=0.7)[0]
+
+
+def test_wall_crossing(maze):
+    # medium row 1: cells (1,1) (1,2) free, (1,3) wall; column 1: (1,1) (2,1) free, (3,1) wall
+    corridor = np.array([[0.0, 0.0], [2.0, 0.0], [4.0, 0.0]])
+    through = np.array([[4.0, 0.0], [8.0, 0.0], [12.0, 0.0]])  # straight through wall cell (1,3)
+    assert not maze.crosses_wall(corridor)
+    assert maze.crosses_wall(through)
+    assert maze.segment_collisions(through).tolist() == [True, True]
+    # one segment with both ends free and a wall in the middle: column 2, cells (2,2) free … (5,2) wall … (6,2) free
+    assert maze.is_free([[4.0, 4.0], [4.0, 20.0]]).all()
+    assert maze.crosses_wall(np.array([[4.0, 4.0], [4.0, 20.0]]))
+    assert not maze.crosses_wall(np.array([[4.0, 4.0], [4.0, 12.0]]))
+    ok = maze.check_plan(corridor, goal_xy=[4.5, 0.0])
+    assert ok.valid and ok.reaches_goal and not ok.crosses_wall
+    bad = maze.check_plan(through, goal_xy=[12.0, 0.0])
+    assert not bad.valid and bad.crosses_wall and bad.first_collision == 0
+    far = maze.check_plan(corridor, goal_xy=[0.0, 4.0])
+    assert not far.valid and not far.reaches_goal
+
+
+def test_shortest_path_is_wall_free(maze):
+    pl = maze.shortest_path([0.3, -0.2], [20.5, 19.6])
+    np.testing.assert_array_equal(pl[0], [0.3, -0.2])
+    np.testing.assert_array_equal(pl[-1], [20.5, 19.6])
+    assert not maze.crosses_wall(pl)
+
+
+# ---------------------------------------------------------------- controller
+def test_waypoint_action_is_clipped():
+    np.testing.assert_allclose(waypoint_action([0, 0], [0.1, -0.1]), [0.5, -0.5])
+    np.testing.assert_allclose(waypoint_action([0, 0], [10.0, -0.1]), [1.0, -0.5])
+    np.testing.assert_allclose(waypoint_action([0, 0], [0.1, 0.0], gain=1.0), [0.1, 0.0])
+
+
+def test_controller_reaches_waypoint_in_free_space():
+    env = make_env(MEDIUM)
+    try:
+        _reset(env, 1, 0)
+        env.unwrapped.set_xy(np.array([0.0, 0.0]))
+        target = np.array([4.0, 0.5])  # the next free cell of the corridor
+        ctrl = WaypointController(np.array([[0.0, 0.0], [2.0, 0.25], target]))
+        xy = env.unwrapped.get_xy()
+        for _ in range(60):
+            ob, *_ = env.step(ctrl.act(xy))
+            xy = ob[:2]
+        assert np.linalg.norm(xy - target) < 0.05
+        assert ctrl.index == 2
+    finally:
+        env.close()
+
+
+def test_controller_stops_at_wall():
+    env = make_env(MEDIUM)
+    try:
+        _reset(env, 1, 0)
+        env.unwrapped.set_xy(np.array([4.0, 0.0]))  # free cell (1,2); cell (1,3) at x in [6, 10] is a wall
+        ctrl = WaypointController(np.array([[4.0, 0.0], [12.0, 0.0]]))  # waypoint behind the wall
+        xy = env.unwrapped.get_xy()
+        xs = []
+        for _ in range(100):
+            ob, *_ = env.step(ctrl.act(xy))
+            xy = ob[:2]
+            xs.append(xy[0])
+        assert max(xs) < 6.0 - 0.6  # the ball (radius 0.7) stays in front of the wall face at x = 6
+        assert max(xs) > 5.0  # … after driving up to it
+    finally:
+        env.close()
+
+
+def test_controller_rejects_bad_plans():
+    with pytest.raises(ValueError, match="shape"):
+        WaypointController(np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        WaypointController(np.array([[0.0, np.nan]]))
+
+
+# ---------------------------------------------------------------- planner
+@pytest.mark.parametrize("method", ["cofi", "gsc", "cdgs"])
+def test_plan_pins_start_and_goal(prior, method):
+    start, goal = np.array([0.3, -0.4]), np.array([20.2, 19.7])
+    sampler = planning_sampler(method, steps=4, **({"inner": 2} if method == "cdgs" else {}))
+    out = plan(prior, start, goal, sampler, batch=3, generator=torch.Generator().manual_seed(0), maze=MEDIUM)
+    L = planning_layout(3).length
+    assert out.xy.shape == (L, 2) and L == 368
+    assert out.windows.shape == (3, 160, 2)
+    np.testing.assert_array_equal(out.xy[0], start)
+    np.testing.assert_array_equal(out.xy[-1], goal)
+    np.testing.assert_allclose(out.windows[0, 0], start, atol=1e-4)
+    np.testing.assert_allclose(out.windows[-1, -1], goal, atol=1e-4)
+    assert out.nfe == sampler.nfe(out.layout, 3) and out.time_s > 0 and np.isfinite(out.xy).all()
+
+
+def test_plan_is_a_function_of_the_seed(prior):
+    a = plan(prior, (0, 0), (20, 20), planning_sampler("cofi", steps=4), batch=2,
+             generator=torch.Generator().manual_seed(3), maze=MEDIUM)
+    b = plan(prior, (0, 0), (20, 20), planning_sampler("cofi", steps=4), batch=2,
+             generator=torch.Generator().manual_seed(3), maze=MEDIUM)
+    np.testing.assert_array_equal(a.xy, b.xy)
+
+
+def test_plan_presets():
+    s = planning_sampler("cofi")
+    assert s.fusion is False and s.guidance > 0 and s.schedule == "linear" and 0 < s.refine_start < s.steps
+    assert planning_sampler("gsc").fusion is False
+    assert planning_sampler("cdgs").inner == 10
+    assert planning_sampler("cofi", steps=50).refine_start == 20
+    with pytest.raises(ValueError, match="method"):
+        planning_sampler("diffuser")
+
+
+def test_plan_errors(prior):
+    with pytest.raises(ValueError, match="inside a wall"):
+        plan(prior, (8.0, 0.0), (20, 20), "gsc", maze=MEDIUM)  # cell (1,3) is a wall
+    with pytest.raises(ValueError, match="goal_xy"):
+        plan(prior, (0.0, 0.0), (100.0, 0.0), "gsc", maze=MEDIUM)
+    with pytest.raises(ValueError, match="unknown maze"):
+        plan(prior, (0.0, 0.0), (20, 20), "gsc", maze="pointmaze-tiny-stitch-v0")
+    with pytest.raises(ValueError, match="count"):
+        plan(prior, (0.0, 0.0), (20, 20), "gsc")  # no maze, no count
+    with pytest.raises(ValueError, match="method"):
+        plan(prior, (0.0, 0.0), (20, 20), "beam", maze=MEDIUM)
+
+
+def test_plan_reads_env_name_from_prior():
+    p = TinyTrajectoryPrior(env_name=MEDIUM)
+    out = plan(p, (0, 0), (20, 20), planning_sampler("gsc", steps=2), batch=1)
+    assert out.layout.count == 3
+
+
+# ---------------------------------------------------------------- plan and execute
+def test_evaluate_smoke(prior):
+    recs = evaluate(MEDIUM, prior, "cofi", tasks=(1, 3), steps=3, batch=2, max_steps=60, max_replans=2,
+                    keep_paths=True)
+    assert len(recs) == 2 and all(isinstance(r, EpisodeRecord) for r in recs)
+    for r in recs:
+        assert r.env_name == MEDIUM and r.method == "cofi" and r.task in (1, 3)
+        assert isinstance(r.success, bool) and isinstance(r.plan_valid, bool)
+        assert 1 <= r.steps <= 60 and 0 <= r.replans <= 2
+        assert r.nfe == r.first_plan_nfe * (1 + r.replans) and r.plan_time_s >= r.first_plan_time_s > 0
+        assert r.path.shape == (r.steps + 1, 2) and len(r.plans) == 1 + r.replans
+        assert set(r.to_dict()) >= {"success", "steps", "replans", "nfe", "plan_time_s", "plan_valid"}
+    # same seeds, same episodes
+    again = evaluate(MEDIUM, prior, "cofi", tasks=(1,), steps=3, batch=2, max_steps=60, max_replans=2)
+    untimed = lambda r: {k: v for k, v in r.to_dict().items() if not k.endswith("time_s")}  # noqa: E731
+    assert untimed(again[0]) == untimed(recs[0])
+    rows = summarize(recs)
+    assert rows[0]["episodes"] == 2 and "| medium | cofi |" in markdown_table(rows)
+
+
+def test_evaluate_errors(prior):
+    with pytest.raises(ValueError, match="unknown maze"):
+        evaluate("pointmaze-tiny-stitch-v0", prior)
+    with pytest.raises(ValueError, match="tasks"):
+        evaluate(MEDIUM, prior, tasks=(0,))
+
+
+def test_plot_plan(tmp_path, maze):
+    from cofi.viz import plot_plan
+
+    pl = maze.shortest_path([0.0, 0.0], [20.0, 20.0])
+    layout = planning_layout(3)
+    xy = np.concatenate([pl, np.repeat(pl[-1:], max(0, layout.length - len(pl)), 0)])[: layout.length]
+    out = tmp_path / "plan.png"
+    fig = plot_plan(maze, xy, layout, path=pl[::3], save=str(out))
+    assert out.stat().st_size > 1000 and len(fig.axes) == 1

@@ -1,0 +1,91 @@
+"""The 1D temporal U-Net, its training loop and `TrajectoryPrior`."""
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from cofi.priors.trajectory import CHECKPOINTS, TrajectoryPrior, cosine_alphas_cumprod
+from cofi.priors.unet1d import TemporalUNet, UNet1DConfig
+from cofi.testing import check_prior
+
+
+def tiny_prior():
+    torch.manual_seed(0)
+    net = TemporalUNet(UNet1DConfig(horizon=160, dim=8, dim_mults=(1, 2), groups=4))
+    return TrajectoryPrior(net, cosine_alphas_cumprod(50), [0.0, -1.0], [20.0, 9.0], env_name="test")
+
+
+def test_unet_shapes():
+    net = TemporalUNet(UNet1DConfig(horizon=32, channels=3, dim=8, dim_mults=(1, 2, 4), groups=4))
+    x = torch.randn(5, 32, 3)
+    assert net(x, torch.randint(0, 100, (5,))).shape == (5, 32, 3)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        TemporalUNet(UNet1DConfig(horizon=30, dim_mults=(1, 2, 4)))
+
+
+def test_unet_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    net = TemporalUNet(UNet1DConfig(horizon=16, dim=16, dim_mults=(1, 2), groups=4))
+    x, t = torch.randn(8, 16, 2), torch.randint(0, 50, (8,))
+    target = torch.randn(8, 16, 2)
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    first = None
+    for _ in range(150):
+        loss = (net(x, t) - target).pow(2).mean()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1 * first
+
+
+def test_cosine_schedule():
+    ac = cosine_alphas_cumprod(200)
+    assert ac.shape == (200,) and (ac[1:] < ac[:-1]).all() and 0.99 < ac[0] <= 1 and ac[-1] < 1e-3
+
+
+def test_prior_contract_and_normaliser():
+    prior = tiny_prior()
+    check_prior(prior)
+    xy = torch.tensor([[0.0, -1.0], [20.0, 9.0], [5.0, 2.0]])
+    n = prior.normalize(xy)
+    torch.testing.assert_close(n[:2], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+    torch.testing.assert_close(prior.unnormalize(n), xy)
+
+
+def test_save_and_from_pretrained_round_trip(tmp_path):
+    prior = tiny_prior()
+    prior.save_pretrained(tmp_path / "ckpt", extra={"command": "test"})
+    again = TrajectoryPrior.from_pretrained(tmp_path / "ckpt")
+    x, t = torch.randn(2, 160, 2), torch.tensor([3, 40])
+    assert torch.equal(prior.denoise(x, t), again.denoise(x, t))
+    assert again.env_name == "test"
+
+
+def test_missing_checkpoint_names_the_shipped_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match="shipped names: " + ", ".join(CHECKPOINTS)):
+        TrajectoryPrior.from_pretrained(tmp_path / "nothing")
+
+
+def test_training_runs_resumes_and_writes_a_loadable_checkpoint(tmp_path):
+    from cofi.planning.train import add_train_args, train
+
+    eps = np.cumsum(np.random.default_rng(0).normal(size=(12, 201, 2)), axis=1).astype(np.float32)
+    for name, e in (("toy.npz", eps), ("toy-val.npz", eps[:4])):
+        np.savez(tmp_path / name, observations=e.reshape(-1, 2))
+    p = argparse.ArgumentParser()
+    add_train_args(p)
+    args = p.parse_args(["--data", str(tmp_path / "toy.npz"), "--out", str(tmp_path / "run"), "--steps", "4",
+                         "--every", "2", "--dim", "8", "--dim-mults", "1", "2", "--T", "20", "--batch", "4"])
+    train(args, "test")
+    args.steps = 6
+    train(args, "test")  # resumes from step 4
+    import json
+
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["step"] == 6 and np.isfinite(cfg["val_loss"])
+    assert (tmp_path / "run" / "loss.png").exists()
+    prior = TrajectoryPrior.from_pretrained(tmp_path / "run")
+    assert prior.sample_shape == (160, 2)
