@@ -9,11 +9,8 @@ model asked for 273 frames in one piece, Gen-L-Video (GSC, uniform blending), CD
 (`cofi.video.reference_sampler`). Every video is saved as MP4 and as a 5-frame grid
 (frames 1, 69, 137, 205, 273) under --out, and the table is printed as markdown.
 
-Metrics (VBench dimensions): temporal flickering is computed here (VBench's mean absolute
-difference of consecutive frames, as 100·(1 − MAD/255)); subject consistency (DINO),
-aesthetic quality (LAION predictor) and prompt alignment (CLIP) come from
-`cofi.metrics.video` when that module provides ``subject_consistency(frames)``,
-``aesthetic_quality(frames)`` and ``prompt_alignment(frames, prompt)``; otherwise "n/a".
+Metrics (VBench dimensions) from `cofi.metrics.video`: subject consistency (DINO), temporal
+flickering, CLIP prompt alignment; the aesthetic column stays "n/a" (no LAION predictor yet).
 
 Needs a CUDA GPU (~40 GB; --max-batch lowers it) and the THUDM/CogVideoX-2b weights
 (downloaded from the Hugging Face hub on first use). Not run by the tests.
@@ -100,27 +97,29 @@ PROMPTS = {  # Appendix B.4, verbatim
 METHODS = ("native", "native-273", "gen-l-video", "cdgs", "cofi")
 
 
-def temporal_flickering(frames: np.ndarray) -> float:
-    """VBench temporal flickering: 100·(1 − mean |frame_{i+1} − frame_i| / 255)."""
-    if len(frames) < 2:
-        return float("nan")
-    d = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean()
-    return 100.0 * (1.0 - d / 255.0)
+_SCORERS: dict = {}
 
 
-def metrics(frames: np.ndarray, prompt: str) -> dict[str, float]:
-    out = {"subject": float("nan"), "flicker": temporal_flickering(frames),
-           "aesthetic": float("nan"), "prompt": float("nan")}
-    try:
-        from cofi.metrics import video as vm
-    except ImportError:
-        return out
-    for key, name, extra in (("subject", "subject_consistency", ()), ("aesthetic", "aesthetic_quality", ()),
-                             ("prompt", "prompt_alignment", (prompt,))):
-        fn = getattr(vm, name, None)
-        if fn is not None:
-            out[key] = float(fn(frames, *extra))
-    return out
+def _scorers(device):
+    """DINO ViT-B/16 and CLIP ViT-B/32 from the hub, loaded once."""
+    if not _SCORERS:
+        from cofi.metrics.image import CLIPScorer
+        from cofi.metrics.video import DINOEncoder
+
+        _SCORERS["dino"] = DINOEncoder.from_pretrained("facebook/dino-vitb16", device=device)
+        _SCORERS["clip"] = CLIPScorer.from_pretrained("openai/clip-vit-base-patch32", device=device)
+    return _SCORERS
+
+
+def metrics(frames: np.ndarray, prompt: str, device="cuda") -> dict[str, float]:
+    """VBench subject consistency and temporal flickering, CLIP prompt alignment (aesthetic: n/a)."""
+    from cofi.metrics import video as vm
+
+    sc = _scorers(device)
+    return {"subject": 100 * vm.subject_consistency(frames, sc["dino"]),
+            "flicker": 100 * vm.temporal_flickering(frames),
+            "aesthetic": float("nan"),  # the LAION aesthetic predictor is not implemented
+            "prompt": vm.clip_alignment(frames, prompt, sc["clip"])}
 
 
 def generate(pipe, method: str, prompt: str, seed: int, chunks: int, steps: int, max_batch) -> tuple[np.ndarray, int]:
