@@ -41,6 +41,23 @@ def test_single_window_reproduces_diffusers_ddim(gmm, eta):
     assert out.nfe == K * B
 
 
+def test_final_alpha_cumprod_reproduces_set_alpha_to_one_false(gmm):
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                          clip_sample=False, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading")
+    gmm.alphas_cumprod = sched.alphas_cumprod.double()
+    gmm.steps_offset = 1
+    gmm.final_alpha_cumprod = float(sched.alphas_cumprod[0])
+    out = cofi.compose(gmm, cofi.Chain(16, 0, 1), cofi.GSC(steps=10), batch=2, generator=gen(2),
+                       progress=False, dtype=torch.float64)
+    x = torch.randn(2, 16, 2, generator=gen(2), dtype=torch.float64)
+    sched.set_timesteps(10)
+    for t in sched.timesteps:
+        x = sched.step(EpsWrapper(gmm)(x, t), t, x, eta=0.0).prev_sample
+    torch.testing.assert_close(out.canvas, x, atol=1e-6, rtol=1e-6)
+
+
 def test_cofi_without_shrink_or_refinement_equals_gsc(gmm):
     layout = cofi.Chain(16, 4, 4, blend="ramp")
     for kw in (dict(eta=0.0), dict(eta=1.0, noise="shared")):

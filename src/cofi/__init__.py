@@ -11,23 +11,24 @@ from .compose import Composition, Sampler, compose
 from .coupling import Pins, apply_pins, fuse, overlap_reward
 from .layout import Chain
 from .prior import LocalPrior, eps_from_x0, timestep_grid, to_x0
-from .samplers import CDGS, GSC, CoFi
+from .samplers import CDGS, GSC, CoFi, SyncDiffusion
 from .scaffold import lam_schedule, shrink
 
 __version__ = "0.1.0"
 
 __all__ = [
     "compose", "Composition", "Sampler", "Chain", "Pins", "LocalPrior",
-    "GSC", "CoFi", "CDGS", "shrink", "lam_schedule", "fuse", "overlap_reward", "apply_pins",
+    "GSC", "CoFi", "CDGS", "SyncDiffusion", "shrink", "lam_schedule", "fuse", "overlap_reward", "apply_pins",
     "to_x0", "eps_from_x0", "timestep_grid", "priors",
 ]
 
 
 def __getattr__(name: str):
     # Domain one-liners import heavy dependencies; load them on first use.
-    if name == "panorama":
-        from .panorama import panorama
-        return panorama
+    if name == "panorama":  # the module is callable: cofi.panorama(pipe, prompt, ...)
+        import importlib
+
+        return importlib.import_module(".panorama", __name__)
     if name == "long_video":
         from .video import long_video
         return long_video

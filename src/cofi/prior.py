@@ -46,6 +46,8 @@ class LocalPrior(Protocol):
         (needed by overlap guidance).
       - ``timestep_spacing: Spacing = "leading"`` and ``steps_offset: int = 0``:
         how K sampling steps are laid over the T_train schedule (diffusers' names).
+      - ``final_alpha_cumprod: float = 1.0``: ᾱ after the last step (diffusers'
+        ``set_alpha_to_one=False`` gives ``alphas_cumprod[0]``); 1 lands on x̂ exactly.
     """
 
     alphas_cumprod: Tensor

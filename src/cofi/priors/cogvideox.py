@@ -128,6 +128,8 @@ class CogVideoXPrior:
         # protocol's (0, 1] range holds (x̂ and ε̃ at t = T are unchanged in float32).
         ac = scheduler.alphas_cumprod.to(torch.float64).clamp(min=torch.finfo(torch.float32).tiny)
         self.alphas_cumprod = ac.to(self.device)
+        # diffusers' DDIM ends at ᾱ = 1 only with set_alpha_to_one (SD 2's config says False)
+        self.final_alpha_cumprod = 1.0 if sc.get("set_alpha_to_one", True) else float(self.alphas_cumprod[0])
 
         h, w = height // vae_scale_factor_spatial, width // vae_scale_factor_spatial
         self.sample_shape = (frames, cfg.in_channels, h, w)

@@ -75,9 +75,11 @@ class Context:
         )
 
     def alpha(self, t: int) -> Tensor:
-        """ᾱ_t as a 0-dim tensor; ``t < 0`` means the clean end, ᾱ = 1."""
+        """ᾱ_t as a 0-dim tensor; ``t < 0`` is the end of the grid: the prior's optional
+        ``final_alpha_cumprod`` (diffusers' ``set_alpha_to_one=False``), else ᾱ = 1 (clean)."""
         if t < 0:
-            return torch.ones((), device=self.device, dtype=self.dtype)
+            final = float(getattr(self.prior, "final_alpha_cumprod", 1.0))
+            return torch.full((), final, device=self.device, dtype=self.dtype)
         return self.alphas_cumprod[t]
 
     @property

@@ -1,0 +1,301 @@
+"""Panoramas from Stable Diffusion by composing overlapping latent windows (DESIGN §2, "Panorama").
+
+    import cofi, torch
+    from diffusers import StableDiffusionPanoramaPipeline, DDIMScheduler
+    pipe = StableDiffusionPanoramaPipeline.from_pretrained(
+        "stabilityai/stable-diffusion-2-base", torch_dtype=torch.float16).to("cuda")
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    images = cofi.panorama(pipe, "A photo of the dolomites", width=2048, sampler="cofi",
+                           generator=torch.Generator().manual_seed(0))   # [PIL.Image 2048×512]
+
+The latent canvas ``(B, 4, H/8, W/8)`` is a chain of ``(4, H/8, 64)`` windows along the
+width (``axis=2``), ``stride`` latent columns apart (``overlap = 64 − stride``); it is
+decoded by the VAE in overlapping width tiles, so decoder memory does not grow with W.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .compose import Composition, compose
+from .layout import Blend, Chain
+from .samplers import CDGS, GSC, CoFi
+from .samplers.syncdiffusion import SyncDiffusion
+
+__all__ = [
+    "METHODS", "PAPER_SIZES", "WINDOW", "reference_sampler", "reference_stride", "reference_blend",
+    "windows_for_width", "panorama_layout", "decode", "to_pil", "compose_panorama", "panorama",
+]
+
+WINDOW = 64  # SD 2.0 base: 512 px = 64 latent columns per window
+PAPER_SIZES = ((512, 2048), (512, 4608))  # (height, width) of the paper's panoramas
+METHODS = ("multidiffusion", "syncdiffusion", "cdgs", "cofi")
+_STRIDE = {"multidiffusion": 8, "syncdiffusion": 16, "cdgs": 32, "cofi": 32}
+_BLEND: dict[str, Blend] = {"multidiffusion": "uniform", "syncdiffusion": "uniform", "cdgs": "ramp", "cofi": "ramp"}
+
+Sampler = GSC | CoFi | CDGS | SyncDiffusion
+
+
+# ------------------------------------------------------------------ methods
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def reference_sampler(method: str = "cofi", steps: int = 50, lpips=None) -> Sampler:
+    """The sampler of each method in the paper's panorama comparison (Table 2).
+
+    - ``multidiffusion``: GSC, DDIM η = 0, x̂ averaged uniformly over the windows at every
+      step (Bar-Tal et al. 2023; diffusers' `StableDiffusionPanoramaPipeline`).
+    - ``syncdiffusion``: MultiDiffusion + LPIPS gradient toward the middle window, weight
+      20 decaying ×0.95 per step, the first 10 of 50 steps (public defaults); needs ``lpips``.
+    - ``cdgs``: CDGS with U = 4 inner iterations and no pruning (a population of one).
+    - ``cofi``: coarse stage (η = 1, independent directional noise) with λ0 = 0.8 on a linear
+      ramp to 1, ramp fusion; global renoise at step 15 of 50 (``refine_start = 3·steps/10``)
+      and 35 refinement steps with η = 1.
+    """
+    _check_method(method)
+    if method == "multidiffusion":
+        return GSC(steps=steps)
+    if method == "syncdiffusion":
+        return SyncDiffusion(steps=steps, sync_steps=max(1, round(steps / 5)), lpips=lpips)
+    if method == "cdgs":
+        return CDGS(steps=steps, inner=4, prune_at=0.0)
+    refine = min(steps - 1, max(1, round(0.3 * steps)))  # 15 of 50
+    return CoFi(steps=steps, eta=1.0, lam0=0.8, schedule="linear", refine_start=refine, refine_eta=1.0,
+                fusion=True, noise="independent")
+
+
+def reference_stride(method: str = "cofi") -> int:
+    """Window stride in latent columns: MultiDiffusion 8 (diffusers), SyncDiffusion 16 (its
+    public code), CDGS and CoFi 32 (overlap 32, the CoFi authors' setting)."""
+    _check_method(method)
+    return _STRIDE[method]
+
+
+def reference_blend(method: str = "cofi") -> Blend:
+    """Overlap blending: uniform for MultiDiffusion and SyncDiffusion, ramp (eq. 27) otherwise."""
+    _check_method(method)
+    return _BLEND[method]
+
+
+def _method_of(sampler: Sampler) -> str:
+    if isinstance(sampler, SyncDiffusion):
+        return "syncdiffusion"
+    if isinstance(sampler, CoFi):
+        return "cofi"
+    if isinstance(sampler, CDGS):
+        return "cdgs"
+    return "multidiffusion"
+
+
+# ------------------------------------------------------------------ geometry
+def _check_size(name: str, px: int, factor: int) -> int:
+    if not isinstance(px, int) or px <= 0 or px % factor:
+        raise ValueError(f"{name} must be a positive multiple of {factor} px (the VAE factor), got {px!r}")
+    return px // factor
+
+
+def windows_for_width(width: int, stride: int = 32, window: int = WINDOW, vae_scale_factor: int = 8) -> int:
+    """Windows N covering a panorama ``width`` px wide: ``W/8 = window + (N − 1)·stride``
+    (2048 px: 7 windows at stride 32, 25 at stride 8; 4608 px: 17 and 65)."""
+    w = _check_size("width", width, vae_scale_factor)
+    if not isinstance(stride, int) or not 1 <= stride <= window:
+        raise ValueError(f"stride must be an int in [1, {window}] latent columns (window {window}), got {stride!r}")
+    if w < window:
+        raise ValueError(f"width {width} px is smaller than one window ({window * vae_scale_factor} px)")
+    if (w - window) % stride:
+        lo = window + (w - window) // stride * stride
+        raise ValueError(
+            f"width {width} px = {w} latent columns is not {window} + k·{stride} (window + k·stride); "
+            f"nearest valid widths: {lo * vae_scale_factor} or {(lo + stride) * vae_scale_factor} px")
+    return 1 + (w - window) // stride
+
+
+def panorama_layout(width: int, stride: int = 32, window: int = WINDOW, blend: Blend = "ramp",
+                    vae_scale_factor: int = 8) -> Chain:
+    """The chain of latent windows along the width (axis 2 of ``(C, h, w)``)."""
+    count = windows_for_width(width, stride, window, vae_scale_factor)
+    return Chain(window=window, overlap=window - stride, count=count, axis=2, blend=blend)
+
+
+# ------------------------------------------------------------------ decoding
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    n = 1 + math.ceil((length - tile) / (tile - overlap))
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+@torch.no_grad()
+def decode(vae, latents: Tensor, *, tile: int = WINDOW, tile_overlap: int | None = None,
+           scaling_factor: float | None = None) -> Tensor:
+    """Decode latents ``(B, C, h, W)`` into images ``(B, 3, 8h, 8W)`` in [0, 1] (float32, CPU).
+
+    The VAE sees one ``(C, h, tile)`` latent tile at a time; adjacent tiles share at least
+    ``tile_overlap`` latent columns (default ``tile // 4``: 16 for SD) and are cross-faded with linear ramps in pixel space, so
+    decoder memory is that of one window whatever the width. A canvas no wider than ``tile``
+    is decoded in one call, exactly as the pipelines do. (``vae.enable_tiling()`` tiles both
+    axes with diffusers' own blending; width-only tiles keep the whole height in one pass.)
+    """
+    if latents.ndim != 4 or latents.shape[1] != vae.config.latent_channels:
+        raise ValueError(f"latents must be (B, {vae.config.latent_channels}, h, w), got {tuple(latents.shape)}")
+    tile_overlap = tile // 4 if tile_overlap is None else tile_overlap
+    if not 0 <= tile_overlap < tile:
+        raise ValueError(f"tile_overlap must be in [0, tile - 1] = [0, {tile - 1}], got {tile_overlap}")
+    sf = scaling_factor if scaling_factor is not None else vae.config.scaling_factor
+    W = latents.shape[-1]
+    starts = _tile_starts(W, tile, tile_overlap)
+    num = den = None
+    for i, s in enumerate(starts):
+        z = latents[..., s : s + tile].to(vae.device, vae.dtype) / sf
+        img = (vae.decode(z, return_dict=False)[0].float().cpu() / 2 + 0.5).clamp(0, 1)
+        if len(starts) == 1:
+            return img
+        f = img.shape[-1] // z.shape[-1]  # pixels per latent column
+        if num is None:
+            num = img.new_zeros(*img.shape[:-1], W * f)
+            den = img.new_zeros(W * f)
+        # ramps over the overlap with each neighbour; flat at the canvas edges
+        x = torch.arange(img.shape[-1], dtype=torch.float32)
+        w = torch.ones_like(x)
+        if i > 0:
+            w = torch.minimum(w, (x + 1) / ((starts[i - 1] + tile - s) * f + 1))
+        if i + 1 < len(starts):
+            w = torch.minimum(w, (img.shape[-1] - x) / ((s + tile - starts[i + 1]) * f + 1))
+        num[..., s * f : s * f + img.shape[-1]] += img * w
+        den[s * f : s * f + img.shape[-1]] += w
+    return num / den
+
+
+def to_pil(images: Tensor) -> list:
+    """Images ``(B, 3, H, W)`` in [0, 1] -> a list of B RGB `PIL.Image`."""
+    from PIL import Image
+
+    arr = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+# ------------------------------------------------------------------ one-liners
+def _resolve(sampler: Sampler | str | None, steps: int, stride: int | None, blend: Blend | None, lpips):
+    if sampler is None or isinstance(sampler, str):
+        method = sampler or "cofi"
+        sampler = reference_sampler(method, steps, lpips=lpips)
+    else:
+        method = _method_of(sampler)
+    return sampler, (stride if stride is not None else reference_stride(method)), blend or reference_blend(method)
+
+
+def compose_panorama(
+    pipe,
+    prompt: str | Sequence[str],
+    *,
+    height: int = 512,
+    width: int = 2048,
+    sampler: Sampler | str | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    negative_prompt: str | Sequence[str] = "",
+    guidance_scale: float = 7.5,
+    stride: int | None = None,
+    blend: Blend | None = None,
+    batch: int = 1,
+    max_batch: int | None = None,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+    x_T: Tensor | None = None,
+    lpips=None,
+    steps: int = 50,
+) -> Composition:
+    """Compose the latent panorama (no decoding): ``Composition.canvas`` is ``(B, 4, H/8, W/8)``,
+    diffusers' latents layout. Arguments as in `panorama`."""
+    from .priors.stable_diffusion import StableDiffusionPrior
+
+    sampler, stride, blend = _resolve(sampler, steps, stride, blend, lpips)
+    vsf = pipe.vae_scale_factor
+    _check_size("height", height, vsf)
+    window = pipe.unet.config.sample_size
+    layout = panorama_layout(width, stride, window, blend, vsf)
+    n_prompts = 1 if isinstance(prompt, str) else len(list(prompt))
+    if n_prompts != 1 and n_prompts != layout.count:  # fail before encoding anything
+        raise ValueError(f"got {n_prompts} prompts but a {width} px panorama at stride {stride} has "
+                         f"{layout.count} windows: pass one prompt, or exactly one per window")
+    prior = StableDiffusionPrior.from_pipe(pipe, prompt, negative_prompt, guidance_scale, height=height,
+                                           width=window * vsf)
+    prior.check_layout(layout)
+    return compose(prior, layout, sampler, batch=batch, generator=generator, max_batch=max_batch,
+                   progress=progress, callback=callback, x_T=x_T)
+
+
+def panorama(
+    pipe,
+    prompt: str | Sequence[str],
+    height: int = 512,
+    width: int = 2048,
+    sampler: Sampler | str | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    negative_prompt: str | Sequence[str] = "",
+    guidance_scale: float = 7.5,
+    stride: int | None = None,
+    progress: bool = True,
+    *,
+    blend: Blend | None = None,
+    batch: int = 1,
+    max_batch: int | None = None,
+    lpips=None,
+    steps: int = 50,
+    output_type: str = "pil",
+) -> list | Tensor:
+    """A ``height × width`` panorama from a Stable Diffusion pipeline.
+
+    Args:
+        pipe: a diffusers SD pipeline (e.g. `StableDiffusionPanoramaPipeline` of
+            stabilityai/stable-diffusion-2-base, fp16 on CUDA) or any object with ``unet``,
+            ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler`` and ``vae_scale_factor``.
+            Only ``scheduler.alphas_cumprod`` and its config are used: cofi runs its own DDIM.
+        prompt: the text prompt, or a list with one prompt per window.
+        height, width: panorama size in px, multiples of 8; ``width/8 = 64 + k·stride``.
+        sampler: a config (`cofi.CoFi`, `cofi.GSC`, `cofi.CDGS`, `SyncDiffusion`) or a method
+            name from `METHODS`; None: the paper's CoFi. A config gets its method's stride and
+            blend unless given (GSC → MultiDiffusion's stride 8, uniform).
+        generator: the only source of randomness; the result is a function of its seed.
+        negative_prompt, guidance_scale: as in the pipeline (CFG 7.5).
+        stride: window stride in latent columns (overlap = 64 − stride); default per method
+            (`reference_stride`).
+        progress: tqdm bars per sampler stage.
+        blend: overlap blending (`reference_blend` by default).
+        batch: independent panoramas (one x_T each, all composed together).
+        max_batch: most windows per UNet call (each runs both CFG branches); None: all.
+        lpips: perceptual distance for ``sampler="syncdiffusion"``.
+        steps: DDIM steps when ``sampler`` is a method name (a config carries its own).
+        output_type: ``"pil"`` (a list of B images), ``"pt"`` (``(B, 3, H, W)`` in [0, 1]) or
+            ``"latent"`` (the canvas ``(B, 4, H/8, W/8)``).
+    Returns:
+        A list of B `PIL.Image`, or a tensor (see ``output_type``).
+    """
+    if output_type not in ("pil", "pt", "latent"):
+        raise ValueError(f"output_type must be 'pil', 'pt' or 'latent', got {output_type!r}")
+    out = compose_panorama(pipe, prompt, height=height, width=width, sampler=sampler, generator=generator,
+                           negative_prompt=negative_prompt, guidance_scale=guidance_scale, stride=stride,
+                           blend=blend, batch=batch, max_batch=max_batch, progress=progress, lpips=lpips,
+                           steps=steps)
+    if output_type == "latent":
+        return out.canvas
+    images = decode(pipe.vae, out.canvas, tile=pipe.unet.config.sample_size)
+    return images if output_type == "pt" else to_pil(images)
+
+
+class _CallableModule(types.ModuleType):
+    """``cofi.panorama`` is both this module and the one-liner: importing the submodule binds
+    the package attribute to the module, so the module itself forwards calls to `panorama`."""
+
+    def __call__(self, *args, **kwargs):
+        return panorama(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

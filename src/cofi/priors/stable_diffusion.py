@@ -1,0 +1,227 @@
+"""Stable Diffusion latent windows as a LocalPrior (SD 2.0 base: 512×512 px = (4, 64, 64) latents).
+
+A local plan is one latent window ``sample_shape = (C, h, w)`` in diffusers' layout, so a
+panorama chains windows along the width, ``axis=2``, and a canvas ``(B, C, h, W)`` is
+exactly the ``latents`` tensor of `StableDiffusionPanoramaPipeline` for a ``8h × 8W`` image.
+
+``denoise`` runs the UNet once for all M windows and both classifier-free guidance branches
+(a batch of 2M), combines the predictions in float32 and returns x̂ (``cofi.prior.to_x0``, for
+epsilon and v-prediction schedulers) in the dtype of ``x_t``. The text is encoded once at
+construction: one prompt for every window, or a list with one prompt per window, selected
+by the ``window`` index that `cofi.compose` passes with every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..prior import to_x0
+
+__all__ = ["StableDiffusionPrior", "encode_prompt"]
+
+
+@torch.no_grad()
+def encode_prompt(tokenizer, text_encoder, prompt: str | Sequence[str], device=None,
+                  dtype: torch.dtype | None = None) -> Tensor:
+    """CLIP embeddings ``(P, L, D)`` of P prompts, tokenised as `StableDiffusionPipeline`
+    does (padded to ``tokenizer.model_max_length``, truncated; last hidden state)."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt")
+    mask = None
+    if getattr(text_encoder.config, "use_attention_mask", False):
+        mask = tok.attention_mask.to(text_encoder.device)
+    emb = text_encoder(tok.input_ids.to(text_encoder.device), attention_mask=mask)[0]
+    device = device if device is not None else text_encoder.device
+    return emb.to(device=device, dtype=dtype if dtype is not None else emb.dtype)
+
+
+def _as_list(prompt: str | Sequence[str], name: str) -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt]
+    prompts = list(prompt)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"{name} must be a string or a non-empty list of strings (one per window)")
+    return prompts
+
+
+class StableDiffusionPrior:
+    """LocalPrior over SD latent windows ``(C, h, w)`` with text CFG, one or one-per-window prompts.
+
+    Args:
+        unet: a diffusers `UNet2DConditionModel` (its dtype is the model dtype: fp16/bf16 on CUDA).
+        scheduler: the pipeline's scheduler (any diffusers scheduler with ``alphas_cumprod``);
+            ``prediction_type``, ``timestep_spacing`` and ``steps_offset`` come from its config.
+        prompt_embeds: ``(P, L, D)`` text embeddings, P = 1 (every window) or one per window.
+        negative_prompt_embeds: ``(1, L, D)`` or ``(P, L, D)``; required when ``guidance_scale > 1``.
+        guidance_scale: CFG weight w: ``ε̂ = ε_u + w (ε_c − ε_u)``; ``w <= 1`` runs only the
+            conditional branch (as the pipelines do).
+        height, width: the window in pixels (default: the UNet's ``sample_size × 8`` = 512).
+        vae: the `AutoencoderKL`, used by `decode` (SyncDiffusion's perceptual gradient); optional.
+        vae_scale_factor: pixels per latent cell (8).
+        device: where the schedule (and so cofi's sampler state) lives; default: the UNet's.
+    """
+
+    supports_grad = True
+
+    def __init__(
+        self,
+        unet,
+        scheduler,
+        prompt_embeds: Tensor,
+        negative_prompt_embeds: Tensor | None = None,
+        *,
+        guidance_scale: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        vae=None,
+        vae_scale_factor: int = 8,
+        device: torch.device | str | None = None,
+    ) -> None:
+        cfg = unet.config
+        native = cfg.sample_size * vae_scale_factor
+        height = native if height is None else height
+        width = native if width is None else width
+        for name, v in (("height", height), ("width", width)):
+            if not isinstance(v, int) or v <= 0 or v % vae_scale_factor:
+                raise ValueError(f"window {name} must be a positive multiple of {vae_scale_factor} px "
+                                 f"(the VAE factor), got {v!r}")
+        self.guidance_scale = float(guidance_scale)
+        self.do_cfg = self.guidance_scale > 1.0
+        if prompt_embeds.ndim != 3:
+            raise ValueError(f"prompt_embeds must have shape (P, seq, dim), got {tuple(prompt_embeds.shape)}")
+        P = prompt_embeds.shape[0]
+        if self.do_cfg:
+            if negative_prompt_embeds is None:
+                raise ValueError("guidance_scale > 1 needs negative_prompt_embeds (the embedding of '' by default)")
+            if negative_prompt_embeds.shape[0] not in (1, P) or negative_prompt_embeds.shape[1:] != prompt_embeds.shape[1:]:
+                raise ValueError(f"negative_prompt_embeds must have shape (1 or {P}, "
+                                 f"{', '.join(map(str, prompt_embeds.shape[1:]))}), got {tuple(negative_prompt_embeds.shape)}")
+        self.unet, self.vae = unet, vae
+        self.dtype = unet.dtype
+        self.device = torch.device(device) if device is not None else unet.device
+        self.prompt_embeds = prompt_embeds.to(self.device, self.dtype)
+        self.negative_prompt_embeds = None
+        if self.do_cfg:
+            self.negative_prompt_embeds = negative_prompt_embeds.to(self.device, self.dtype).expand(P, -1, -1)
+
+        sc = scheduler.config
+        self.prediction_type = sc.get("prediction_type", "epsilon")
+        self.timestep_spacing = sc.get("timestep_spacing", "leading")
+        self.steps_offset = int(sc.get("steps_offset", 0))
+        ac = scheduler.alphas_cumprod.to(torch.float64).clamp(min=torch.finfo(torch.float32).tiny)
+        self.alphas_cumprod = ac.to(self.device)
+        # diffusers' DDIM ends at ᾱ = 1 only with set_alpha_to_one (SD 2's config says False)
+        self.final_alpha_cumprod = 1.0 if sc.get("set_alpha_to_one", True) else float(self.alphas_cumprod[0])
+        self.vae_scale_factor = vae_scale_factor
+        self.height, self.width = height, width
+        self.sample_shape = (cfg.in_channels, height // vae_scale_factor, width // vae_scale_factor)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pipe(
+        cls,
+        pipe,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] = "",
+        guidance_scale: float = 7.5,
+        *,
+        height: int | None = None,
+        width: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> StableDiffusionPrior:
+        """Prior from a diffusers SD pipeline (`StableDiffusionPipeline`,
+        `StableDiffusionPanoramaPipeline`, ...) or any object with ``unet``, ``vae``,
+        ``text_encoder``, ``tokenizer`` and ``scheduler``. The prompt(s) and, with CFG, the
+        negative prompt(s) are encoded once. A list of prompts gives one per window (its
+        length must equal the layout's window count, see `check_layout`)."""
+        prompts = _as_list(prompt, "prompt")
+        negs = _as_list(negative_prompt if negative_prompt is not None else "", "negative_prompt")
+        if len(negs) not in (1, len(prompts)):
+            raise ValueError(f"negative_prompt must be one string or one per prompt ({len(prompts)}), got {len(negs)}")
+        if device is None:
+            device = getattr(pipe, "_execution_device", None) or pipe.unet.device
+        dtype = pipe.unet.dtype
+        pos = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts, device, dtype)
+        neg = encode_prompt(pipe.tokenizer, pipe.text_encoder, negs, device, dtype) if guidance_scale > 1.0 else None
+        vsf = getattr(pipe, "vae_scale_factor", None) or 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        return cls(pipe.unet, pipe.scheduler, pos, neg, guidance_scale=guidance_scale, height=height,
+                   width=width, vae=pipe.vae, vae_scale_factor=vsf, device=device)
+
+    @classmethod
+    def from_components(cls, unet, vae, text_encoder, tokenizer, scheduler, prompt: str | Sequence[str],
+                        negative_prompt: str | Sequence[str] = "", guidance_scale: float = 7.5,
+                        **kwargs) -> StableDiffusionPrior:
+        """`from_pipe` over separate components (no pipeline object needed)."""
+        from types import SimpleNamespace
+
+        pipe = SimpleNamespace(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                               scheduler=scheduler)
+        return cls.from_pipe(pipe, prompt, negative_prompt, guidance_scale, **kwargs)
+
+    @property
+    def num_prompts(self) -> int:
+        """P: 1 (one prompt for every window) or the number of per-window prompts."""
+        return self.prompt_embeds.shape[0]
+
+    def check_layout(self, layout) -> None:
+        """Raise ValueError unless per-window prompts match ``layout.count`` windows."""
+        if self.num_prompts > 1 and self.num_prompts != layout.count:
+            raise ValueError(f"got {self.num_prompts} prompts but the layout has {layout.count} windows: "
+                             f"pass one prompt, or exactly one per window")
+
+    # ------------------------------------------------------------------ the prior
+    def _embeddings(self, M: int, window: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        P = self.num_prompts
+        if P == 1:
+            idx = torch.zeros(M, dtype=torch.long, device=self.device)
+        else:
+            if window is None:
+                raise ValueError(f"this prior has {P} per-window prompts: denoise needs window=(M,) indices")
+            idx = torch.as_tensor(window, device=self.device).long().reshape(-1)
+            if idx.shape[0] != M:
+                raise ValueError(f"window must have one index per sample ({M}), got {idx.shape[0]}")
+            if idx.min() < 0 or idx.max() >= P:
+                raise ValueError(f"window index {int(idx.max())} out of range: got {P} prompts (one per window), "
+                                 f"but the layout has more windows")
+        neg = None if self.negative_prompt_embeds is None else self.negative_prompt_embeds[idx]
+        return self.prompt_embeds[idx], neg
+
+    def denoise(self, x_t: Tensor, t: Tensor, window: Tensor | None = None, **cond) -> Tensor:
+        """x̂ for windows ``x_t (M, C, h, w)`` at integer timesteps ``t (M,)``; one UNet call
+        over the M windows × CFG branches; returns ``x_t``'s dtype (autograd-safe)."""
+        if tuple(x_t.shape[1:]) != self.sample_shape:
+            raise ValueError(f"x_t must have shape (M, {', '.join(map(str, self.sample_shape))}) "
+                             f"= (windows, latent channels, h, w), got {tuple(x_t.shape)}")
+        M = x_t.shape[0]
+        t = torch.as_tensor(t, device=self.device).long().reshape(-1).expand(M)
+        emb, neg = self._embeddings(M, window)
+        x_in = x_t.to(self.device, self.dtype)
+        if self.do_cfg:  # [uncond; cond]
+            x_in, t_in, emb = torch.cat([x_in, x_in]), torch.cat([t, t]), torch.cat([neg, emb])
+        else:
+            t_in = t
+        out = self.unet(x_in, t_in, encoder_hidden_states=emb, return_dict=False)[0]
+        work = torch.promote_types(x_t.dtype, torch.float32)  # CFG and x̂ in >= float32
+        out = out.to(work)
+        if self.do_cfg:
+            uncond, text = out.chunk(2)
+            out = uncond + self.guidance_scale * (text - uncond)
+        x0 = to_x0(out, x_t.to(self.device, work), self.alphas_cumprod[t], self.prediction_type)
+        return x0.to(x_t.dtype)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Images ``(M, 3, H, W)`` in [0, 1] of latent windows ``(M, C, h, w)`` through the VAE,
+        differentiable (SyncDiffusion's perceptual gradient); returns float32."""
+        if self.vae is None:
+            raise ValueError("decode needs the VAE: build the prior with vae=... (from_pipe does)")
+        z = latents.to(self.vae.device, self.vae.dtype) / self.vae.config.scaling_factor
+        img = self.vae.decode(z, return_dict=False)[0]
+        return (img.float() / 2 + 0.5).clamp(0, 1)
+
+    def __repr__(self) -> str:
+        return (f"StableDiffusionPrior(sample_shape={self.sample_shape}, prompts={self.num_prompts}, "
+                f"guidance_scale={self.guidance_scale}, prediction_type={self.prediction_type!r}, dtype={self.dtype})")

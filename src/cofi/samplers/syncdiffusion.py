@@ -1,0 +1,163 @@
+"""SyncDiffusion: MultiDiffusion plus a perceptual pull of every window toward an anchor
+window (Lee et al. 2023, "SyncDiffusion: Coherent Montage via Synchronized Joint Diffusions").
+
+At a synchronised step k, every non-anchor window's noisy state moves down the gradient of
+``LPIPS(decode(x̂_i), decode(x̂_anchor))`` taken through the prior's x̂ (UNet with CFG) and
+the VAE decoder: ``x_t^i ← x_t^i − w_k ∇_{x_t^i} LPIPS``, ``w_k = weight · decay^k``; then a
+MultiDiffusion step (DDIM per window, windows averaged on the canvas). Defaults are the
+public code's (KAIST-Visual-AI-Group/SyncDiffusion, ``sample_syncdiffusion.sh``): weight 20,
+decay 0.95, gradient at every step (``every=1``) of the first 10 of 50 steps, the middle
+window as anchor, window stride 16 latents (set by the layout, see `cofi.panorama`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..layout import Chain
+from .base import Context, Noise, check_common
+from .ddim import ddim_step
+
+__all__ = ["SyncDiffusion", "perceptual_distance"]
+
+Distance = Callable[[Tensor, Tensor], Tensor]
+
+
+def perceptual_distance(lpips) -> Distance:
+    """A differentiable ``d(a, b) -> (n,)`` for images in [0, 1] from ``lpips``.
+
+    `cofi.metrics.image.LPIPS` computes its features under ``no_grad`` (it is a metric), so
+    its parts are re-run here with autograd on; any other callable is used as it is.
+    """
+    if all(hasattr(lpips, k) for k in ("net", "distance", "shift", "scale", "lin0")):
+        from ..metrics.image import LPIPS_LAYERS, VGG16_RELU, _unit_channels
+
+        taps = [VGG16_RELU[n] for n in LPIPS_LAYERS]
+
+        def feats(img: Tensor) -> list[Tensor]:
+            w = lpips.lin0.weight
+            x = (2 * img.to(w.device, w.dtype) - 1 - lpips.shift) / lpips.scale
+            return [_unit_channels(f) for f in lpips.net(x, taps)]
+
+        return lambda a, b: lpips.distance(feats(a), feats(b))
+    if not callable(lpips):
+        raise TypeError(f"lpips must be callable lpips(img_a, img_b) -> Tensor, got {type(lpips).__name__}")
+    return lpips
+
+
+@dataclass(frozen=True)
+class SyncDiffusion:
+    """SyncDiffusion over a `Chain` of windows. NFE = K·N·B + n_sync·N·B (per synchronised
+    step one anchor evaluation and N − 1 differentiated ones; ``grad_evals`` counts the latter).
+
+    Args:
+        steps: DDIM steps K.
+        weight: gradient-descent weight w at step 0.
+        decay: w_k = weight · decay^k.
+        sync_steps: synchronise only in the first ``sync_steps`` steps (public script: 10).
+        every: synchronise every ``every``-th step (``(k + 1) % every == 0``).
+        anchor: window index of the anchor; None: the middle window ``N // 2`` (public code).
+        eta: DDIM η (0: deterministic, as the public code).
+        noise: directional noise for ``eta > 0``; init_noise: x_T on the ``canvas`` or per ``plans``.
+        grad_batch: windows per differentiated pass (1: least memory, as the public code).
+        lpips: perceptual distance ``lpips(img_a, img_b) -> (n,)`` on images in [0, 1], e.g.
+            `cofi.metrics.image.LPIPS.from_pretrained(...)` (VGG, as the public code). Required.
+        decode: latents ``(n, *S)`` -> images ``(n, 3, H, W)`` in [0, 1], differentiable;
+            None: ``prior.decode`` (`StableDiffusionPrior.decode`).
+    """
+
+    steps: int = 50
+    weight: float = 20.0
+    decay: float = 0.95
+    sync_steps: int = 10
+    every: int = 1
+    anchor: int | None = None
+    eta: float = 0.0
+    noise: Noise = "independent"
+    init_noise: str = "canvas"
+    grad_batch: int = 1
+    lpips: Distance | None = field(default=None, compare=False, repr=False)
+    decode: Callable[[Tensor], Tensor] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_common(self.steps, self.eta, 0.0, self.noise, self.init_noise)
+        if self.weight < 0:
+            raise ValueError(f"weight must be >= 0, got {self.weight}")
+        if not 0 < self.decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+        for name in ("sync_steps", "every", "grad_batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < (0 if name == "sync_steps" else 1):
+                raise ValueError(f"{name} must be an int >= {0 if name == 'sync_steps' else 1}, got {v!r}")
+
+    def synced(self, k: int) -> bool:
+        """Whether step k (0-based) runs the perceptual gradient."""
+        return k < self.sync_steps and (k + 1) % self.every == 0
+
+    def anchor_index(self, count: int) -> int:
+        a = count // 2 if self.anchor is None else self.anchor
+        if not 0 <= a < count:
+            raise ValueError(f"anchor must be a window index in [0, {count - 1}], got {self.anchor}")
+        return a
+
+    def nfe(self, layout: Chain, batch: int) -> int:
+        n_sync = sum(self.synced(k) for k in range(self.steps)) if layout.count > 1 else 0
+        return (self.steps + n_sync) * layout.count * batch
+
+    def sample(self, ctx: Context, x: Tensor) -> Tensor:
+        N = ctx.layout.count
+        a = self.anchor_index(N)
+        dist = decode = None
+        if N > 1 and self.sync_steps > 0:
+            if self.lpips is None:
+                raise ValueError("SyncDiffusion needs a perceptual distance: SyncDiffusion(lpips=...), e.g. "
+                                 "cofi.metrics.image.LPIPS.from_pretrained(lin_path=...)")
+            dist = perceptual_distance(self.lpips)
+            decode = self.decode or getattr(ctx.prior, "decode", None)
+            if decode is None:
+                raise ValueError("SyncDiffusion needs decode=... or a prior with a differentiable decode()")
+        ts = ctx.grid(self.steps)
+        K = len(ts)
+        for k in tqdm(range(K), desc="syncdiffusion", disable=not ctx.progress, leave=False):
+            t = int(ts[k])
+            a_t, a_s = ctx.alpha(t), ctx.alpha(int(ts[k + 1]) if k + 1 < K else -1)
+            if dist is not None and self.synced(k) and self.weight > 0:
+                x = self._synchronise(ctx, x, t, self.weight * self.decay**k, a, dist, decode)
+            x0 = ctx.predict(x, t, stage="syncdiffusion", step=k)
+            z = ctx.noise(self.noise) if self.eta > 0 else None
+            # MultiDiffusion: a DDIM step per window, then the windows averaged on the canvas
+            x = ctx.layout.fuse(ddim_step(x, x0, a_t, a_s, self.eta, z))
+            ctx.emit(stage="syncdiffusion", step=k, t=t, x=x, x0=x0)
+        return x
+
+    def _synchronise(self, ctx: Context, x: Tensor, t: int, w: float, a: int, dist: Distance,
+                     decode: Callable[[Tensor], Tensor]) -> Tensor:
+        """``x_t^i ← x_t^i − w ∇ LPIPS(decode(x̂_i), decode(x̂_a))`` for every window i ≠ a."""
+        B, N = x.shape[:2]
+        S = tuple(x.shape[2:])
+        dev = ctx.device
+        with torch.no_grad():
+            x0_a = ctx.prior.denoise(x[:, a], torch.full((B,), t, device=dev, dtype=torch.long),
+                                     window=torch.full((B,), a, device=dev, dtype=torch.long), **ctx.cond)
+            img_a = decode(x0_a.to(ctx.dtype))
+        ctx.nfe += B
+        others = [i for i in range(N) if i != a]
+        out = x.clone()
+        for j in range(0, len(others), self.grad_batch):
+            idx = torch.tensor(others[j : j + self.grad_batch], device=dev)
+            n = idx.numel()
+            xg = x[:, idx].reshape(B * n, *S).detach().requires_grad_(True)
+            with torch.enable_grad():
+                x0 = ctx.prior.denoise(xg, torch.full((B * n,), t, device=dev, dtype=torch.long),
+                                       window=idx.repeat(B), **ctx.cond)
+                loss = dist(decode(x0), img_a.repeat_interleave(n, dim=0)).sum()
+                (g,) = torch.autograd.grad(loss, xg)
+            out[:, idx] = (xg.detach() - w * g.to(xg.dtype)).reshape(B, n, *S)
+            ctx.nfe += B * n
+            ctx.grad_evals += B * n
+        return out

@@ -1,0 +1,262 @@
+"""StableDiffusionPrior, SyncDiffusion and cofi.panorama on tiny random-weight SD components
+(CPU, offline). Windows are 8 latent columns (64 px) unless a test needs SD's 64."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+import cofi  # noqa: E402
+from cofi import panorama as pano  # noqa: E402
+from cofi.priors.stable_diffusion import StableDiffusionPrior  # noqa: E402
+from cofi.samplers.syncdiffusion import SyncDiffusion, perceptual_distance  # noqa: E402
+from cofi.testing import check_prior  # noqa: E402
+
+from _tiny_sd import tiny_pipe  # noqa: E402
+
+PROMPT = "a photo of the mountains"
+H = 64  # px: latent height 8
+WIN = 8  # latent columns per window (tiny UNet sample_size)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny convolutions are far faster single-threaded on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipe(seed=0)
+
+
+@pytest.fixture(scope="module")
+def prior(pipe):
+    return StableDiffusionPrior.from_pipe(pipe, PROMPT, guidance_scale=7.5)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def mse(a, b):
+    return (a - b).pow(2).flatten(1).mean(1)
+
+
+def with_views(pipe, window, stride):
+    """diffusers' panorama pipeline with its own get_views at another window/stride
+    (it hard-codes SD's 64-latent windows, stride 8)."""
+    p = copy.copy(pipe)
+    p.get_views = functools.partial(type(pipe).get_views, p, window_size=window, stride=stride)
+    return p
+
+
+# ------------------------------------------------------------------ the prior
+def test_prior_contract_and_config(pipe, prior):
+    check_prior(prior)
+    assert prior.sample_shape == (4, H // 8, WIN)
+    assert prior.prediction_type == "epsilon" and prior.timestep_spacing == "leading" and prior.steps_offset == 1
+    torch.testing.assert_close(prior.alphas_cumprod, pipe.scheduler.alphas_cumprod.double(), atol=0, rtol=0)
+    per_window = StableDiffusionPrior.from_pipe(pipe, [PROMPT, "a castle in the sunset", "a beach"])
+    check_prior(per_window)
+    assert per_window.num_prompts == 3
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_denoise_is_cfg_then_tweedie(pipe, prediction_type):
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type=prediction_type)
+    p = copy.copy(pipe)
+    p.scheduler = sched
+    pr = StableDiffusionPrior.from_pipe(p, PROMPT, "a city", guidance_scale=3.0)
+    x, t = torch.randn(2, *pr.sample_shape, generator=gen(1)), torch.tensor([900, 20])
+    with torch.no_grad():
+        u = pipe.unet(x, t, encoder_hidden_states=pr.negative_prompt_embeds[[0, 0]]).sample
+        c = pipe.unet(x, t, encoder_hidden_states=pr.prompt_embeds[[0, 0]]).sample
+        out = u + 3.0 * (c - u)
+        a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+        ref = (x - (1 - a).sqrt() * out) / a.sqrt() if prediction_type == "epsilon" else a.sqrt() * x - (1 - a).sqrt() * out
+        torch.testing.assert_close(pr.denoise(x, t), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_low_precision_model_returns_state_dtype(pipe, prior):
+    unet = copy.deepcopy(pipe.unet).to(torch.bfloat16)
+    pr = StableDiffusionPrior(unet, pipe.scheduler, prior.prompt_embeds, prior.negative_prompt_embeds[:1])
+    x, t = torch.randn(2, *pr.sample_shape, generator=gen(2)), torch.tensor([500, 100])
+    with torch.no_grad():
+        out = pr.denoise(x, t)
+        assert out.dtype == torch.float32 and pr.prompt_embeds.dtype == torch.bfloat16
+        torch.testing.assert_close(out, prior.denoise(x, t), atol=0.3, rtol=0.1)
+
+
+def test_per_window_prompts_follow_the_window_index(pipe):
+    prompts = [PROMPT, "a castle in the sunset", "a beach with palm trees"]
+    pr = StableDiffusionPrior.from_pipe(pipe, prompts)
+    x, t = torch.randn(3, *pr.sample_shape, generator=gen(3)), torch.tensor([700, 700, 700])
+    win = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        out = pr.denoise(x, t, window=win)
+        for i in range(3):
+            one = StableDiffusionPrior.from_pipe(pipe, prompts[int(win[i])])
+            torch.testing.assert_close(out[i : i + 1], one.denoise(x[i : i + 1], t[:1]), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="window"):
+        pr.denoise(x, t)
+    with pytest.raises(ValueError, match="out of range"):
+        pr.denoise(x, t, window=torch.tensor([0, 1, 3]))
+    with pytest.raises(ValueError, match="4 windows"):
+        pr.check_layout(cofi.Chain(WIN, 4, 4, axis=2))
+    img = pano.panorama(pipe, prompts, height=H, width=128, sampler=cofi.GSC(steps=2), stride=4,
+                        generator=gen(0), progress=False)
+    assert img[0].size == (128, H)
+
+
+# ------------------------------------------------------------------ reproducing diffusers
+@pytest.mark.parametrize("width,stride,view_batch", [(64, 4, 1), (96, 4, 1), (128, 4, 3), (128, 8, 1)])
+def test_multidiffusion_reproduces_diffusers_pipeline(pipe, width, stride, view_batch):
+    """GSC + uniform fusion == StableDiffusionPanoramaPipeline (same seed, DDIM, CFG 7.5)."""
+    ref = with_views(pipe, WIN, stride)(PROMPT, height=H, width=width, num_inference_steps=4, guidance_scale=7.5,
+                                        generator=gen(5), view_batch_size=view_batch, output_type="latent").images
+    out = pano.compose_panorama(pipe, PROMPT, height=H, width=width, sampler="multidiffusion", steps=4,
+                                stride=stride, generator=gen(5), progress=False)
+    assert out.canvas.shape == ref.shape == (1, 4, H // 8, width // 8)
+    assert out.nfe == 4 * pano.windows_for_width(width, stride, WIN)
+    torch.testing.assert_close(out.canvas, ref, atol=1e-4, rtol=1e-4)
+    # x_T given as a canvas (diffusers' latents=) gives the same as the seed
+    x_T = torch.randn(1, 4, H // 8, width // 8, generator=gen(5))
+    again = pano.compose_panorama(pipe, PROMPT, height=H, width=width, sampler=cofi.GSC(steps=4), stride=stride,
+                                  x_T=x_T, progress=False)
+    torch.testing.assert_close(again.canvas, out.canvas, atol=0, rtol=0)
+
+
+def test_multidiffusion_reproduces_diffusers_at_sd_window_size():
+    """SD's own geometry: 64-latent windows, stride 8, the pipeline's unpatched views."""
+    p = tiny_pipe(seed=1, sample_size=64)
+    ref = p(PROMPT, height=512, width=576, num_inference_steps=2, generator=gen(6), output_type="latent").images
+    out = pano.compose_panorama(p, PROMPT, height=512, width=576, sampler=cofi.GSC(steps=2),
+                                generator=gen(6), progress=False)
+    assert out.plans.shape == (1, 2, 4, 64, 64)
+    torch.testing.assert_close(out.canvas, ref, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ batching and cost
+def test_one_unet_call_per_step_determinism_and_max_batch(pipe):
+    calls = []
+    hook = pipe.unet.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    try:
+        kw = dict(height=H, width=128, stride=4, progress=False,
+                  sampler=cofi.CoFi(steps=3, lam0=0.8, refine_start=1))
+        a = pano.compose_panorama(pipe, PROMPT, generator=gen(0), **kw)
+        assert calls == [2 * 3] * (3 + 2)  # every step: 3 windows × 2 CFG branches in one call
+        b = pano.compose_panorama(pipe, PROMPT, generator=gen(0), **kw)
+        c = pano.compose_panorama(pipe, PROMPT, generator=gen(0), max_batch=1, **kw)
+        assert calls[10:] == [2] * 3 * 5
+    finally:
+        hook.remove()
+    assert a.canvas.shape == (1, 4, H // 8, 16) and a.scaffold is not None
+    assert torch.equal(a.canvas, b.canvas)
+    torch.testing.assert_close(c.canvas, a.canvas, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", pano.METHODS)
+def test_nfe_per_method(pipe, method):
+    K, N = 5, 3
+    sampler = pano.reference_sampler(method, steps=K, lpips=mse)
+    nfe = {"multidiffusion": K * N, "syncdiffusion": (K + 1) * N, "cdgs": K * 4 * N,
+           "cofi": (K + K - 2) * N}[method]
+    out = pano.compose_panorama(pipe, PROMPT, height=H, width=128, sampler=sampler, stride=4, generator=gen(1),
+                                progress=False, blend=pano.reference_blend(method))
+    assert out.nfe == nfe == sampler.nfe(cofi.Chain(WIN, 4, N, axis=2), 1)
+    assert out.grad_evals == (N - 1 if method == "syncdiffusion" else 0)
+    assert torch.isfinite(out.canvas).all()
+
+
+# ------------------------------------------------------------------ SyncDiffusion
+def test_syncdiffusion_without_weight_is_multidiffusion_and_with_lpips_moves(pipe):
+    kw = dict(height=H, width=128, stride=4, blend="uniform", progress=False)
+    md = pano.compose_panorama(pipe, PROMPT, sampler=cofi.GSC(steps=3), generator=gen(2), **kw)
+    off = pano.compose_panorama(pipe, PROMPT, sampler=SyncDiffusion(steps=3, weight=0.0, lpips=mse),
+                                generator=gen(2), **kw)
+    torch.testing.assert_close(off.canvas, md.canvas, atol=1e-5, rtol=1e-5)
+    from cofi.metrics.image import LPIPS
+
+    lp = LPIPS()  # random VGG: an uncalibrated but differentiable distance
+    on = pano.compose_panorama(pipe, PROMPT, generator=gen(2), **kw,
+                               sampler=SyncDiffusion(steps=3, weight=200.0, sync_steps=2, anchor=0, lpips=lp))
+    assert on.grad_evals == 2 * 2 and on.nfe == (3 + 2) * 3
+    assert torch.isfinite(on.canvas).all() and not torch.allclose(on.canvas, md.canvas, atol=1e-4)
+    a = torch.rand(2, 3, 32, 32, requires_grad=True)
+    perceptual_distance(lp)(a, torch.rand(2, 3, 32, 32)).sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ geometry, decoding, one-liner
+def test_window_counts_and_paper_sizes():
+    assert [pano.windows_for_width(w, s) for (_, w) in pano.PAPER_SIZES for s in (8, 16, 32)] == [25, 13, 7, 65, 33, 17]
+    layout = pano.panorama_layout(2048)  # CoFi: stride 32, ramp
+    assert (layout.count, layout.overlap, layout.axis, layout.blend) == (7, 32, 2, "ramp")
+    assert layout.global_shape((4, 64, 64)) == (4, 64, 256)
+    assert pano.panorama_layout(4608, 8, blend="uniform").global_shape((4, 64, 64)) == (4, 64, 576)
+    assert pano.windows_for_width(512) == 1
+    assert [pano.reference_stride(m) for m in pano.METHODS] == [8, 16, 32, 32]
+
+
+def test_tiled_decode(pipe):
+    z = torch.randn(2, 4, H // 8, 20, generator=gen(4))
+    widths = []
+    hook = pipe.vae.decoder.register_forward_pre_hook(lambda m, a: widths.append(a[0].shape[-1]))
+    try:
+        img = pano.decode(pipe.vae, z, tile=8, tile_overlap=2)
+        whole = pano.decode(pipe.vae, z, tile=20)
+    finally:
+        hook.remove()
+    assert img.shape == (2, 3, H, 160) and 0 <= img.min() and img.max() <= 1
+    assert widths == [8, 8, 8] + [20]  # tiles of one window; then the whole canvas in one call
+    with torch.no_grad():
+        ref = (pipe.vae.decode(z / 0.18215).sample / 2 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(whole, ref, atol=1e-6, rtol=0)
+    assert (img - ref).abs().mean() < 0.05  # the same picture up to the seams (the VAE's mid-block attends globally)
+
+
+def test_panorama_one_liner(pipe):
+    kw = dict(height=H, width=96, stride=4, generator=gen(7), progress=False)
+    images = cofi.panorama(pipe, PROMPT, sampler=cofi.CoFi(steps=2, refine_start=1), **kw)
+    assert len(images) == 1 and images[0].size == (96, H) and images[0].mode == "RGB"
+    pt = pano.panorama(pipe, PROMPT, sampler="multidiffusion", steps=2, batch=2, output_type="pt", **kw)
+    assert pt.shape == (2, 3, H, 96) and not torch.allclose(pt[0], pt[1])
+    assert cofi.panorama is pano and callable(cofi.panorama)  # the module forwards calls to the one-liner
+    latents = cofi.panorama(pipe, PROMPT, sampler=cofi.GSC(steps=1), output_type="latent", **kw)
+    assert latents.shape == (1, 4, H // 8, 12)
+
+
+def test_clear_errors(pipe):
+    kw = dict(height=H, sampler=cofi.GSC(steps=1), stride=4, progress=False)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pano.panorama(pipe, PROMPT, width=130, **kw)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pano.panorama(pipe, PROMPT, width=128, **{**kw, "height": 60})
+    with pytest.raises(ValueError, match="smaller than one window"):
+        pano.panorama(pipe, PROMPT, width=56, **kw)
+    with pytest.raises(ValueError, match="nearest valid widths: 96 or 128"):
+        pano.panorama(pipe, PROMPT, width=120, **kw)
+    with pytest.raises(ValueError, match="2 prompts .* 3 windows"):
+        pano.panorama(pipe, [PROMPT, PROMPT], width=128, **kw)
+    with pytest.raises(ValueError, match="stride"):
+        pano.windows_for_width(2048, stride=0)
+    with pytest.raises(ValueError, match="method"):
+        pano.reference_sampler("dall-e")
+    with pytest.raises(ValueError, match="lpips"):
+        pano.panorama(pipe, PROMPT, width=128, **{**kw, "sampler": SyncDiffusion(steps=1)})
+    with pytest.raises(ValueError, match="output_type"):
+        pano.panorama(pipe, PROMPT, width=128, output_type="np", **kw)
+    with pytest.raises(ValueError, match="shape"):
+        StableDiffusionPrior.from_pipe(pipe, PROMPT).denoise(torch.zeros(1, 4, 8, 9), torch.tensor([1]))
