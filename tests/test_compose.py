@@ -222,3 +222,16 @@ def test_timestep_grids_match_diffusers():
         s = DDIMScheduler(timestep_spacing=spacing, steps_offset=offset)
         s.set_timesteps(50)
         assert torch.equal(cofi.timestep_grid(1000, 50, spacing, offset), s.timesteps.long()), spacing
+
+
+def test_pins_enter_the_guidance_reward(gmm):
+    """Reconstruction guidance: with pins, guidance pulls the pinned window's neighbours toward the pin."""
+    layout = cofi.Chain(16, 4, 2)
+    pins = cofi.Pins([0], torch.tensor([[4.0, 4.0]], dtype=torch.float64))
+    jump = {}
+    for w in (0.0, 2.0):
+        out = cofi.compose(gmm, layout, cofi.GSC(steps=20, fusion=False, guidance=w), batch=16, pins=pins,
+                           generator=gen(0), progress=False)
+        assert torch.equal(out.canvas[:, 0], torch.full((16, 2), 4.0))
+        jump[w] = (out.canvas[:, 1] - out.canvas[:, 0]).norm(dim=-1).mean()
+    assert jump[2.0] < 0.5 * jump[0.0], jump

@@ -22,10 +22,14 @@ class Pins:
         values: ``(P, *rest)`` shared by all candidates, or ``(B, P, *rest)``, where
             ``rest`` is the canvas shape without the chain axis (for a ``(L, 2)``
             trajectory canvas: ``(P, 2)``).
+        hard: also overwrite the *state* x_t at the pinned entries with the clean values
+            after every step (Janner et al. 2022's inpainting). The default writes them into
+            x̂ only, so the state carries them at the matching noise level.
     """
 
     positions: Sequence[int]
     values: Tensor
+    hard: bool = False
 
     def resolve(self, layout: Chain) -> list[int]:
         out = []

@@ -34,7 +34,7 @@ _COUNT = {"medium": 3, "large": 6, "giant": 8}
 # guidance in every step, no fusion in the loop (blending of the final plans only).
 STEPS = 20
 GUIDANCE = 20.0
-LAM0 = 0.5
+LAM0 = 0.9
 REFINE_START = 8
 CDGS_INNER = 10
 CDGS_POPULATION = 40

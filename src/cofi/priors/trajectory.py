@@ -39,19 +39,25 @@ class TrajectoryPrior:
         alphas_cumprod: its training schedule ``(T,)``.
         lo, hi: per-dimension min and max of the training positions (the normaliser).
         env_name: the OGBench environment the prior was trained on (informational).
+        clip: x̂ is clamped to ``[-clip, clip]`` (the data lies in [-1, 1]); at the noisy end
+            of the cosine schedule ``x̂ = (x_t − √(1−ᾱ) ε̂)/√ᾱ`` divides by ``√ᾱ ≈ 1e-2`` and
+            would otherwise explode (diffusers' ``clip_sample``, Janner et al.'s ``clip_denoised``).
+            ``None`` disables it.
     """
 
     supports_grad = True
     timestep_spacing = "leading"
     steps_offset = 0
 
-    def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None) -> None:
+    def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None,
+                 clip: float | None = 1.0) -> None:
         self.net = net.eval()
         self.alphas_cumprod = alphas_cumprod.float()
         self.sample_shape = (net.config.horizon, net.config.channels)
         self.lo = torch.as_tensor(np.asarray(lo), dtype=torch.float32)
         self.hi = torch.as_tensor(np.asarray(hi), dtype=torch.float32)
         self.env_name = env_name
+        self.clip = clip
 
     # ------------------------------------------------------------------ normalisation
     def normalize(self, xy) -> Tensor:
@@ -70,7 +76,8 @@ class TrajectoryPrior:
         if tuple(x_t.shape[1:]) != self.sample_shape:
             raise ValueError(f"x_t must have shape (M, {self.sample_shape[0]}, {self.sample_shape[1]}), got {tuple(x_t.shape)}")
         eps = self.net(x_t, t)
-        return to_x0(eps, x_t, self.alphas_cumprod.to(x_t.device)[t], "epsilon")
+        x0 = to_x0(eps, x_t, self.alphas_cumprod.to(x_t.device)[t], "epsilon")
+        return x0 if self.clip is None else x0.clamp(-self.clip, self.clip)
 
     def to(self, device) -> "TrajectoryPrior":
         self.net.to(device)

@@ -136,14 +136,21 @@ class Context:
 
 
 def _guided_predict(ctx: Context, x: Tensor, t: int, guidance: float, stage: str, step: int):
-    """x̂ and, with guidance, ``∇_{x_t} R`` of the overlap reward through the prior (eq. 11)."""
-    if guidance <= 0 or ctx.layout.count < 2:
+    """x̂ and, with guidance, ``∇_{x_t} R`` through the prior (eq. 11): R is the overlap
+    reward plus, with pins, the reconstruction reward ``−Σ mean‖x̂_pinned − v‖²`` (so the
+    pinned values pull the whole plan, not only their own entries)."""
+    if guidance <= 0 or (ctx.layout.count < 2 and ctx.pins is None):
         return ctx.predict(x, t, stage=stage, step=step), None
     if not getattr(ctx.prior, "supports_grad", False):
         raise ValueError("guidance > 0 needs a prior with supports_grad = True (autograd through denoise)")
     xg = x.detach().requires_grad_(True)
     x0 = ctx.predict(xg, t, stage=stage, step=step, grad=True)
-    (g,) = torch.autograd.grad(overlap_reward(x0, ctx.layout).sum(), xg)
+    reward = overlap_reward(x0, ctx.layout)
+    if ctx.pins is not None:
+        mask = pin_mask(ctx.pins, ctx.layout, x0.shape, ctx.device)
+        miss = (x0 - apply_pins(x0.detach(), ctx.pins, ctx.layout)).pow(2) * mask
+        reward = reward - miss.flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1)
+    (g,) = torch.autograd.grad(reward.sum(), xg)
     ctx.grad_evals += x.shape[0] * x.shape[1]
     return x0.detach(), g
 
@@ -190,6 +197,8 @@ def denoise_pass(
             x_s = ddim_step(x, x0, a_t, a_s, eta, z)
             if g is not None:
                 x_s = x_s + guidance * (g if mask is None else g.masked_fill(mask, 0.0))
+            if ctx.pins is not None and ctx.pins.hard:
+                x_s = apply_pins(x_s, ctx.pins, ctx.layout)
             if u + 1 < inner:
                 x = renoise(x_s, a_s, a_t, ctx.noise(noise))
             bar.update(1)
