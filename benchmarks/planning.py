@@ -43,8 +43,10 @@ def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=Fals
                 f.write(json.dumps({**rec.to_dict(), "label": label or method}) + "\n")
 
     steps = args.cdgs_steps if method == "cdgs" and sampler is None else args.steps
+    batch = args.cdgs_population if method == "cdgs" else args.batch
     recs = evaluate(env_name, prior, method, tasks=args.tasks, episodes=args.episodes, seeds=args.seeds,
-                    sampler=sampler, steps=steps, max_replans=args.max_replans, keep_paths=keep_paths, log=log)
+                    sampler=sampler, steps=steps, batch=batch, max_replans=args.max_replans,
+                    keep_paths=keep_paths, log=log)
     if label:
         for r in recs:
             r.method = label
@@ -99,6 +101,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps of CoFi and GSC (preset: 20)")
     ap.add_argument("--cdgs-steps", type=int, default=None, help="DDIM steps of CDGS (preset: 20)")
     ap.add_argument("--max-replans", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=None, help="candidates of CoFi and GSC (preset: 16)")
+    ap.add_argument("--cdgs-population", type=int, default=None, help="CDGS population P (preset: 40)")
     ap.add_argument("--checkpoint-dir", default=None)
     ap.add_argument("--ablation", action="store_true", help="λ0 and refinement-depth sweeps instead")
     ap.add_argument("--figure", default=None, help="PNG of a composed plan (first maze, method, task, seed)")

@@ -69,7 +69,7 @@ def planning_sampler(method: str = "cofi", *, steps: int = STEPS, guidance: floa
     All three: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
     guidance of weight ``guidance`` at every step, pins for start and goal.
       - ``gsc``: ``GSC(fusion=False)``; the final plans are blended.
-      - ``cofi``: ``CoFi(fusion=False, lam0=0.5, schedule="linear", refine_start=8 of 20,
+      - ``cofi``: ``CoFi(fusion=False, lam0=0.9, schedule="linear", refine_start=8 of 20,
         refine_eta=1)``: the coarse stage shrinks toward the scaffold, λ ramping linearly to 1;
         refinement re-runs the last 12 steps from the renoised global scaffold.
       - ``cdgs``: ``CDGS(inner=10, fusion=True)`` with its maze defaults (population P = 40
