@@ -24,6 +24,7 @@ __all__ = [
     "to_x0",
     "eps_from_x0",
     "timestep_grid",
+    "schedule_from_diffusers",
 ]
 
 
@@ -87,6 +88,26 @@ def eps_from_x0(x0: Tensor, x_t: Tensor, alpha_bar: Tensor) -> Tensor:
     """Direction term recomputed from a (possibly modified) x̂: ``(x_t − √ᾱ x̂)/√(1−ᾱ)``."""
     a = append_dims(alpha_bar.to(x_t.dtype), x_t.ndim)
     return (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+
+
+def schedule_from_diffusers(scheduler, device=None) -> dict:
+    """The LocalPrior schedule attributes of a diffusers scheduler instance.
+
+    Returns ``prediction_type``, ``timestep_spacing``, ``steps_offset``, ``alphas_cumprod``
+    (float64, read from the instantiated scheduler so SNR shifts and zero-terminal-SNR
+    rescaling are exactly diffusers'; ᾱ = 0 is stored as the smallest positive float32) and
+    ``final_alpha_cumprod`` (1, or ``alphas_cumprod[0]`` under ``set_alpha_to_one=False``).
+    Adapters assign them with ``vars(self).update(schedule_from_diffusers(scheduler))``.
+    """
+    sc = scheduler.config
+    ac = scheduler.alphas_cumprod.to(torch.float64).clamp(min=torch.finfo(torch.float32).tiny).to(device)
+    return dict(
+        prediction_type=sc.get("prediction_type", "epsilon"),
+        timestep_spacing=sc.get("timestep_spacing", "leading"),
+        steps_offset=int(sc.get("steps_offset", 0)),
+        alphas_cumprod=ac,
+        final_alpha_cumprod=1.0 if sc.get("set_alpha_to_one", True) else float(ac[0]),
+    )
 
 
 def timestep_grid(

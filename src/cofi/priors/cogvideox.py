@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..prior import to_x0
+from ..prior import schedule_from_diffusers, to_x0
 
 __all__ = ["CogVideoXPrior", "encode_prompt"]
 
@@ -120,16 +120,8 @@ class CogVideoXPrior:
         self.negative_prompt_embeds = (None if negative_prompt_embeds is None
                                        else negative_prompt_embeds.to(self.device, self.dtype))
 
-        sc = scheduler.config
-        self.prediction_type = sc.get("prediction_type", "epsilon")
-        self.timestep_spacing = sc.get("timestep_spacing", "leading")
-        self.steps_offset = int(sc.get("steps_offset", 0))
-        # ᾱ_T = 0 under zero terminal SNR; stored as the smallest positive float32 so the
-        # protocol's (0, 1] range holds (x̂ and ε̃ at t = T are unchanged in float32).
-        ac = scheduler.alphas_cumprod.to(torch.float64).clamp(min=torch.finfo(torch.float32).tiny)
-        self.alphas_cumprod = ac.to(self.device)
-        # diffusers' DDIM ends at ᾱ = 1 only with set_alpha_to_one (SD 2's config says False)
-        self.final_alpha_cumprod = 1.0 if sc.get("set_alpha_to_one", True) else float(self.alphas_cumprod[0])
+        # prediction type, spacing, offset, ᾱ (SNR-shifted, zero terminal SNR kept finite), final ᾱ
+        vars(self).update(schedule_from_diffusers(scheduler, self.device))
 
         h, w = height // vae_scale_factor_spatial, width // vae_scale_factor_spatial
         self.sample_shape = (frames, cfg.in_channels, h, w)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..prior import to_x0
+from ..prior import schedule_from_diffusers, to_x0
 
 __all__ = ["StableDiffusionPrior", "encode_prompt"]
 
@@ -108,14 +108,8 @@ class StableDiffusionPrior:
         if self.do_cfg:
             self.negative_prompt_embeds = negative_prompt_embeds.to(self.device, self.dtype).expand(P, -1, -1)
 
-        sc = scheduler.config
-        self.prediction_type = sc.get("prediction_type", "epsilon")
-        self.timestep_spacing = sc.get("timestep_spacing", "leading")
-        self.steps_offset = int(sc.get("steps_offset", 0))
-        ac = scheduler.alphas_cumprod.to(torch.float64).clamp(min=torch.finfo(torch.float32).tiny)
-        self.alphas_cumprod = ac.to(self.device)
-        # diffusers' DDIM ends at ᾱ = 1 only with set_alpha_to_one (SD 2's config says False)
-        self.final_alpha_cumprod = 1.0 if sc.get("set_alpha_to_one", True) else float(self.alphas_cumprod[0])
+        # prediction type, spacing, offset, ᾱ and the final ᾱ (set_alpha_to_one) from the scheduler
+        vars(self).update(schedule_from_diffusers(scheduler, self.device))
         self.vae_scale_factor = vae_scale_factor
         self.height, self.width = height, width
         self.sample_shape = (cfg.in_channels, height // vae_scale_factor, width // vae_scale_factor)
