@@ -19,7 +19,7 @@ from ..coupling import Pins, apply_pins, overlap_reward, pin_mask
 from ..layout import Chain
 from ..prior import LocalPrior, timestep_grid
 from ..scaffold import shrink
-from .ddim import ddim_step
+from .ddim import ddim_step, renoise
 
 Noise = Literal["independent", "shared"]
 Generator = torch.Generator | Sequence[torch.Generator] | None
@@ -176,8 +176,6 @@ def denoise_pass(
     re-noise s→t (CDGS). ``step_hook(k, x_s, x0)`` may replace the state after a step
     (CDGS pruning). Returns the final state and the last x̂, both ``(B, N, *S)``.
     """
-    from .ddim import renoise  # local: keeps the module's public imports minimal
-
     mask = pin_mask(ctx.pins, ctx.layout, x.shape, ctx.device)
     K = len(timesteps)
     x0 = x
