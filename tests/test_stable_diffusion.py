@@ -260,3 +260,18 @@ def test_clear_errors(pipe):
         pano.panorama(pipe, PROMPT, width=128, output_type="np", **kw)
     with pytest.raises(ValueError, match="shape"):
         StableDiffusionPrior.from_pipe(pipe, PROMPT).denoise(torch.zeros(1, 4, 8, 9), torch.tensor([1]))
+
+
+def test_tall_images_chain_windows_along_the_height(pipe):
+    window_px = 8 * pipe.unet.config.sample_size
+    out = pano.compose_panorama(pipe, PROMPT, height=2 * window_px, width=window_px, stride=4,
+                                sampler=cofi.GSC(steps=2), generator=gen(0), progress=False)
+    h = 2 * pipe.unet.config.sample_size
+    assert out.canvas.shape == (1, 4, h, pipe.unet.config.sample_size)
+    assert out.plans.shape[1] == 1 + (h - pipe.unet.config.sample_size) // 4
+    img = pano.panorama(pipe, PROMPT, height=2 * window_px, width=window_px, stride=4,
+                        sampler=cofi.GSC(steps=1), generator=gen(0), progress=False)[0]
+    assert img.size == (window_px, 2 * window_px)
+    with pytest.raises(ValueError, match="both exceed one window"):
+        pano.compose_panorama(pipe, PROMPT, height=2 * window_px, width=2 * window_px, stride=4,
+                              sampler=cofi.GSC(steps=1), progress=False)

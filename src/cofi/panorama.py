@@ -102,27 +102,30 @@ def _check_size(name: str, px: int, factor: int) -> int:
     return px // factor
 
 
-def windows_for_width(width: int, stride: int = 32, window: int = WINDOW, vae_scale_factor: int = 8) -> int:
+def windows_for_width(width: int, stride: int = 32, window: int = WINDOW, vae_scale_factor: int = 8,
+                      name: str = "width") -> int:
     """Windows N covering a panorama ``width`` px wide: ``W/8 = window + (N − 1)·stride``
-    (2048 px: 7 windows at stride 32, 25 at stride 8; 4608 px: 17 and 65)."""
-    w = _check_size("width", width, vae_scale_factor)
+    (2048 px: 7 windows at stride 32, 25 at stride 8; 4608 px: 17 and 65). ``name`` says which
+    side is measured (``"height"`` for tall images) in error messages."""
+    w = _check_size(name, width, vae_scale_factor)
     if not isinstance(stride, int) or not 1 <= stride <= window:
         raise ValueError(f"stride must be an int in [1, {window}] latent columns (window {window}), got {stride!r}")
     if w < window:
-        raise ValueError(f"width {width} px is smaller than one window ({window * vae_scale_factor} px)")
+        raise ValueError(f"{name} {width} px is smaller than one window ({window * vae_scale_factor} px)")
     if (w - window) % stride:
         lo = window + (w - window) // stride * stride
         raise ValueError(
-            f"width {width} px = {w} latent columns is not {window} + k·{stride} (window + k·stride); "
-            f"nearest valid widths: {lo * vae_scale_factor} or {(lo + stride) * vae_scale_factor} px")
+            f"{name} {width} px = {w} latent positions is not {window} + k·{stride} (window + k·stride); "
+            f"nearest valid {name}s: {lo * vae_scale_factor} or {(lo + stride) * vae_scale_factor} px")
     return 1 + (w - window) // stride
 
 
 def panorama_layout(width: int, stride: int = 32, window: int = WINDOW, blend: Blend = "ramp",
-                    vae_scale_factor: int = 8) -> Chain:
-    """The chain of latent windows along the width (axis 2 of ``(C, h, w)``)."""
-    count = windows_for_width(width, stride, window, vae_scale_factor)
-    return Chain(window=window, overlap=window - stride, count=count, axis=2, blend=blend)
+                    vae_scale_factor: int = 8, axis: int = 2) -> Chain:
+    """The chain of latent windows along the width (axis 2 of ``(C, h, w)``), or along the
+    height for tall images (``axis=1``; ``width`` is then the height in px)."""
+    count = windows_for_width(width, stride, window, vae_scale_factor, "width" if axis == 2 else "height")
+    return Chain(window=window, overlap=window - stride, count=count, axis=axis, blend=blend)
 
 
 # ------------------------------------------------------------------ decoding
@@ -218,15 +221,23 @@ def compose_panorama(
 
     sampler, stride, blend = _resolve(sampler, steps, stride, blend, lpips)
     vsf = pipe.vae_scale_factor
-    _check_size("height", height, vsf)
+    h = _check_size("height", height, vsf)
     window = pipe.unet.config.sample_size
-    layout = panorama_layout(width, stride, window, blend, vsf)
+    tall = h > window and _check_size("width", width, vsf) == window  # a vertical chain of windows
+    if tall:
+        layout = panorama_layout(height, stride, window, blend, vsf, axis=1)
+    elif h > window and _check_size("width", width, vsf) > window:
+        raise ValueError(f"height {height} and width {width} both exceed one window ({window * vsf} px): "
+                         f"chains run along one axis; make one side {window * vsf} px")
+    else:
+        layout = panorama_layout(width, stride, window, blend, vsf)
     n_prompts = 1 if isinstance(prompt, str) else len(list(prompt))
     if n_prompts != 1 and n_prompts != layout.count:  # fail before encoding anything
-        raise ValueError(f"got {n_prompts} prompts but a {width} px panorama at stride {stride} has "
+        raise ValueError(f"got {n_prompts} prompts but a {max(width, height)} px panorama at stride {stride} has "
                          f"{layout.count} windows: pass one prompt, or exactly one per window")
-    prior = StableDiffusionPrior.from_pipe(pipe, prompt, negative_prompt, guidance_scale, height=height,
-                                           width=window * vsf)
+    prior = StableDiffusionPrior.from_pipe(pipe, prompt, negative_prompt, guidance_scale,
+                                           height=window * vsf if tall else height,
+                                           width=width if tall else window * vsf)
     prior.check_layout(layout)
     return compose(prior, layout, sampler, batch=batch, generator=generator, max_batch=max_batch,
                    progress=progress, callback=callback, x_T=x_T)
