@@ -62,10 +62,6 @@ class Context:
     scaffold: Tensor | None = None
 
     # ------------------------------------------------------------- schedule
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        return self.prior.alphas_cumprod.to(self.device, torch.float64).to(self.dtype)
-
     def grid(self, steps: int) -> Tensor:
         ac = self.prior.alphas_cumprod
         return timestep_grid(
@@ -80,7 +76,7 @@ class Context:
         if t < 0:
             final = float(getattr(self.prior, "final_alpha_cumprod", 1.0))
             return torch.full((), final, device=self.device, dtype=self.dtype)
-        return self.alphas_cumprod[t]
+        return self.prior.alphas_cumprod[t].to(self.device, self.dtype)  # one entry, not the whole table
 
     @property
     def plan_shape(self) -> tuple[int, ...]:
@@ -135,7 +131,8 @@ class Context:
             self.callback({k: (v.detach() if isinstance(v, Tensor) else v) for k, v in info.items()})
 
 
-def _guided_predict(ctx: Context, x: Tensor, t: int, guidance: float, stage: str, step: int):
+def _guided_predict(ctx: Context, x: Tensor, t: int, guidance: float, stage: str, step: int,
+                    mask: Tensor | None):
     """x̂ and, with guidance, ``∇_{x_t} R`` through the prior (eq. 11): R is the overlap
     reward plus, with pins, the reconstruction reward ``−Σ mean‖x̂_pinned − v‖²`` (so the
     pinned values pull the whole plan, not only their own entries)."""
@@ -146,8 +143,7 @@ def _guided_predict(ctx: Context, x: Tensor, t: int, guidance: float, stage: str
     xg = x.detach().requires_grad_(True)
     x0 = ctx.predict(xg, t, stage=stage, step=step, grad=True)
     reward = overlap_reward(x0, ctx.layout)
-    if ctx.pins is not None:
-        mask = pin_mask(ctx.pins, ctx.layout, x0.shape, ctx.device)
+    if mask is not None:  # the stage's pin mask, (1, N, *S)
         miss = (x0 - apply_pins(x0.detach(), ctx.pins, ctx.layout)).pow(2) * mask
         reward = reward - miss.flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1)
     (g,) = torch.autograd.grad(reward.sum(), xg)
@@ -185,7 +181,7 @@ def denoise_pass(
         s = int(timesteps[k + 1]) if k + 1 < K else final_t
         a_t, a_s = ctx.alpha(t), ctx.alpha(s)
         for u in range(inner):
-            x0, g = _guided_predict(ctx, x, t, guidance, stage, k)
+            x0, g = _guided_predict(ctx, x, t, guidance, stage, k, mask)
             if fusion:
                 x0 = ctx.layout.fuse(x0)
             if lams is not None and lams[k] < 1.0:
