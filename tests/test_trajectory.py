@@ -1,6 +1,7 @@
 """The 1D temporal U-Net, its training loop and `TrajectoryPrior`."""
 
 import argparse
+import math
 
 import numpy as np
 import pytest
@@ -23,6 +24,35 @@ def test_unet_shapes():
     assert net(x, torch.randint(0, 100, (5,))).shape == (5, 32, 3)
     with pytest.raises(ValueError, match="divisible by 4"):
         TemporalUNet(UNet1DConfig(horizon=30, dim_mults=(1, 2, 4)))
+
+
+def test_fourier_features_are_sin_cos_of_octaves_of_the_input():
+    net = TemporalUNet(UNet1DConfig(horizon=16, channels=2, dim=8, dim_mults=(1, 2), groups=4, fourier=3))
+    assert net.inp.in_channels == 2 * (1 + 2 * 3)
+    seen = {}
+    net.inp.register_forward_hook(lambda m, a, out: seen.update(inp=a[0]))  # returns None: output kept
+    x = torch.rand(2, 16, 2) * 2 - 1
+    net(x, torch.tensor([1, 2]))
+    feats = seen["inp"]  # (B, C·(1+2F), H): raw, then sin of (channel, octave), then cos
+    xc = x.transpose(1, 2)
+    torch.testing.assert_close(feats[:, :2], xc)
+    for c in range(2):
+        for k in range(3):
+            torch.testing.assert_close(feats[:, 2 + 3 * c + k], torch.sin(math.pi * 2**k * xc[:, c]))
+            torch.testing.assert_close(feats[:, 8 + 3 * c + k], torch.cos(math.pi * 2**k * xc[:, c]))
+    with pytest.raises(ValueError, match="fourier must be >= 0"):
+        TemporalUNet(UNet1DConfig(fourier=-1))
+
+
+def test_sample_prediction_returns_the_network_output_clipped():
+    torch.manual_seed(0)
+    net = TemporalUNet(UNet1DConfig(horizon=16, dim=8, dim_mults=(1, 2), groups=4))
+    prior = TrajectoryPrior(net, cosine_alphas_cumprod(50), [0.0, 0.0], [1.0, 1.0], prediction="sample", clip=None)
+    x, t = torch.randn(3, 16, 2), torch.tensor([0, 10, 49])
+    with torch.no_grad():
+        torch.testing.assert_close(prior.denoise(x, t), net(x, t))
+    with pytest.raises(ValueError, match="prediction must be"):
+        TrajectoryPrior(net, cosine_alphas_cumprod(50), [0.0, 0.0], [1.0, 1.0], prediction="v")
 
 
 def test_unet_overfits_a_tiny_batch():
@@ -55,13 +85,15 @@ def test_prior_contract_and_normaliser():
     torch.testing.assert_close(prior.unnormalize(n), xy)
 
 
-def test_save_and_from_pretrained_round_trip(tmp_path):
+@pytest.mark.parametrize("prediction", ["epsilon", "sample"])
+def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     prior = tiny_prior()
+    prior.prediction_type = prediction
     prior.save_pretrained(tmp_path / "ckpt", extra={"command": "test"})
     again = TrajectoryPrior.from_pretrained(tmp_path / "ckpt")
     x, t = torch.randn(2, 160, 2), torch.tensor([3, 40])
     assert torch.equal(prior.denoise(x, t), again.denoise(x, t))
-    assert again.env_name == "test"
+    assert again.env_name == "test" and again.prediction_type == prediction
 
 
 def test_missing_checkpoint_names_the_shipped_ones(tmp_path):
@@ -78,7 +110,8 @@ def test_training_runs_resumes_and_writes_a_loadable_checkpoint(tmp_path):
     p = argparse.ArgumentParser()
     add_train_args(p)
     args = p.parse_args(["--data", str(tmp_path / "toy.npz"), "--out", str(tmp_path / "run"), "--steps", "4",
-                         "--every", "2", "--dim", "8", "--dim-mults", "1", "2", "--T", "20", "--batch", "4"])
+                         "--every", "2", "--dim", "8", "--dim-mults", "1", "2", "--T", "20", "--batch", "4",
+                         "--fourier", "2", "--prediction", "sample"])
     train(args, "test")
     args.steps = 6
     train(args, "test")  # resumes from step 4
@@ -89,3 +122,4 @@ def test_training_runs_resumes_and_writes_a_loadable_checkpoint(tmp_path):
     assert (tmp_path / "run" / "loss.png").exists()
     prior = TrajectoryPrior.from_pretrained(tmp_path / "run")
     assert prior.sample_shape == (160, 2)
+    assert prior.prediction_type == "sample" and prior.net.config.fourier == 2

@@ -1,4 +1,4 @@
-"""Train a `TrajectoryPrior` (1D temporal U-Net, ε-prediction) on a PointMaze stitch dataset.
+"""Train a `TrajectoryPrior` (1D temporal U-Net, ε- or x̂-prediction) on a PointMaze stitch dataset.
 
 Resumable: ``<out>/state.pt`` holds the optimiser, raw and EMA weights and the step; the
 shipped artefact is ``<out>/model.safetensors`` (EMA weights) + ``<out>/config.json``.
@@ -52,6 +52,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--dim-mults", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--fourier", type=int, default=0, help="Fourier input features per coordinate (0: raw xy only)")
+    p.add_argument("--prediction", choices=("epsilon", "sample"), default="epsilon", help="network target: ε or x̂")
     p.add_argument("--T", type=int, default=200, help="diffusion steps of the cosine schedule")
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--every", type=int, default=500, help="checkpoint / validation interval")
@@ -59,14 +61,20 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
 
 
-def _val_loss(net, val: torch.Tensor, ac: torch.Tensor, seed: int) -> float:
+def _loss(net, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, ac: torch.Tensor, prediction: str) -> torch.Tensor:
+    """MSE of the network's target (ε or x̂) on ``x_t = √ᾱ x0 + √(1−ᾱ) ε``."""
+    a = ac[t][:, None, None]
+    out = net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t)
+    return (out - (eps if prediction == "epsilon" else x0)).pow(2).mean()
+
+
+def _val_loss(net, val: torch.Tensor, ac: torch.Tensor, seed: int, prediction: str) -> float:
     g = torch.Generator().manual_seed(seed)
     x0 = sample_windows(val, 512, net.config.horizon, g)
     t = torch.randint(0, ac.shape[0], (512,), generator=g)
     eps = torch.randn(x0.shape, generator=g)
-    a = ac[t][:, None, None]
     with torch.no_grad():
-        return (net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps).pow(2).mean().item()
+        return _loss(net, x0, t, eps, ac, prediction).item()
 
 
 def _plot(history: dict, path: Path) -> None:
@@ -83,7 +91,7 @@ def _plot(history: dict, path: Path) -> None:
         s, l = zip(*history["val"])
         ax.plot(s, l, "o-", label="validation (EMA weights)")
     ax.set_xlabel("step")
-    ax.set_ylabel("ε-MSE")
+    ax.set_ylabel("MSE of the target (ε or x̂)")
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
@@ -99,7 +107,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
     train_eps = load_segments(args.data)
     val_eps = load_segments(str(args.data).replace(".npz", "-val.npz"))
     lo, hi = train_eps.reshape(-1, 2).min(0), train_eps.reshape(-1, 2).max(0)
-    cfg = UNet1DConfig(dim=args.dim, dim_mults=tuple(args.dim_mults))
+    cfg = UNet1DConfig(dim=args.dim, dim_mults=tuple(args.dim_mults), fourier=args.fourier)
     norm = lambda e: torch.from_numpy(2 * (e - lo) / (hi - lo) - 1)  # noqa: E731
     tr, va = norm(train_eps), norm(val_eps)
     ac = cosine_alphas_cumprod(args.T)
@@ -127,11 +135,10 @@ def train(args: argparse.Namespace, command: str) -> Path:
         x0 = sample_windows(tr, args.batch, cfg.horizon, g)
         t = torch.randint(0, args.T, (args.batch,), generator=g)
         eps = torch.randn(x0.shape, generator=g)
-        a = ac[t][:, None, None]
         lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = (net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t) - eps).pow(2).mean()
+        loss = _loss(net, x0, t, eps, ac, args.prediction)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -147,10 +154,10 @@ def train(args: argparse.Namespace, command: str) -> Path:
         if step % 50 == 0:
             history["train"].append((step, running))
         if step % args.every == 0 or step == args.steps:
-            val = _val_loss(ema, va, ac, seed=1234)
+            val = _val_loss(ema, va, ac, seed=1234, prediction=args.prediction)
             history["val"].append((step, val))
             meta.update(step=step, val_loss=val, train_loss=running, wall_s=round(time.time() - t0, 1))
-            TrajectoryPrior(ema, ac, lo, hi, env_name=env).save_pretrained(out, extra=meta)
+            TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction).save_pretrained(out, extra=meta)
             torch.save(dict(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), rng=g.get_state(),
                             step=step, history=history), state_path)
             _plot(history, out / "loss.png")

@@ -35,7 +35,7 @@ class TrajectoryPrior:
     """LocalPrior over normalised ``(horizon, 2)`` xy segments; differentiable (guidance).
 
     Args:
-        net: the ε-prediction `TemporalUNet`.
+        net: the `TemporalUNet`; it predicts ε or x̂ (``prediction``).
         alphas_cumprod: its training schedule ``(T,)``.
         lo, hi: per-dimension min and max of the training positions (the normaliser).
         env_name: the OGBench environment the prior was trained on (informational).
@@ -43,6 +43,7 @@ class TrajectoryPrior:
             of the cosine schedule ``x̂ = (x_t − √(1−ᾱ) ε̂)/√ᾱ`` divides by ``√ᾱ ≈ 1e-2`` and
             would otherwise explode (diffusers' ``clip_sample``, Janner et al.'s ``clip_denoised``).
             ``None`` disables it.
+        prediction: ``"epsilon"`` or ``"sample"`` (x̂, as Janner et al.'s maze2d planners).
     """
 
     supports_grad = True
@@ -50,7 +51,9 @@ class TrajectoryPrior:
     steps_offset = 0
 
     def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None,
-                 clip: float | None = 1.0) -> None:
+                 clip: float | None = 1.0, prediction: str = "epsilon") -> None:
+        if prediction not in ("epsilon", "sample"):
+            raise ValueError(f"prediction must be 'epsilon' or 'sample', got {prediction!r}")
         self.net = net.eval()
         self.alphas_cumprod = alphas_cumprod.float()
         self.sample_shape = (net.config.horizon, net.config.channels)
@@ -58,6 +61,7 @@ class TrajectoryPrior:
         self.hi = torch.as_tensor(np.asarray(hi), dtype=torch.float32)
         self.env_name = env_name
         self.clip = clip
+        self.prediction_type = prediction
 
     # ------------------------------------------------------------------ normalisation
     def normalize(self, xy) -> Tensor:
@@ -75,8 +79,8 @@ class TrajectoryPrior:
         """x̂ for ``x_t`` ``(M, horizon, 2)`` and timesteps ``(M,)``."""
         if tuple(x_t.shape[1:]) != self.sample_shape:
             raise ValueError(f"x_t must have shape (M, {self.sample_shape[0]}, {self.sample_shape[1]}), got {tuple(x_t.shape)}")
-        eps = self.net(x_t, t)
-        x0 = to_x0(eps, x_t, self.alphas_cumprod.to(x_t.device)[t], "epsilon")
+        out = self.net(x_t, t)
+        x0 = to_x0(out, x_t, self.alphas_cumprod.to(x_t.device)[t], self.prediction_type)
         return x0 if self.clip is None else x0.clamp(-self.clip, self.clip)
 
     def to(self, device) -> "TrajectoryPrior":
@@ -94,6 +98,7 @@ class TrajectoryPrior:
         save_file({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, d / "model.safetensors")
         cfg = dict(extra or {})
         cfg.update(unet=self.net.config.to_dict(), T=int(self.alphas_cumprod.shape[0]), schedule="cosine",
+                   prediction=self.prediction_type,
                    lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name)
         (d / "config.json").write_text(json.dumps(cfg, indent=2))
         return d
@@ -116,4 +121,5 @@ class TrajectoryPrior:
         net.load_state_dict(load_file(d / "model.safetensors"))
         net.requires_grad_(False)
         ac = cosine_alphas_cumprod(cfg["T"])
-        return cls(net, ac, cfg["lo"], cfg["hi"], env_name=cfg.get("env_name")).to(device)
+        return cls(net, ac, cfg["lo"], cfg["hi"], env_name=cfg.get("env_name"),
+                   prediction=cfg.get("prediction", "epsilon")).to(device)

@@ -1,6 +1,10 @@
 """A compact 1D temporal U-Net (in the spirit of Janner et al. 2022's `TemporalUnet`).
 
-Input and output ``x : [batch x horizon x channels]``; the network predicts ε.
+Input and output ``x : [batch x horizon x channels]``; the output is ε or x̂ (the prior's
+``prediction``). With ``fourier > 0`` each input value is also fed through
+``sin / cos(π 2^k x)``, ``k < fourier`` (NeRF-style input features): a trajectory prior must know
+where walls are as a function of the *values* of its input, a high-frequency function that a
+small conv net learns slowly from raw coordinates.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class UNet1DConfig:
     dim_mults: tuple[int, ...] = (1, 2, 4)
     kernel_size: int = 5
     groups: int = 8
+    fourier: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +68,7 @@ class ResBlock(nn.Module):
 
 
 class TemporalUNet(nn.Module):
-    """ε-prediction U-Net over ``[batch x horizon x channels]`` with integer timesteps ``(batch,)``."""
+    """U-Net over ``[batch x horizon x channels]`` with integer timesteps ``(batch,)``."""
 
     def __init__(self, config: UNet1DConfig) -> None:
         super().__init__()
@@ -74,7 +79,10 @@ class TemporalUNet(nn.Module):
         dims = [c.dim * m for m in c.dim_mults]
         tdim = 4 * c.dim
         self.time = nn.Sequential(nn.Linear(c.dim, tdim), nn.Mish(), nn.Linear(tdim, tdim))
-        self.inp = nn.Conv1d(c.channels, c.dim, 1)
+        if c.fourier < 0:
+            raise ValueError(f"fourier must be >= 0, got {c.fourier}")
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(c.fourier, dtype=torch.float32), persistent=False)
+        self.inp = nn.Conv1d(c.channels * (1 + 2 * c.fourier), c.dim, 1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         cin = c.dim
         for i, d in enumerate(dims):
@@ -93,7 +101,11 @@ class TemporalUNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         temb = self.time(sinusoidal_embedding(t, self.config.dim))
-        h = self.inp(x.transpose(1, 2))
+        x = x.transpose(1, 2)  # (B, C, H)
+        if self.config.fourier:
+            arg = (x[:, :, None, :] * self.freqs[None, None, :, None]).flatten(1, 2)
+            x = torch.cat([x, arg.sin(), arg.cos()], 1)
+        h = self.inp(x)
         skips = []
         for r1, r2, down in self.down:
             h = r2(r1(h, temb), temb)
