@@ -44,6 +44,26 @@ def test_fourier_features_are_sin_cos_of_octaves_of_the_input():
         TemporalUNet(UNet1DConfig(fourier=-1))
 
 
+def test_feature_grid_is_read_at_each_steps_xy_and_passes_gradients():
+    net = TemporalUNet(UNet1DConfig(horizon=4, channels=2, dim=8, dim_mults=(1,), groups=4, grid=5, grid_dim=3))
+    assert net.inp.in_channels == 2 + 3
+    seen = {}
+    net.inp.register_forward_hook(lambda m, a, out: seen.update(inp=a[0]))
+    # nodes of a 5 x 5 grid over [-1, 1]^2 sit at -1, -0.5, 0, 0.5, 1; x indexes columns, y rows
+    x = torch.tensor([[[-1.0, -1.0], [0.5, 0.0], [1.0, -0.5], [0.25, 0.0]]], requires_grad=True)
+    net(x, torch.tensor([3]))
+    g = net.grid.detach()[0]  # (3, rows, cols)
+    feats = seen["inp"][0, 2:].detach()  # (3, H)
+    torch.testing.assert_close(feats[:, 0], g[:, 0, 0])
+    torch.testing.assert_close(feats[:, 1], g[:, 2, 3])
+    torch.testing.assert_close(feats[:, 2], g[:, 1, 4])
+    torch.testing.assert_close(feats[:, 3], 0.5 * (g[:, 2, 2] + g[:, 2, 3]))  # bilinear between nodes
+    (gx,) = torch.autograd.grad(seen["inp"][0, 2:, 3].sum(), x)
+    assert gx[0, 3].abs().sum() > 0  # differentiable in x: guidance passes through the lookup
+    with pytest.raises(ValueError, match="grid needs 2 channels"):
+        TemporalUNet(UNet1DConfig(channels=3, grid=8))
+
+
 def test_sample_prediction_returns_the_network_output_clipped():
     torch.manual_seed(0)
     net = TemporalUNet(UNet1DConfig(horizon=16, dim=8, dim_mults=(1, 2), groups=4))
@@ -83,6 +103,23 @@ def test_prior_contract_and_normaliser():
     n = prior.normalize(xy)
     torch.testing.assert_close(n[:2], torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
     torch.testing.assert_close(prior.unnormalize(n), xy)
+
+
+def test_scale_stretches_the_normalised_range_and_the_clip(tmp_path):
+    torch.manual_seed(0)
+    net = TemporalUNet(UNet1DConfig(horizon=16, dim=8, dim_mults=(1, 2), groups=4))
+    prior = TrajectoryPrior(net, cosine_alphas_cumprod(50), [0.0, -1.0], [20.0, 9.0], scale=4.0, prediction="sample")
+    xy = torch.tensor([[0.0, -1.0], [20.0, 9.0], [5.0, 4.0]])
+    torch.testing.assert_close(prior.normalize(xy), torch.tensor([[-4.0, -4.0], [4.0, 4.0], [-2.0, 0.0]]))
+    torch.testing.assert_close(prior.unnormalize(prior.normalize(xy)), xy)
+    big = torch.full((1, 16, 2), 50.0)
+    with torch.no_grad():
+        out = prior.denoise(big, torch.tensor([0]))
+    assert out.abs().max() <= 4.0 and (out.abs() > 1.0).any()  # clamped to the scaled range, not to 1
+    prior.save_pretrained(tmp_path / "s")
+    assert TrajectoryPrior.from_pretrained(tmp_path / "s").scale == 4.0
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        TrajectoryPrior(net, cosine_alphas_cumprod(50), [0.0, 0.0], [1.0, 1.0], scale=0.0)
 
 
 @pytest.mark.parametrize("prediction", ["epsilon", "sample"])

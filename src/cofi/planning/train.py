@@ -53,6 +53,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--dim-mults", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--fourier", type=int, default=0, help="Fourier input features per coordinate (0: raw xy only)")
+    p.add_argument("--grid", type=int, default=0, help="resolution of the learned xy feature grid (0: none)")
+    p.add_argument("--grid-dim", type=int, default=8, help="channels of the feature grid")
+    p.add_argument("--scale", type=float, default=1.0, help="normalised data lies in [-scale, scale]")
     p.add_argument("--prediction", choices=("epsilon", "sample"), default="epsilon", help="network target: ε or x̂")
     p.add_argument("--T", type=int, default=200, help="diffusion steps of the cosine schedule")
     p.add_argument("--ema", type=float, default=0.995)
@@ -107,8 +110,9 @@ def train(args: argparse.Namespace, command: str) -> Path:
     train_eps = load_segments(args.data)
     val_eps = load_segments(str(args.data).replace(".npz", "-val.npz"))
     lo, hi = train_eps.reshape(-1, 2).min(0), train_eps.reshape(-1, 2).max(0)
-    cfg = UNet1DConfig(dim=args.dim, dim_mults=tuple(args.dim_mults), fourier=args.fourier)
-    norm = lambda e: torch.from_numpy(2 * (e - lo) / (hi - lo) - 1)  # noqa: E731
+    cfg = UNet1DConfig(dim=args.dim, dim_mults=tuple(args.dim_mults), fourier=args.fourier,
+                       grid=args.grid, grid_dim=args.grid_dim)
+    norm = lambda e: torch.from_numpy(args.scale * (2 * (e - lo) / (hi - lo) - 1))  # noqa: E731
     tr, va = norm(train_eps), norm(val_eps)
     ac = cosine_alphas_cumprod(args.T)
     torch.manual_seed(args.seed)
@@ -157,7 +161,8 @@ def train(args: argparse.Namespace, command: str) -> Path:
             val = _val_loss(ema, va, ac, seed=1234, prediction=args.prediction)
             history["val"].append((step, val))
             meta.update(step=step, val_loss=val, train_loss=running, wall_s=round(time.time() - t0, 1))
-            TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction).save_pretrained(out, extra=meta)
+            TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction,
+                            scale=args.scale).save_pretrained(out, extra=meta)
             torch.save(dict(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), rng=g.get_state(),
                             step=step, history=history), state_path)
             _plot(history, out / "loss.png")

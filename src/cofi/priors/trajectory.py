@@ -39,11 +39,15 @@ class TrajectoryPrior:
         alphas_cumprod: its training schedule ``(T,)``.
         lo, hi: per-dimension min and max of the training positions (the normaliser).
         env_name: the OGBench environment the prior was trained on (informational).
-        clip: x̂ is clamped to ``[-clip, clip]`` (the data lies in [-1, 1]); at the noisy end
+        clip: x̂ is clamped to ``[-clip·scale, clip·scale]`` (the data's range); at the noisy end
             of the cosine schedule ``x̂ = (x_t − √(1−ᾱ) ε̂)/√ᾱ`` divides by ``√ᾱ ≈ 1e-2`` and
             would otherwise explode (diffusers' ``clip_sample``, Janner et al.'s ``clip_denoised``).
             ``None`` disables it.
         prediction: ``"epsilon"`` or ``"sample"`` (x̂, as Janner et al.'s maze2d planners).
+        scale: the normalised data lies in ``[-scale, scale]`` (default 1). A larger scale
+            spends more of the noise schedule at noise levels comparable to a maze cell
+            (a schedule shift toward low noise, cf. Chen 2023 on noise schedules); the
+            training command sets it and the checkpoint records it.
     """
 
     supports_grad = True
@@ -51,7 +55,9 @@ class TrajectoryPrior:
     steps_offset = 0
 
     def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None,
-                 clip: float | None = 1.0, prediction: str = "epsilon") -> None:
+                 clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0) -> None:
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
         if prediction not in ("epsilon", "sample"):
             raise ValueError(f"prediction must be 'epsilon' or 'sample', got {prediction!r}")
         self.net = net.eval()
@@ -61,17 +67,18 @@ class TrajectoryPrior:
         self.hi = torch.as_tensor(np.asarray(hi), dtype=torch.float32)
         self.env_name = env_name
         self.clip = clip
+        self.scale = float(scale)
         self.prediction_type = prediction
 
     # ------------------------------------------------------------------ normalisation
     def normalize(self, xy) -> Tensor:
-        """Environment xy ``(..., 2)`` -> ``[-1, 1]``."""
+        """Environment xy ``(..., 2)`` -> ``[-scale, scale]``."""
         xy = torch.as_tensor(xy, dtype=torch.float32)
-        return 2 * (xy - self.lo.to(xy.device)) / (self.hi - self.lo).to(xy.device) - 1
+        return self.scale * (2 * (xy - self.lo.to(xy.device)) / (self.hi - self.lo).to(xy.device) - 1)
 
     def unnormalize(self, x) -> Tensor:
-        """``[-1, 1]`` ``(..., 2)`` -> environment xy."""
-        x = torch.as_tensor(x, dtype=torch.float32)
+        """``[-scale, scale]`` ``(..., 2)`` -> environment xy."""
+        x = torch.as_tensor(x, dtype=torch.float32) / self.scale
         return (x + 1) / 2 * (self.hi - self.lo).to(x.device) + self.lo.to(x.device)
 
     # ------------------------------------------------------------------ LocalPrior
@@ -81,7 +88,7 @@ class TrajectoryPrior:
             raise ValueError(f"x_t must have shape (M, {self.sample_shape[0]}, {self.sample_shape[1]}), got {tuple(x_t.shape)}")
         out = self.net(x_t, t)
         x0 = to_x0(out, x_t, self.alphas_cumprod.to(x_t.device)[t], self.prediction_type)
-        return x0 if self.clip is None else x0.clamp(-self.clip, self.clip)
+        return x0 if self.clip is None else x0.clamp(-self.clip * self.scale, self.clip * self.scale)
 
     def to(self, device) -> "TrajectoryPrior":
         self.net.to(device)
@@ -98,7 +105,7 @@ class TrajectoryPrior:
         save_file({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, d / "model.safetensors")
         cfg = dict(extra or {})
         cfg.update(unet=self.net.config.to_dict(), T=int(self.alphas_cumprod.shape[0]), schedule="cosine",
-                   prediction=self.prediction_type,
+                   prediction=self.prediction_type, scale=self.scale,
                    lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name)
         (d / "config.json").write_text(json.dumps(cfg, indent=2))
         return d
@@ -122,4 +129,4 @@ class TrajectoryPrior:
         net.requires_grad_(False)
         ac = cosine_alphas_cumprod(cfg["T"])
         return cls(net, ac, cfg["lo"], cfg["hi"], env_name=cfg.get("env_name"),
-                   prediction=cfg.get("prediction", "epsilon")).to(device)
+                   prediction=cfg.get("prediction", "epsilon"), scale=cfg.get("scale", 1.0)).to(device)

@@ -4,7 +4,12 @@ Input and output ``x : [batch x horizon x channels]``; the output is ε or x̂ (
 ``prediction``). With ``fourier > 0`` each input value is also fed through
 ``sin / cos(π 2^k x)``, ``k < fourier`` (NeRF-style input features): a trajectory prior must know
 where walls are as a function of the *values* of its input, a high-frequency function that a
-small conv net learns slowly from raw coordinates.
+small conv net learns slowly from raw coordinates. With ``grid > 0`` (for 2-channel xy data)
+the network also reads a learned ``grid_dim``-channel feature map of resolution
+``grid x grid`` over ``[-1, 1]²``, bilinearly interpolated at each step's position (a
+position-keyed memory in the manner of Instant-NGP's feature grids): the maze layout is
+stored where it is, instead of being composed from global features. Both inputs are
+differentiable in ``x``, so guidance gradients pass through them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ class UNet1DConfig:
     kernel_size: int = 5
     groups: int = 8
     fourier: int = 0
+    grid: int = 0
+    grid_dim: int = 8
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,7 +89,12 @@ class TemporalUNet(nn.Module):
         if c.fourier < 0:
             raise ValueError(f"fourier must be >= 0, got {c.fourier}")
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(c.fourier, dtype=torch.float32), persistent=False)
-        self.inp = nn.Conv1d(c.channels * (1 + 2 * c.fourier), c.dim, 1)
+        if c.grid < 0 or (c.grid and (c.channels != 2 or c.grid < 2 or c.grid_dim < 1)):
+            raise ValueError(f"grid needs 2 channels (xy), grid >= 2 and grid_dim >= 1; got channels={c.channels}, "
+                             f"grid={c.grid}, grid_dim={c.grid_dim}")
+        self.grid = nn.Parameter(0.1 * torch.randn(1, c.grid_dim, c.grid, c.grid)) if c.grid else None
+        cin = c.channels * (1 + 2 * c.fourier) + (c.grid_dim if c.grid else 0)
+        self.inp = nn.Conv1d(cin, c.dim, 1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         cin = c.dim
         for i, d in enumerate(dims):
@@ -105,6 +117,11 @@ class TemporalUNet(nn.Module):
         if self.config.fourier:
             arg = (x[:, :, None, :] * self.freqs[None, None, :, None]).flatten(1, 2)
             x = torch.cat([x, arg.sin(), arg.cos()], 1)
+        if self.grid is not None:  # bilinear lookup at each step's (x, y); x -> grid width, y -> height
+            pts = x[:, :2].transpose(1, 2)[:, None]  # (B, 1, H, 2)
+            feats = nn.functional.grid_sample(self.grid.expand(x.shape[0], -1, -1, -1), pts,
+                                              mode="bilinear", padding_mode="border", align_corners=True)
+            x = torch.cat([x, feats[:, :, 0]], 1)
         h = self.inp(x)
         skips = []
         for r1, r2, down in self.down:
