@@ -235,3 +235,29 @@ def test_pins_enter_the_guidance_reward(gmm):
         assert torch.equal(out.canvas[:, 0], torch.full((16, 2), 4.0))
         jump[w] = (out.canvas[:, 1] - out.canvas[:, 0]).norm(dim=-1).mean()
     assert jump[2.0] < 0.5 * jump[0.0], jump
+
+
+class Recorder:
+    """Wrap a prior and keep every state x_t it is called with."""
+
+    def __init__(self, prior):
+        self.prior, self.seen = prior, []
+        self.alphas_cumprod, self.sample_shape = prior.alphas_cumprod, prior.sample_shape
+
+    def denoise(self, x_t, t, **cond):
+        self.seen.append(x_t.detach().clone())
+        return self.prior.denoise(x_t, t, **cond)
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_hard_pins_overwrite_the_state_every_step(gmm, hard):
+    layout = cofi.Chain(16, 4, 2)
+    vals = torch.tensor([[1.5, -2.0], [0.5, 0.25]], dtype=torch.float64)
+    rec = Recorder(gmm)
+    cofi.compose(rec, layout, cofi.GSC(steps=6, fusion=False), batch=2, generator=gen(1),
+                 pins=cofi.Pins([0, -1], vals, hard=hard), progress=False)
+    assert len(rec.seen) == 6
+    for x in rec.seen[1:]:  # after the first step the network sees the clean pinned values iff hard
+        x = x.reshape(2, 2, 16, 2)  # (B, N, M, 2)
+        held = torch.equal(x[:, 0, 0].double(), vals[0].expand(2, 2)) and torch.equal(x[:, 1, -1].double(), vals[1].expand(2, 2))
+        assert held == hard

@@ -164,11 +164,12 @@ def test_controller_rejects_bad_plans():
 
 
 # ---------------------------------------------------------------- planner
-@pytest.mark.parametrize("method", ["cofi", "gsc", "cdgs"])
-def test_plan_pins_start_and_goal(prior, method):
+@pytest.mark.parametrize("method,hard", [("cofi", True), ("cofi", False), ("gsc", True), ("cdgs", True)])
+def test_plan_pins_start_and_goal(prior, method, hard):
     start, goal = np.array([0.3, -0.4]), np.array([20.2, 19.7])
     sampler = planning_sampler(method, steps=4, **({"inner": 2} if method == "cdgs" else {}))
-    out = plan(prior, start, goal, sampler, batch=3, generator=torch.Generator().manual_seed(0), maze=MEDIUM)
+    out = plan(prior, start, goal, sampler, batch=3, generator=torch.Generator().manual_seed(0), maze=MEDIUM,
+               hard_pins=hard)
     L = planning_layout(3).length
     assert out.xy.shape == (L, 2) and L == 368
     assert out.windows.shape == (3, 160, 2)

@@ -145,6 +145,7 @@ def plan(
     *,
     maze: Maze | str | None = None,
     max_batch: int | None = None,
+    hard_pins: bool = True,
 ) -> PlanResult:
     """Compose a start-to-goal plan with a trajectory prior.
 
@@ -161,6 +162,10 @@ def plan(
         maze: a `Maze` or env name (None: the prior's ``env_name`` if it has one). Used
             for the default count and to reject a start or goal inside a wall.
         max_batch: most plans per prior call (memory); does not change the result.
+        hard_pins: also overwrite the state x_t at start and goal after every step
+            (Janner et al.'s inpainting, ``Pins(hard=True)``), so the network sees the
+            endpoints in its input. With x̂-only pins the end windows of a weak prior jump
+            to the pinned points instead of leaving from them.
     Returns:
         A `PlanResult`.
     """
@@ -192,7 +197,8 @@ def plan(
 
     device = prior.alphas_cumprod.device
     ends = torch.tensor(np.stack([start, goal]), dtype=torch.float32, device=device)
-    pins = Pins(positions=(0, -1), values=torch.as_tensor(prior.normalize(ends), dtype=torch.float32))
+    pins = Pins(positions=(0, -1), values=torch.as_tensor(prior.normalize(ends), dtype=torch.float32),
+                hard=bool(hard_pins))
     t0 = time.perf_counter()
     comp = compose(prior, layout, sampler, batch=batch, generator=generator, pins=pins,
                    progress=progress, max_batch=max_batch)
