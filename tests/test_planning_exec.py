@@ -228,7 +228,8 @@ def test_evaluate_smoke(prior):
         assert 1 <= r.steps <= 60 and 0 <= r.replans <= 2
         assert r.nfe == r.first_plan_nfe * (1 + r.replans) and r.plan_time_s >= r.first_plan_time_s > 0
         assert r.path.shape == (r.steps + 1, 2) and len(r.plans) == 1 + r.replans
-        assert set(r.to_dict()) >= {"success", "steps", "replans", "nfe", "plan_time_s", "plan_valid"}
+        assert set(r.to_dict()) >= {"success", "steps", "replans", "nfe", "plan_time_s", "plan_valid", "plan_in_wall"}
+        assert r.plan_in_wall == pytest.approx(float((~Maze.from_name(MEDIUM).is_free(r.plans[0])).mean()))
     # same seeds, same episodes
     again = evaluate(MEDIUM, prior, "cofi", tasks=(1,), steps=3, batch=2, max_steps=60, max_replans=2)
     untimed = lambda r: {k: v for k, v in r.to_dict().items() if not k.endswith("time_s")}  # noqa: E731

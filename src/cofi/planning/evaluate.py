@@ -28,7 +28,8 @@ __all__ = ["EpisodeRecord", "make_env", "run_episode", "evaluate", "summarize", 
 @dataclass
 class EpisodeRecord:
     """One executed episode. ``plan_valid`` is the open-loop validity of the first plan
-    (reaches the goal without crossing a wall, `Maze.check_plan`); ``nfe`` and
+    (reaches the goal without crossing a wall, `Maze.check_plan`), ``plan_in_wall`` the
+    fraction of its points inside a wall cell (a graded version); ``nfe`` and
     ``plan_time_s`` add up every plan of the episode (first plan and replans)."""
 
     env_name: str
@@ -46,6 +47,7 @@ class EpisodeRecord:
     first_plan_time_s: float
     overlap_error: float
     final_distance: float
+    plan_in_wall: float = float("nan")
     path: np.ndarray | None = field(default=None, repr=False)
     plans: list[np.ndarray] | None = field(default=None, repr=False)
     windows: list[np.ndarray] | None = field(default=None, repr=False)
@@ -157,6 +159,7 @@ def run_episode(
         nfe=sum(p.nfe for p in plans), plan_time_s=sum(p.time_s for p in plans),
         plan_valid=check.valid, first_plan_nfe=first.nfe, first_plan_time_s=first.time_s,
         overlap_error=first.overlap_error, final_distance=float(np.linalg.norm(xy - goal)),
+        plan_in_wall=float((~maze.is_free(first.xy)).mean()),
         path=np.stack(path) if keep_paths else None,
         plans=[p.xy for p in plans] if keep_paths else None,
         windows=[p.windows for p in plans] if keep_paths else None,
@@ -254,20 +257,23 @@ def summarize(records: Sequence[EpisodeRecord]) -> list[dict]:
             nfe_per_plan=float(np.mean([r.first_plan_nfe for r in rs])),
             time_per_plan_s=float(np.mean([r.first_plan_time_s for r in rs])),
             steps=float(np.mean([r.steps for r in rs])),
+            plan_in_wall=float(np.mean([r.plan_in_wall for r in rs])),
+            final_distance=float(np.mean([r.final_distance for r in rs])),
         ))
     return rows
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
     """The rows of `summarize` as a markdown table."""
-    head = ("| maze | method | success | open-loop valid | replans / ep | NFE / plan | wall s / plan | steps / ep |\n"
-            "|---|---|---|---|---|---|---|---|")
+    head = ("| maze | method | success | open-loop valid | plan in walls | final dist. | replans / ep | NFE / plan "
+            "| wall s / plan | steps / ep |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         maze = parse_env_name(r["env_name"])[0] if r["env_name"] else "?"
         lines.append(
             f"| {maze} | {r['method']} | {100 * r['success_rate']:.0f}% ({r['successes']}/{r['episodes']}) "
-            f"| {100 * r['valid_rate']:.0f}% ({r['valid']}/{r['episodes']}) | {r['replans']:.1f} "
+            f"| {100 * r['valid_rate']:.0f}% ({r['valid']}/{r['episodes']}) | {100 * r.get('plan_in_wall', float('nan')):.0f}% "
+            f"| {r.get('final_distance', float('nan')):.1f} | {r['replans']:.1f} "
             f"| {r['nfe_per_plan']:.0f} | {r['time_per_plan_s']:.2f} | {r['steps']:.0f} |"
         )
     return "\n".join(lines)
