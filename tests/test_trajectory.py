@@ -149,13 +149,17 @@ def test_training_runs_resumes_and_writes_a_loadable_checkpoint(tmp_path):
     args = p.parse_args(["--data", str(tmp_path / "toy.npz"), "--out", str(tmp_path / "run"), "--steps", "4",
                          "--every", "2", "--dim", "8", "--dim-mults", "1", "2", "--T", "20", "--batch", "4",
                          "--fourier", "2", "--prediction", "sample"])
-    train(args, "test")
-    args.steps = 6
-    train(args, "test")  # resumes from step 4
     import json
 
+    train(args, "test")
+    first = json.loads((tmp_path / "run" / "config.json").read_text())
+    args.steps = 6
+    train(args, "test")  # resumes from step 4
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["step"] == 6 and np.isfinite(cfg["val_loss"])
+    # training time adds up across resumes (kept in state.pt)
+    assert cfg["wall_s"] >= first["wall_s"] >= 0
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=False)["wall_s"] == cfg["wall_s"]
     assert (tmp_path / "run" / "loss.png").exists()
     prior = TrajectoryPrior.from_pretrained(tmp_path / "run")
     assert prior.sample_shape == (160, 2)

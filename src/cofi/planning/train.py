@@ -120,7 +120,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
-    step, history = 0, {"train": [], "val": []}
+    step, history, wall_before = 0, {"train": [], "val": []}, 0.0
     state_path = out / "state.pt"
     if state_path.exists():  # resume
         st = torch.load(state_path, weights_only=False)
@@ -129,6 +129,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
         opt.load_state_dict(st["opt"])
         g.set_state(st["rng"])
         step, history = st["step"], st["history"]
+        wall_before = st.get("wall_s", 0.0)  # training time of the earlier runs
         print(f"resumed from step {step}")
     meta = dict(env_name=env, lo=lo.tolist(), hi=hi.tolist(), T=args.T, schedule="cosine",
                 command=command, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr)
@@ -160,11 +161,11 @@ def train(args: argparse.Namespace, command: str) -> Path:
         if step % args.every == 0 or step == args.steps:
             val = _val_loss(ema, va, ac, seed=1234, prediction=args.prediction)
             history["val"].append((step, val))
-            meta.update(step=step, val_loss=val, train_loss=running, wall_s=round(time.time() - t0, 1))
+            meta.update(step=step, val_loss=val, train_loss=running, wall_s=round(wall_before + time.time() - t0, 1))
             TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction,
                             scale=args.scale).save_pretrained(out, extra=meta)
             torch.save(dict(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), rng=g.get_state(),
-                            step=step, history=history), state_path)
+                            step=step, history=history, wall_s=meta["wall_s"]), state_path)
             _plot(history, out / "loss.png")
             bar.write(f"step {step}: train {running:.4f}  val {val:.4f}")
     bar.close()
