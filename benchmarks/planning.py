@@ -4,6 +4,7 @@
     python benchmarks/planning.py --mazes giant --methods cofi gsc --episodes 2 --seeds 0 1
     python benchmarks/planning.py --mazes giant --ablation          # λ0 and refinement-depth sweeps (CoFi)
     python benchmarks/planning.py --mazes giant --figure docs/figures/pointmaze_giant.png
+    python benchmarks/planning.py --from-json runs/a.jsonl runs/b.jsonl     # tables of saved records
 
 Per maze x method: success rate over tasks x episodes x seeds (with counts), open-loop
 validity of the first plan, replans, NFE and wall time per plan. Prints markdown
@@ -107,14 +108,27 @@ def main() -> None:
     ap.add_argument("--ablation", action="store_true", help="λ0 and refinement-depth sweeps instead")
     ap.add_argument("--figure", default=None, help="PNG of a composed plan (first maze, method, task, seed)")
     ap.add_argument("--json", default=None, help="append per-episode records to this JSON-lines file")
+    ap.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
+                    help="print the tables of records saved with --json (grouped by maze and label); run nothing")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from cofi.planning.evaluate import markdown_table, summarize
+    from cofi.planning.evaluate import EpisodeRecord, markdown_table, summarize
 
+    if args.from_json:
+        recs = []
+        for path in args.from_json:
+            with open(path) as f:
+                for line in filter(str.strip, f):
+                    d = json.loads(line)
+                    recs.append(EpisodeRecord.from_dict({**d, "method": d.get("label", d["method"])}))
+        for env_name in dict.fromkeys(r.env_name for r in recs):
+            print(f"\n### {env_name}\n")
+            print(markdown_table(summarize([r for r in recs if r.env_name == env_name])))
+        return
     print(f"# PointMaze planning ({'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}); "
           f"tasks {args.tasks}, episodes {args.episodes}, seeds {args.seeds}", flush=True)
     for maze in args.mazes:

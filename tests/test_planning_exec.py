@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -234,6 +236,8 @@ def test_evaluate_smoke(prior):
     again = evaluate(MEDIUM, prior, "cofi", tasks=(1,), steps=3, batch=2, max_steps=60, max_replans=2)
     untimed = lambda r: {k: v for k, v in r.to_dict().items() if not k.endswith("time_s")}  # noqa: E731
     assert untimed(again[0]) == untimed(recs[0])
+    back = EpisodeRecord.from_dict(json.loads(json.dumps({**recs[0].to_dict(), "label": "x"})))
+    assert back.to_dict() == recs[0].to_dict() and back.path is None
     rows = summarize(recs)
     assert rows[0]["episodes"] == 2 and "| medium | cofi |" in markdown_table(rows)
 

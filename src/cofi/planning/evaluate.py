@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -58,6 +58,12 @@ class EpisodeRecord:
         for k in ("path", "plans", "windows"):
             d.pop(k)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EpisodeRecord":
+        """Inverse of `to_dict` (unknown keys, e.g. a JSON line's ``label``, are ignored)."""
+        names = {f.name for f in fields(cls)} - {"path", "plans", "windows"}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def make_env(env_name: str):
