@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--method", default="cofi", choices=("cofi", "gsc", "cdgs"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the planning preset)")
+    ap.add_argument("--max-replans", type=int, default=10, help="replans allowed (the benchmark's 10)")
     ap.add_argument("--checkpoint", default=None, help="a local prior directory instead of the shipped one")
     ap.add_argument("--out", default="pointmaze_plan.png", help="figure path (PNG)")
     args = ap.parse_args()
@@ -43,7 +44,8 @@ def main() -> None:
           f"{sampler.steps} DDIM steps, seed {args.seed}")
     t0 = time.perf_counter()
     rec = run_episode(env, prior, task=args.task, sampler=sampler, method=args.method, count=count,
-                      batch=batch, seed=args.seed, maze=maze, keep_paths=True, env_name=args.env)
+                      batch=batch, seed=args.seed, maze=maze, max_replans=args.max_replans, keep_paths=True,
+                      env_name=args.env)
     env.close()
     total = time.perf_counter() - t0
     print(f"success      {rec.success} (final distance to goal {rec.final_distance:.2f}, success radius 1.0)")
