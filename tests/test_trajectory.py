@@ -64,6 +64,32 @@ def test_feature_grid_is_read_at_each_steps_xy_and_passes_gradients():
         TemporalUNet(UNet1DConfig(channels=3, grid=8))
 
 
+def test_feature_grid_is_also_read_at_moving_averages():
+    cfg = UNet1DConfig(horizon=4, channels=2, dim=8, dim_mults=(1,), groups=4, grid=5, grid_dim=3, grid_smooth=(3,))
+    net = TemporalUNet(cfg)
+    assert net.inp.in_channels == 2 + 3 + 3
+    assert UNet1DConfig.from_dict(cfg.to_dict()) == cfg
+    assert UNet1DConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "grid_smooth"}).grid_smooth == ()
+    seen = {}
+    net.inp.register_forward_hook(lambda m, a, out: seen.update(inp=a[0]))
+    # steps chosen so that every 3-step mean (ends replicated) lands on a grid node
+    x = torch.tensor([[[-1.0, -1.0], [-1.0, -1.0], [0.5, 0.5], [1.0, 1.0]]])
+    net(x, torch.tensor([3]))
+    g = net.grid.detach()[0]  # (3, rows, cols); node k of an axis sits at -1 + 0.5 k
+    smooth = seen["inp"][0, 5:].detach()  # (3, H)
+    # means: (-1,-1,-1)=-1, (-1,-1,0.5)=-0.5, (-1,0.5,1)=0.1667, (0.5,1,1)=0.8333
+    torch.testing.assert_close(smooth[:, 0], g[:, 0, 0])
+    torch.testing.assert_close(smooth[:, 1], g[:, 1, 1])
+    m = 1 / 6  # 0.1667 lies 1/3 of the way from node 2 (0.0) to node 3 (0.5) on both axes
+    w = m / 0.5
+    ref = ((1 - w) ** 2 * g[:, 2, 2] + w * (1 - w) * (g[:, 2, 3] + g[:, 3, 2]) + w * w * g[:, 3, 3])
+    torch.testing.assert_close(smooth[:, 2], ref)
+    with pytest.raises(ValueError, match="grid_smooth needs a grid and odd widths"):
+        TemporalUNet(UNet1DConfig(grid=8, grid_smooth=(4,)))
+    with pytest.raises(ValueError, match="grid_smooth needs a grid"):
+        TemporalUNet(UNet1DConfig(grid_smooth=(3,)))
+
+
 def test_sample_prediction_returns_the_network_output_clipped():
     torch.manual_seed(0)
     net = TemporalUNet(UNet1DConfig(horizon=16, dim=8, dim_mults=(1, 2), groups=4))

@@ -55,6 +55,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fourier", type=int, default=0, help="Fourier input features per coordinate (0: raw xy only)")
     p.add_argument("--grid", type=int, default=0, help="resolution of the learned xy feature grid (0: none)")
     p.add_argument("--grid-dim", type=int, default=8, help="channels of the feature grid")
+    p.add_argument("--grid-smooth", type=int, nargs="*", default=[],
+                   help="also read the grid at moving averages of these odd widths (e.g. 9 33 161)")
     p.add_argument("--scale", type=float, default=1.0, help="normalised data lies in [-scale, scale]")
     p.add_argument("--prediction", choices=("epsilon", "sample"), default="epsilon", help="network target: ε or x̂")
     p.add_argument("--T", type=int, default=200, help="diffusion steps of the cosine schedule")
@@ -111,7 +113,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
     val_eps = load_segments(str(args.data).replace(".npz", "-val.npz"))
     lo, hi = train_eps.reshape(-1, 2).min(0), train_eps.reshape(-1, 2).max(0)
     cfg = UNet1DConfig(dim=args.dim, dim_mults=tuple(args.dim_mults), fourier=args.fourier,
-                       grid=args.grid, grid_dim=args.grid_dim)
+                       grid=args.grid, grid_dim=args.grid_dim, grid_smooth=tuple(args.grid_smooth))
     norm = lambda e: torch.from_numpy(args.scale * (2 * (e - lo) / (hi - lo) - 1))  # noqa: E731
     tr, va = norm(train_eps), norm(val_eps)
     ac = cosine_alphas_cumprod(args.T)

@@ -8,8 +8,12 @@ small conv net learns slowly from raw coordinates. With ``grid > 0`` (for 2-chan
 the network also reads a learned ``grid_dim``-channel feature map of resolution
 ``grid x grid`` over ``[-1, 1]²``, bilinearly interpolated at each step's position (a
 position-keyed memory in the manner of Instant-NGP's feature grids): the maze layout is
-stored where it is, instead of being composed from global features. Both inputs are
-differentiable in ``x``, so guidance gradients pass through them.
+stored where it is, instead of being composed from global features. With ``grid_smooth``
+(odd box-filter widths, e.g. ``(9, 33, 161)``) the grid is also read at moving averages of
+the trajectory: at high noise a single step's position is buried in noise, while the mean
+of ``w`` steps has ``sqrt(w)`` times less of it, so the network can tell which part of the
+maze a noisy window is in. All inputs are differentiable in ``x``, so guidance gradients
+pass through them.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class UNet1DConfig:
     fourier: int = 0
     grid: int = 0
     grid_dim: int = 8
+    grid_smooth: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +49,7 @@ class UNet1DConfig:
     def from_dict(cls, d: dict) -> "UNet1DConfig":
         d = dict(d)
         d["dim_mults"] = tuple(d["dim_mults"])
+        d["grid_smooth"] = tuple(d.get("grid_smooth", ()))
         return cls(**d)
 
 
@@ -92,8 +98,12 @@ class TemporalUNet(nn.Module):
         if c.grid < 0 or (c.grid and (c.channels != 2 or c.grid < 2 or c.grid_dim < 1)):
             raise ValueError(f"grid needs 2 channels (xy), grid >= 2 and grid_dim >= 1; got channels={c.channels}, "
                              f"grid={c.grid}, grid_dim={c.grid_dim}")
+        if c.grid_smooth and (not c.grid or any(w < 1 or w % 2 == 0 for w in c.grid_smooth)):
+            raise ValueError(f"grid_smooth needs a grid and odd widths >= 1; got grid={c.grid}, "
+                             f"grid_smooth={c.grid_smooth}")
         self.grid = nn.Parameter(0.1 * torch.randn(1, c.grid_dim, c.grid, c.grid)) if c.grid else None
-        cin = c.channels * (1 + 2 * c.fourier) + (c.grid_dim if c.grid else 0)
+        reads = (1 + len(c.grid_smooth)) if c.grid else 0
+        cin = c.channels * (1 + 2 * c.fourier) + c.grid_dim * reads
         self.inp = nn.Conv1d(cin, c.dim, 1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         cin = c.dim
@@ -117,11 +127,9 @@ class TemporalUNet(nn.Module):
         if self.config.fourier:
             arg = (x[:, :, None, :] * self.freqs[None, None, :, None]).flatten(1, 2)
             x = torch.cat([x, arg.sin(), arg.cos()], 1)
-        if self.grid is not None:  # bilinear lookup at each step's (x, y); x -> grid width, y -> height
-            pts = x[:, :2].transpose(1, 2)[:, None]  # (B, 1, H, 2)
-            feats = nn.functional.grid_sample(self.grid.expand(x.shape[0], -1, -1, -1), pts,
-                                              mode="bilinear", padding_mode="border", align_corners=True)
-            x = torch.cat([x, feats[:, :, 0]], 1)
+        if self.grid is not None:
+            xy = x[:, :2]
+            x = torch.cat([x, self._read_grid(xy)] + [self._read_grid(box_smooth(xy, w)) for w in self.config.grid_smooth], 1)
         h = self.inp(x)
         skips = []
         for r1, r2, down in self.down:
@@ -135,3 +143,18 @@ class TemporalUNet(nn.Module):
             h = upsample(h)
             h = r2(r1(torch.cat([h, skips.pop()], 1), temb), temb)
         return self.out(h).transpose(1, 2)
+
+    def _read_grid(self, xy: Tensor) -> Tensor:
+        """Bilinear lookup of the feature grid at ``xy (B, 2, H)``: x -> grid width, y -> height."""
+        pts = xy.transpose(1, 2)[:, None]  # (B, 1, H, 2)
+        feats = nn.functional.grid_sample(self.grid.expand(xy.shape[0], -1, -1, -1), pts,
+                                          mode="bilinear", padding_mode="border", align_corners=True)
+        return feats[:, :, 0]
+
+
+def box_smooth(x: Tensor, width: int) -> Tensor:
+    """Centred moving average of width ``width`` (odd) along the last axis, ends replicated."""
+    if width == 1:
+        return x
+    pad = nn.functional.pad(x, (width // 2, width // 2), mode="replicate")
+    return nn.functional.avg_pool1d(pad, width, stride=1)
