@@ -12,7 +12,8 @@ from torch import nn
 pytest.importorskip("ogbench")
 
 from cofi.planning.control import WaypointController, waypoint_action  # noqa: E402
-from cofi.planning.evaluate import EpisodeRecord, _reset, evaluate, make_env, markdown_table, summarize  # noqa: E402
+from cofi.planning.evaluate import (  # noqa: E402
+    EpisodeRecord, _reset, episode_problem, evaluate, make_env, markdown_table, summarize)
 from cofi.planning.maze import Maze, parse_env_name  # noqa: E402
 from cofi.planning.planner import default_count, plan, planning_layout, planning_sampler  # noqa: E402
 
@@ -136,6 +137,24 @@ def test_controller_reaches_waypoint_in_free_space():
             xy = ob[:2]
         assert np.linalg.norm(xy - target) < 0.05
         assert ctrl.index == 2
+    finally:
+        env.close()
+
+
+def test_episode_problem_is_the_task_with_seeded_noise():
+    env = make_env(MEDIUM)
+    try:
+        info = env.unwrapped.task_infos[2]  # task 3
+        start, goal, gen = episode_problem(env, 3, seed=0)
+        assert np.abs(start - np.array(info["init_xy"])).max() <= 1.0  # OGBench's ±1 uniform noise
+        assert np.abs(goal - np.array(info["goal_xy"])).max() <= 1.0
+        np.testing.assert_array_equal(goal, env.unwrapped.cur_goal_xy)
+        again = episode_problem(env, 3, seed=0)
+        np.testing.assert_array_equal(again[0], start)
+        np.testing.assert_array_equal(again[1], goal)
+        assert torch.equal(torch.rand(3, generator=again[2]), torch.rand(3, generator=gen))
+        other = episode_problem(env, 3, seed=1)
+        assert not np.array_equal(other[0], start) and other[2].initial_seed() != gen.initial_seed()
     finally:
         env.close()
 

@@ -22,7 +22,7 @@ from .control import WaypointController
 from .maze import Maze, parse_env_name
 from .planner import METHODS, PlanResult, default_batch, default_count, plan, planning_sampler
 
-__all__ = ["EpisodeRecord", "make_env", "run_episode", "evaluate", "summarize", "markdown_table"]
+__all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "evaluate", "summarize", "markdown_table"]
 
 
 @dataclass
@@ -96,6 +96,21 @@ def _reset(env, task: int, env_seed: int):
     return ob
 
 
+def episode_problem(env, task: int, seed: int = 0, episode: int = 0, device=None):
+    """The planning problem that `run_episode` starts from, without executing anything.
+
+    Resets ``env`` to ``task`` exactly as `run_episode` does for (``seed``, ``episode``) and
+    returns ``(start_xy, goal_xy, generator)``: the agent's position, the goal and the seeded
+    torch generator of the first plan. Use it to study first plans (e.g. sampler settings)
+    on the evaluation's own starts, goals and noise.
+    """
+    env_seed, plan_seed = _episode_seeds(seed, task, episode)
+    ob = _reset(env, task, env_seed)
+    goal = np.asarray(env.unwrapped.cur_goal_xy, dtype=np.float64)
+    gen = torch.Generator(device=device if device is not None else "cpu").manual_seed(plan_seed)
+    return np.asarray(ob[:2], dtype=np.float64), goal, gen
+
+
 def run_episode(
     env,
     prior,
@@ -119,11 +134,7 @@ def run_episode(
 ) -> EpisodeRecord:
     """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring."""
     maze = Maze.from_env(env) if maze is None else maze
-    env_seed, plan_seed = _episode_seeds(seed, task, episode)
-    gen = torch.Generator(device=prior.alphas_cumprod.device).manual_seed(plan_seed)
-    ob = _reset(env, task, env_seed)
-    goal = np.asarray(env.unwrapped.cur_goal_xy, dtype=np.float64)
-    xy = np.asarray(ob[:2], dtype=np.float64)
+    xy, goal, gen = episode_problem(env, task, seed, episode, device=prior.alphas_cumprod.device)
 
     def new_plan(from_xy) -> PlanResult:
         return plan(prior, from_xy, goal, sampler, count=count, batch=batch, generator=gen,
