@@ -96,7 +96,7 @@ def _reset(env, task: int, env_seed: int):
     return ob
 
 
-def episode_problem(env, task: int, seed: int = 0, episode: int = 0, device=None):
+def episode_problem(env, task: int, seed: int = 0, episode: int = 0, device="cpu"):
     """The planning problem that `run_episode` starts from, without executing anything.
 
     Resets ``env`` to ``task`` exactly as `run_episode` does for (``seed``, ``episode``) and
@@ -107,7 +107,7 @@ def episode_problem(env, task: int, seed: int = 0, episode: int = 0, device=None
     env_seed, plan_seed = _episode_seeds(seed, task, episode)
     ob = _reset(env, task, env_seed)
     goal = np.asarray(env.unwrapped.cur_goal_xy, dtype=np.float64)
-    gen = torch.Generator(device=device if device is not None else "cpu").manual_seed(plan_seed)
+    gen = torch.Generator(device=device).manual_seed(plan_seed)
     return np.asarray(ob[:2], dtype=np.float64), goal, gen
 
 

@@ -127,9 +127,9 @@ class TemporalUNet(nn.Module):
         if self.config.fourier:
             arg = (x[:, :, None, :] * self.freqs[None, None, :, None]).flatten(1, 2)
             x = torch.cat([x, arg.sin(), arg.cos()], 1)
-        if self.grid is not None:
+        if self.grid is not None:  # width 1 is each step's own position
             xy = x[:, :2]
-            x = torch.cat([x, self._read_grid(xy)] + [self._read_grid(box_smooth(xy, w)) for w in self.config.grid_smooth], 1)
+            x = torch.cat([x] + [self._read_grid(box_smooth(xy, w)) for w in (1, *self.config.grid_smooth)], 1)
         h = self.inp(x)
         skips = []
         for r1, r2, down in self.down:
