@@ -159,6 +159,49 @@ def test_episode_problem_is_the_task_with_seeded_noise():
         env.close()
 
 
+def test_controller_does_not_cycle_on_sparse_plans():
+    # plan points 3 apart (> 2·lookahead): aiming at the nearest point (the old inclusive
+    # search) swung the agent back and forth about 1.0 from the first point forever
+    plan = np.array([[0.0, 0.0], [3.0, 0.0], [6.0, 0.0], [9.0, 0.0]])
+    ctrl = WaypointController(plan)
+    xy = plan[0].copy()
+    for _ in range(80):  # free-space point agent: xy += 0.2·a
+        xy = xy + 0.2 * ctrl.act(xy)
+    assert np.linalg.norm(xy - plan[-1]) < 0.05
+    assert ctrl.index == len(plan) - 1
+
+
+def test_controller_follows_a_dead_end_and_back():
+    # a composed plan that goes up a dead end, hovers there, comes back and turns right
+    # (as a real medium plan did): the old "first point >= 1.0 away" rule aimed at the way
+    # back while the agent was still on the way up, and the agent swung about forever
+    up = np.stack([np.full(30, 4.0), np.linspace(10.3, 12.0, 30)], 1)
+    hover = np.array([4.0, 12.0]) + 0.05 * np.random.default_rng(0).standard_normal((60, 2))
+    down = np.stack([np.full(30, 4.0), np.linspace(12.0, 10.3, 30)], 1)
+    right = np.stack([np.linspace(4.0, 10.0, 40), np.full(40, 10.3)], 1)
+    plan = np.concatenate([up, hover, down, right])
+    ctrl = WaypointController(plan)
+    xy, top = plan[0].copy(), 0.0
+    for _ in range(300):
+        xy = xy + 0.2 * ctrl.act(xy)
+        top = max(top, xy[1])
+    assert np.linalg.norm(xy - plan[-1]) < 0.05 and ctrl.index == len(plan) - 1
+    assert top > 11.5  # it did go up the dead end (it follows the plan, not a shortcut)
+
+
+def test_controller_passes_a_plan_that_stands_still():
+    # padded training windows start with exact copies of one state; argmin's first-tie
+    # choice held the index at the first copy, and the waypoint 4 points later was the same
+    # point, so the agent stopped for good
+    plan = np.concatenate([np.linspace([0.0, 0.0], [2.0, 0.0], 10), np.repeat([[2.0, 0.0]], 30, 0),
+                           np.linspace([2.0, 0.0], [2.0, 3.0], 15)])
+    ctrl = WaypointController(plan)
+    xy = plan[0].copy()
+    for _ in range(120):
+        xy = xy + 0.2 * ctrl.act(xy)
+    assert np.linalg.norm(xy - plan[-1]) < 0.05
+
+
 def test_controller_stops_at_wall():
     env = make_env(MEDIUM)
     try:

@@ -5,13 +5,16 @@ the environment does not clip the action, so the controller does:
 ``a = clip(k (w − xy), −1, 1)``. With the default gain ``k = 5 = 1/0.2`` a waypoint closer
 than 0.2 is reached in one step; farther ones are approached at full speed.
 
-Which waypoint: pure pursuit along the plan. The controller keeps a progress index ``i``
-(never decreasing): each step it moves ``i`` to the plan point nearest the agent within
-the next ``window`` points, then aims at the first point after ``i`` that is at least
-``lookahead`` away (the plan's last point, the true goal, at the end). Progress therefore
-follows the agent, not the clock: a slow agent is not dragged across a wall, and a plan
-that slows down (dense points) is not waited for. The distance to the nearest plan point
-is the *deviation* that triggers replanning; an index that stops advancing is *stalling*.
+Which waypoint: pursuit along the plan's own clock. The controller keeps a progress index
+``i`` (never decreasing): each step it moves ``i`` to the plan point nearest the agent within
+the next ``window`` points, then aims at the plan point ``ahead`` points after ``i`` (the
+plan's last point, the true goal, at the end). Progress follows the agent, not the wall
+clock: a slow agent is not dragged across a wall. Aiming a fixed number of plan points ahead,
+not at the first point some distance away, matters for composed plans: they hover where one
+window's episode ended, and may go up a dead end and come back; a distance rule then aims
+at a point on the way back, behind the agent, and the agent swings between the two forever.
+The distance to the nearest plan point is the *deviation* that triggers replanning; an index
+that stops advancing is *stalling*.
 """
 
 from __future__ import annotations
@@ -31,27 +34,30 @@ class WaypointController:
     """Follow an xy plan ``(L, 2)`` (its last point is the goal).
 
     Args:
-        plan: ``(L, 2)`` waypoints in environment coordinates.
+        plan: ``(L, 2)`` waypoints in environment coordinates, one per env step (a plan at a
+            temporal stride is interpolated first, `cofi.planning.planner.upsample`).
         gain: proportional gain k of `waypoint_action`.
-        lookahead: distance of the pursued waypoint ahead of the agent along the plan;
-            below the corridor half-width left to the agent's centre (2 − 0.7 = 1.3), so
-            cutting a corner of the plan stays off the walls.
+        ahead: how many plan points after the progress index the pursued waypoint lies; at
+            the agent's top speed (≤ 0.28 per step) 4 points are ≤ 1.1 units, below the
+            corridor half-width left to the agent's centre (2 − 0.7 = 1.3), so cutting a
+            corner of the plan stays off the walls.
         window: how many plan points ahead the progress index may jump in one step
             (keeps progress from skipping to a later pass through the same place).
     """
 
-    def __init__(self, plan, *, gain: float = 5.0, lookahead: float = 1.0, window: int = 40) -> None:
+    def __init__(self, plan, *, gain: float = 5.0, ahead: int = 4, window: int = 40) -> None:
         plan = np.asarray(plan, dtype=np.float64)
         if plan.ndim != 2 or plan.shape[1] != 2 or len(plan) < 1:
             raise ValueError(f"plan must have shape (L, 2) with L >= 1, got {plan.shape}")
         if not np.isfinite(plan).all():
             raise ValueError("plan contains NaN or inf")
-        if gain <= 0 or lookahead < 0 or window < 1:
-            raise ValueError(f"need gain > 0, lookahead >= 0, window >= 1; got {gain}, {lookahead}, {window}")
+        if gain <= 0 or ahead < 1 or window < 1:
+            raise ValueError(f"need gain > 0, ahead >= 1, window >= 1; got {gain}, {ahead}, {window}")
         self.plan = plan
         self.gain = gain
-        self.lookahead = lookahead
+        self.ahead = int(ahead)
         self.window = int(window)
+        self.tie = 0.05  # plan points this much farther than the nearest count as nearest
         self.index = 0  # progress along the plan
         self.deviation = 0.0  # distance from the agent to the nearest plan point near `index`
         self.target = plan[0]
@@ -65,16 +71,15 @@ class WaypointController:
         xy = np.asarray(xy, dtype=np.float64)
         hi = min(len(self.plan), self.index + self.window + 1)
         d = np.linalg.norm(self.plan[self.index:hi] - xy, axis=1)
-        j = int(np.argmin(d))
+        # ties go to the latest point: a plan that stands still (a padded window's copies
+        # of one state) must not hold the index, and the waypoint with it, in place
+        j = int(np.nonzero(d <= d.min() + self.tie)[0][-1])
         self.index += j
         self.deviation = float(d[j])
 
-    def waypoint(self, xy) -> np.ndarray:
-        """The first plan point after the progress index at least ``lookahead`` from ``xy``."""
-        xy = np.asarray(xy, dtype=np.float64)
-        rest = self.plan[self.index:]
-        far = np.nonzero(np.linalg.norm(rest - xy, axis=1) >= self.lookahead)[0]
-        return rest[far[0]] if len(far) else self.plan[-1]
+    def waypoint(self, xy=None) -> np.ndarray:
+        """The plan point ``ahead`` points after the progress index (the goal at the end)."""
+        return self.plan[min(self.index + self.ahead, len(self.plan) - 1)]
 
     def act(self, xy) -> np.ndarray:
         """Update progress from the agent's position and return the action ``(2,)``."""

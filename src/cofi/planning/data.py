@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["MAZES", "make_env", "free_cells", "cells_at_distance", "generate_episodes", "generate_dataset"]
+__all__ = [
+    "MAZES", "make_env", "free_cells", "cells_at_distance", "generate_episodes", "generate_dataset",
+    "PAD", "STRIDE", "HORIZON_STEPS", "OVERLAP_STEPS", "load_episodes", "pad_episodes", "cut_windows", "window_stats",
+]
 
 MAZES = ("pointmaze-medium-stitch-v0", "pointmaze-large-stitch-v0", "pointmaze-giant-stitch-v0")
 EPISODE_STEPS = 201
@@ -120,3 +123,77 @@ def generate_dataset(name: str, out_dir: str | Path, episodes: int = 5000, val_e
     for path, n, s in ((paths[0], episodes, seed), (paths[1], val_episodes, seed + 1)):
         np.savez_compressed(path, **generate_episodes(name, n, seed=s, progress=progress))
     return paths
+
+
+# --------------------------------------------------------------------------- windows
+PAD = 64  # CompDiffuser/CDGS's OGBench loader: extra_pad=64, pad_type='first'
+STRIDE = 4  # env steps per plan point: 160 env steps -> 40 points
+HORIZON_STEPS = 160  # env steps of one local plan
+OVERLAP_STEPS = 56  # env steps shared by adjacent windows
+
+
+def load_episodes(path: str | Path) -> np.ndarray:
+    """Episodes of xy positions ``(E, 201, 2)`` float32 from an OGBench-layout npz."""
+    obs = np.load(path)["observations"][:, :2].astype(np.float32)
+    if obs.shape[0] % EPISODE_STEPS:
+        raise ValueError(f"{path}: {obs.shape[0]} rows is not a multiple of the episode length {EPISODE_STEPS}")
+    return obs.reshape(-1, EPISODE_STEPS, 2)
+
+
+def pad_episodes(episodes: np.ndarray, pad: int = PAD) -> np.ndarray:
+    """Prepend ``pad`` copies of each episode's first state: ``(E, T, D) -> (E, pad + T, D)``.
+
+    The public CompDiffuser/CDGS OGBench loader does this (``use_padding=True``,
+    ``pad_type='first'``, ``extra_pad=64``). A stitch episode reaches its goal by step ~108
+    and hovers there, so unpadded windows always *end* still and *start* moving; with the
+    padding a window can also start still, where another window's episode ended, which is
+    what lets consecutive windows agree on a 56-step overlap.
+    """
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    episodes = np.asarray(episodes)
+    if episodes.ndim != 3:
+        raise ValueError(f"episodes must have shape (E, T, D), got {episodes.shape}")
+    first = np.repeat(episodes[:, :1], pad, axis=1)
+    return np.concatenate([first, episodes], axis=1)
+
+
+def cut_windows(episodes: np.ndarray, horizon: int = HORIZON_STEPS, stride: int = STRIDE,
+                every: int = STRIDE) -> np.ndarray:
+    """All windows of ``horizon`` env steps starting every ``every`` steps of every episode,
+    subsampled to one point per ``stride`` steps: ``(E·n, horizon // stride, D)``."""
+    episodes = np.asarray(episodes)
+    if horizon % stride:
+        raise ValueError(f"horizon ({horizon}) must be a multiple of stride ({stride})")
+    if episodes.ndim != 3 or episodes.shape[1] < horizon:
+        raise ValueError(f"episodes must have shape (E, T >= {horizon}, D), got {episodes.shape}")
+    starts = np.arange(0, episodes.shape[1] - horizon + 1, every)
+    idx = starts[:, None] + np.arange(0, horizon, stride)[None]  # (n, horizon // stride)
+    return episodes[:, idx].reshape(-1, horizon // stride, episodes.shape[2])
+
+
+def window_stats(windows: np.ndarray, overlap: int, tol: float = 1.0, sample: int = 2000,
+                 seed: int = 0) -> dict[str, float]:
+    """How well windows ``(M, H, 2)`` (env coordinates) can chain with an ``overlap``-point overlap.
+
+    Returns the mean path length moved in the first and the last ``overlap`` points, and
+    ``chainable``: the fraction of ``sample`` random windows whose last ``overlap`` points
+    are matched (RMS distance ≤ ``tol``) by the first ``overlap`` points of some window whose
+    end lies elsewhere (≥ 4 units, one maze cell, from the first window's end).
+    """
+    w = np.asarray(windows, dtype=np.float64)
+
+    def moved(x):
+        return np.linalg.norm(np.diff(x, axis=1), axis=2).sum(1)
+
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(w), size=min(sample, len(w)), replace=False)
+    heads = w[:, :overlap].reshape(len(w), -1)
+    ok = 0
+    for i in pick:
+        tail = w[i, -overlap:].reshape(-1)
+        rms = np.sqrt(((heads - tail) ** 2).reshape(len(w), overlap, -1).sum(2).mean(1))
+        onward = np.linalg.norm(w[:, -1] - w[i, -1], axis=1) >= 4.0
+        ok += bool(((rms <= tol) & onward).any())
+    return dict(head_motion=float(moved(w[:, :overlap]).mean()), tail_motion=float(moved(w[:, -overlap:]).mean()),
+                chainable=ok / len(pick))

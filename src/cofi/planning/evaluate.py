@@ -217,7 +217,7 @@ def evaluate(
         sampler: a sampler config overriding the preset; ``steps`` changes the preset's steps.
         count, batch: windows N (default per maze) and candidates (16, CDGS 40).
         max_steps, max_replans, replan_distance, stall_steps: execution (module docstring).
-        controller: keyword arguments of `WaypointController` (gain, lookahead, window).
+        controller: keyword arguments of `WaypointController` (gain, ahead, window).
         keep_paths: keep executed paths, plans and their windows in the records (figures).
         progress: progress bars while planning. ``log``: called with each finished record.
     Returns:

@@ -18,15 +18,16 @@ from ..compose import Composition, compose
 from ..coupling import Pins
 from ..layout import Chain
 from ..samplers import CDGS, GSC, CoFi
+from .data import HORIZON_STEPS, OVERLAP_STEPS
 from .maze import Maze, parse_env_name
 
 __all__ = [
     "HORIZON", "OVERLAP", "METHODS", "PlanResult", "default_count", "default_batch",
-    "planning_layout", "planning_sampler", "plan",
+    "planning_layout", "planning_sampler", "plan", "upsample",
 ]
 
-HORIZON = 160
-OVERLAP = 56
+HORIZON = HORIZON_STEPS  # env steps of one local plan
+OVERLAP = OVERLAP_STEPS  # env steps shared by adjacent windows
 METHODS = ("cofi", "gsc", "cdgs")
 _COUNT = {"medium": 3, "large": 6, "giant": 8}
 
@@ -51,9 +52,25 @@ def default_batch(method: str) -> int:
     return CDGS_POPULATION if _method(method) == "cdgs" else BATCH
 
 
-def planning_layout(count: int) -> Chain:
-    """``Chain(160, 56, count, axis=0, blend="exp", beta=2.0)``: the plan canvas has ``104·count + 56`` steps."""
-    return Chain(HORIZON, OVERLAP, count, axis=0, blend="exp", beta=2.0)
+def planning_layout(count: int, stride: int = 1) -> Chain:
+    """Windows of 160 env steps overlapping by 56, one plan point every ``stride`` steps:
+    ``Chain(160 // stride, 56 // stride, count, axis=0, blend="exp", beta=2.0)``; the plan
+    spans ``104·count + 56`` env steps."""
+    if not isinstance(stride, int) or stride < 1 or HORIZON % stride or OVERLAP % stride:
+        raise ValueError(f"stride must be an int >= 1 dividing {HORIZON} and {OVERLAP}, got {stride!r}")
+    return Chain(HORIZON // stride, OVERLAP // stride, count, axis=0, blend="exp", beta=2.0)
+
+
+def upsample(xy: np.ndarray, stride: int) -> np.ndarray:
+    """Linear interpolation of a plan ``(L, D)`` with one point per ``stride`` env steps to
+    one point per step, ``((L − 1)·stride + 1, D)``; the end points are kept exactly."""
+    xy = np.asarray(xy, dtype=np.float64)
+    if stride == 1 or len(xy) < 2:
+        return xy.copy()
+    u = np.arange((len(xy) - 1) * stride + 1) / stride
+    i = np.minimum(u.astype(int), len(xy) - 2)
+    f = (u - i)[:, None]
+    return (1 - f) * xy[i] + f * xy[i + 1]
 
 
 def _method(name: str) -> str:
@@ -93,13 +110,16 @@ class PlanResult:
     """A composed plan in environment coordinates.
 
     Attributes:
-        xy: ``(L, 2)`` the executed plan: the best candidate's blended canvas, unnormalised;
+        xy: ``(L, 2)`` the executed plan: the best candidate's blended canvas, unnormalised and
+            interpolated to one point per env step (`upsample` by the prior's ``stride``);
             ``xy[0]`` is exactly the start and ``xy[-1]`` exactly the goal.
-        windows: ``(N, 160, 2)`` the best candidate's local plans, unnormalised (before blending).
+        windows: ``(N, 160 // stride, 2)`` the best candidate's local plans, unnormalised
+            (before blending, not interpolated).
         composition: the `Composition` of all candidates (normalised coordinates).
         layout: the `Chain` of windows.
         time_s: wall time of the composition, seconds.
         method: ``cofi`` / ``gsc`` / ``cdgs`` or the sampler's class name.
+        raw_xy: ``(L', 2)`` the blended canvas at the prior's stride, ends not overwritten.
     """
 
     xy: np.ndarray
@@ -108,6 +128,7 @@ class PlanResult:
     layout: Chain
     time_s: float
     method: str
+    raw_xy: np.ndarray | None = None
 
     @property
     def nfe(self) -> int:
@@ -117,6 +138,12 @@ class PlanResult:
     def overlap_error(self) -> float:
         c = self.composition
         return float(c.overlap_error[c.best])
+
+    @property
+    def max_jump(self) -> float:
+        """Largest distance between consecutive points of the composed plan before the ends
+        are overwritten (env units per ``stride`` steps; the agent moves ≤ 0.28 per step)."""
+        return float(np.linalg.norm(np.diff(self.raw_xy, axis=0), axis=1).max())
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -150,8 +177,10 @@ def plan(
     """Compose a start-to-goal plan with a trajectory prior.
 
     Args:
-        prior: a `LocalPrior` over normalised ``(160, 2)`` xy segments with
-            ``normalize(xy)`` / ``unnormalize(x)`` (e.g. ``TrajectoryPrior``).
+        prior: a `LocalPrior` over normalised ``(160 // stride, 2)`` xy segments with
+            ``normalize(xy)`` / ``unnormalize(x)`` and an optional ``stride`` (env steps per
+            point, default 1), e.g. ``TrajectoryPrior`` or ``EmpiricalPrior``. A prior with
+            ``accepts_observations`` conditions exactly on the pinned start and goal.
         start_xy, goal_xy: ``(2,)`` positions in environment coordinates.
         sampler: a sampler config, a method name (``cofi`` / ``gsc`` / ``cdgs``, see
             `planning_sampler`), or None for ``cofi``.
@@ -172,8 +201,10 @@ def plan(
     for name in ("normalize", "unnormalize"):
         if not callable(getattr(prior, name, None)):
             raise TypeError(f"prior must have {name}() (a trajectory prior such as TrajectoryPrior)")
-    if tuple(prior.sample_shape) != (HORIZON, 2):
-        raise ValueError(f"prior.sample_shape must be ({HORIZON}, 2) xy segments, got {tuple(prior.sample_shape)}")
+    stride = getattr(prior, "stride", 1)
+    if tuple(prior.sample_shape) != (HORIZON // stride, 2):
+        raise ValueError(f"prior.sample_shape must be ({HORIZON // stride}, 2) xy segments (160 env steps at "
+                         f"stride {stride}), got {tuple(prior.sample_shape)}")
     maze_ = _resolve_maze(prior, maze)
     if maze_ is not None:
         start = maze_.check_free(start_xy, "start_xy")
@@ -193,7 +224,7 @@ def plan(
     else:
         method = type(sampler).__name__.lower()
     batch = default_batch(method) if batch is None and method in METHODS else (batch or BATCH)
-    layout = planning_layout(int(count))
+    layout = planning_layout(int(count), stride)
 
     device = prior.alphas_cumprod.device
     ends = torch.tensor(np.stack([start, goal]), dtype=torch.float32, device=device)
@@ -203,7 +234,9 @@ def plan(
     comp = compose(prior, layout, sampler, batch=batch, generator=generator, pins=pins,
                    progress=progress, max_batch=max_batch)
     elapsed = time.perf_counter() - t0
-    xy = _to_numpy(prior.unnormalize(comp.best_canvas))
+    raw = _to_numpy(prior.unnormalize(comp.best_canvas))
     windows = _to_numpy(prior.unnormalize(comp.plans[comp.best]))
+    xy = upsample(raw, stride)
     xy[0], xy[-1] = start, goal  # equal up to float rounding already (pins)
-    return PlanResult(xy=xy, windows=windows, composition=comp, layout=layout, time_s=elapsed, method=method)
+    return PlanResult(xy=xy, windows=windows, composition=comp, layout=layout, time_s=elapsed, method=method,
+                      raw_xy=raw)

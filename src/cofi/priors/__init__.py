@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .gaussian_mixture import GaussianMixturePrior
 
-__all__ = ["GaussianMixturePrior", "TrajectoryPrior", "StableDiffusionPrior", "CogVideoXPrior"]
+__all__ = ["GaussianMixturePrior", "TrajectoryPrior", "EmpiricalPrior", "StableDiffusionPrior", "CogVideoXPrior"]
 
 _LAZY = {
     "TrajectoryPrior": ".trajectory",
+    "EmpiricalPrior": ".empirical",
     "StableDiffusionPrior": ".stable_diffusion",
     "CogVideoXPrior": ".cogvideox",
 }

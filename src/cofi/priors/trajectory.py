@@ -18,7 +18,7 @@ from torch import Tensor
 from ..prior import to_x0
 from .unet1d import TemporalUNet, UNet1DConfig
 
-__all__ = ["TrajectoryPrior", "cosine_alphas_cumprod", "CHECKPOINTS"]
+__all__ = ["TrajectoryPrior", "XYNormalizer", "cosine_alphas_cumprod", "CHECKPOINTS"]
 
 CHECKPOINTS = ("pointmaze-medium-stitch", "pointmaze-large-stitch", "pointmaze-giant-stitch")
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -31,7 +31,42 @@ def cosine_alphas_cumprod(T: int, s: float = 0.008) -> Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
-class TrajectoryPrior:
+class XYNormalizer:
+    """The trajectory surface shared by the planning priors: environment xy <-> ``[-scale, scale]``.
+
+    Args:
+        lo, hi: per-dimension min and max of the training positions.
+        scale: the normalised data lies in ``[-scale, scale]``.
+        env_name: the OGBench dataset the prior was built from (e.g. ``pointmaze-giant-stitch-v0``).
+        stride: environment steps between consecutive plan points (a 160-step window of
+            stride 4 has 40 points); the planner interpolates executed plans back to 1.
+    """
+
+    def __init__(self, lo, hi, *, scale: float = 1.0, env_name: str | None = None, stride: int = 1) -> None:
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+        self.lo = torch.as_tensor(np.asarray(lo), dtype=torch.float32)
+        self.hi = torch.as_tensor(np.asarray(hi), dtype=torch.float32)
+        if self.lo.shape != (2,) or self.hi.shape != (2,) or not (self.hi > self.lo).all():
+            raise ValueError(f"lo and hi must be (2,) with hi > lo, got {self.lo.tolist()}, {self.hi.tolist()}")
+        self.scale = float(scale)
+        self.env_name = env_name
+        self.stride = stride
+
+    def normalize(self, xy) -> Tensor:
+        """Environment xy ``(..., 2)`` -> ``[-scale, scale]``."""
+        xy = torch.as_tensor(xy, dtype=torch.float32)
+        return self.scale * (2 * (xy - self.lo.to(xy.device)) / (self.hi - self.lo).to(xy.device) - 1)
+
+    def unnormalize(self, x) -> Tensor:
+        """``[-scale, scale]`` ``(..., 2)`` -> environment xy."""
+        x = torch.as_tensor(x, dtype=torch.float32) / self.scale
+        return (x + 1) / 2 * (self.hi - self.lo).to(x.device) + self.lo.to(x.device)
+
+
+class TrajectoryPrior(XYNormalizer):
     """LocalPrior over normalised ``(horizon, 2)`` xy segments; differentiable (guidance).
 
     Args:
@@ -43,11 +78,12 @@ class TrajectoryPrior:
             of the cosine schedule ``x̂ = (x_t − √(1−ᾱ) ε̂)/√ᾱ`` divides by ``√ᾱ ≈ 1e-2`` and
             would otherwise explode (diffusers' ``clip_sample``, Janner et al.'s ``clip_denoised``).
             ``None`` disables it.
-        prediction: ``"epsilon"`` or ``"sample"`` (x̂, as Janner et al.'s maze2d planners).
+        prediction: ``"epsilon"``, ``"sample"`` (x̂, as Janner et al.'s maze2d planners) or ``"v_prediction"``.
         scale: the normalised data lies in ``[-scale, scale]`` (default 1). A larger scale
             spends more of the noise schedule at noise levels comparable to a maze cell
             (a schedule shift toward low noise, cf. Chen 2023 on noise schedules); the
             training command sets it and the checkpoint records it.
+        stride: environment steps per plan point (``horizon · stride`` env steps per window).
     """
 
     supports_grad = True
@@ -55,31 +91,15 @@ class TrajectoryPrior:
     steps_offset = 0
 
     def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None,
-                 clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0) -> None:
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
-        if prediction not in ("epsilon", "sample"):
-            raise ValueError(f"prediction must be 'epsilon' or 'sample', got {prediction!r}")
+                 clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0, stride: int = 1) -> None:
+        if prediction not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
+        super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
         self.net = net.eval()
         self.alphas_cumprod = alphas_cumprod.float()
         self.sample_shape = (net.config.horizon, net.config.channels)
-        self.lo = torch.as_tensor(np.asarray(lo), dtype=torch.float32)
-        self.hi = torch.as_tensor(np.asarray(hi), dtype=torch.float32)
-        self.env_name = env_name
         self.clip = clip
-        self.scale = float(scale)
         self.prediction_type = prediction
-
-    # ------------------------------------------------------------------ normalisation
-    def normalize(self, xy) -> Tensor:
-        """Environment xy ``(..., 2)`` -> ``[-scale, scale]``."""
-        xy = torch.as_tensor(xy, dtype=torch.float32)
-        return self.scale * (2 * (xy - self.lo.to(xy.device)) / (self.hi - self.lo).to(xy.device) - 1)
-
-    def unnormalize(self, x) -> Tensor:
-        """``[-scale, scale]`` ``(..., 2)`` -> environment xy."""
-        x = torch.as_tensor(x, dtype=torch.float32) / self.scale
-        return (x + 1) / 2 * (self.hi - self.lo).to(x.device) + self.lo.to(x.device)
 
     # ------------------------------------------------------------------ LocalPrior
     def denoise(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
@@ -105,7 +125,7 @@ class TrajectoryPrior:
         save_file({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, d / "model.safetensors")
         cfg = dict(extra or {})
         cfg.update(unet=self.net.config.to_dict(), T=int(self.alphas_cumprod.shape[0]), schedule="cosine",
-                   prediction=self.prediction_type, scale=self.scale,
+                   prediction=self.prediction_type, scale=self.scale, clip=self.clip, stride=self.stride,
                    lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name)
         (d / "config.json").write_text(json.dumps(cfg, indent=2))
         return d
@@ -129,4 +149,5 @@ class TrajectoryPrior:
         net.requires_grad_(False)
         ac = cosine_alphas_cumprod(cfg["T"])
         return cls(net, ac, cfg["lo"], cfg["hi"], env_name=cfg.get("env_name"),
-                   prediction=cfg.get("prediction", "epsilon"), scale=cfg.get("scale", 1.0)).to(device)
+                   prediction=cfg.get("prediction", "epsilon"), scale=cfg.get("scale", 1.0),
+                   clip=cfg.get("clip", 1.0), stride=cfg.get("stride", 1)).to(device)

@@ -106,11 +106,14 @@ class Context:
         flat = x.reshape(B * N, *S)
         tt = torch.full((B * N,), int(t), device=self.device, dtype=torch.long)
         win = self.layout.window_index(B, device=self.device)
+        obs = self._observations(B)
         mb = self.max_batch or B * N
         outs = []
         with torch.set_grad_enabled(grad):
             for i in range(0, B * N, mb):
-                out = self.prior.denoise(flat[i : i + mb], tt[i : i + mb], window=win[i : i + mb], **self.cond)
+                extra = {k: v[i : i + mb] for k, v in obs.items()}
+                out = self.prior.denoise(flat[i : i + mb], tt[i : i + mb], window=win[i : i + mb], **extra,
+                                         **self.cond)
                 if not isinstance(out, Tensor) or tuple(out.shape) != tuple(flat[i : i + mb].shape):
                     got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
                     raise ValueError(
@@ -125,6 +128,16 @@ class Context:
                 f"prior.denoise returned NaN or inf at stage '{stage}', step {step} (t={int(t)})"
             )
         return x0
+
+    def _observations(self, B: int) -> dict[str, Tensor]:
+        """The pins as exact observations ``observed`` / ``observed_mask`` ``(B·N, *S)``, for
+        priors with ``accepts_observations = True`` (e.g. `EmpiricalPrior`); else nothing."""
+        if self.pins is None or not getattr(self.prior, "accepts_observations", False):
+            return {}
+        shape = (B, *self.plan_shape[1:])
+        mask = pin_mask(self.pins, self.layout, shape, self.device).expand(shape)
+        vals = apply_pins(torch.zeros(shape, device=self.device, dtype=self.dtype), self.pins, self.layout)
+        return {"observed": vals.flatten(0, 1), "observed_mask": mask.flatten(0, 1)}
 
     def emit(self, **info) -> None:
         if self.callback is not None:
@@ -168,7 +181,8 @@ def denoise_pass(
     final_t: int = -1,
 ) -> tuple[Tensor, Tensor]:
     """One stage over ``timesteps`` (descending); per step: predict → couple (guidance,
-    fusion) → shrink with λ_k → pins → DDIM step. ``inner > 1`` repeats denoise t→s /
+    fusion) → shrink with λ_k → pins → DDIM step. Guidance is skipped on a step that lands
+    on ᾱ = 1 (the final step of a grid ending at clean data). ``inner > 1`` repeats denoise t→s /
     re-noise s→t (CDGS). ``step_hook(k, x_s, x0)`` may replace the state after a step
     (CDGS pruning). Returns the final state and the last x̂, both ``(B, N, *S)``.
     """
@@ -180,8 +194,11 @@ def denoise_pass(
         t = int(timesteps[k])
         s = int(timesteps[k + 1]) if k + 1 < K else final_t
         a_t, a_s = ctx.alpha(t), ctx.alpha(s)
+        # no gradient step onto clean data: at ᾱ_s = 1 the state *is* x̂, and a sharp prior's
+        # gradient there is orders of magnitude larger than at any noise level
+        w = guidance if float(a_s) < 1.0 else 0.0
         for u in range(inner):
-            x0, g = _guided_predict(ctx, x, t, guidance, stage, k, mask)
+            x0, g = _guided_predict(ctx, x, t, w, stage, k, mask)
             if fusion:
                 x0 = ctx.layout.fuse(x0)
             if lams is not None and lams[k] < 1.0:
@@ -190,7 +207,7 @@ def denoise_pass(
             z = ctx.noise(noise) if eta > 0 else None
             x_s = ddim_step(x, x0, a_t, a_s, eta, z)
             if g is not None:
-                x_s = x_s + guidance * (g if mask is None else g.masked_fill(mask, 0.0))
+                x_s = x_s + w * (g if mask is None else g.masked_fill(mask, 0.0))
             if ctx.pins is not None and ctx.pins.hard:
                 x_s = apply_pins(x_s, ctx.pins, ctx.layout)
             if u + 1 < inner:

@@ -1,0 +1,134 @@
+"""EmpiricalPrior: exact posterior mean of a bank of windows, pins as observations, gradients."""
+
+import numpy as np
+import pytest
+import torch
+
+import cofi
+from cofi.priors import EmpiricalPrior
+from cofi.priors.trajectory import cosine_alphas_cumprod
+from cofi.testing import check_prior
+
+
+def brute_force(bank, x_t, a, observed=None, mask=None, obs_std=None):
+    """float64 reference: the posterior mean of (1/M) Σ δ(x − x_i) given x_t = √a x + √(1−a) ε,
+    one query and one bank row at a time (no expansion of the square, no streaming)."""
+    out = []
+    for q in range(x_t.shape[0]):
+        logp = []
+        for x in bank:
+            lp = -((x_t[q] - a[q].sqrt() * x) ** 2).sum() / (2 * (1 - a[q]))
+            if observed is not None:
+                lp = lp - (mask[q] * (x - observed[q]) ** 2).sum() / (2 * obs_std**2)
+            logp.append(lp)
+        w = torch.softmax(torch.stack(logp), 0)
+        out.append((w[:, None, None] * bank).sum(0))
+    return torch.stack(out)
+
+
+@pytest.fixture
+def tiny():
+    g = torch.Generator().manual_seed(0)
+    bank = torch.randn(23, 5, 2, generator=g, dtype=torch.float64)
+    ac = cosine_alphas_cumprod(200).double()
+    return bank, ac, g
+
+
+@pytest.mark.parametrize("chunk,top_k", [(4, None), (64, None), (5, 23), (3, 100)])
+def test_posterior_mean_matches_brute_force(tiny, chunk, top_k):
+    bank, ac, g = tiny
+    prior = EmpiricalPrior(bank, ac, chunk=chunk, top_k=top_k)
+    t = torch.tensor([0, 10, 60, 120, 199])
+    x_t = torch.randn(5, 5, 2, generator=g, dtype=torch.float64) * 1.5
+    ref = brute_force(bank, x_t, ac[t])
+    torch.testing.assert_close(prior.denoise(x_t, t), ref, atol=1e-10, rtol=1e-8)
+
+
+def test_limits_nearest_window_and_mean(tiny):
+    bank, ac, _ = tiny
+    prior = EmpiricalPrior(bank, ac)
+    near = bank[7:8] + 1e-3  # at t = 0 (ᾱ ≈ 1) the posterior is the nearest window
+    torch.testing.assert_close(prior.denoise(near * ac[0].sqrt(), torch.tensor([0])), bank[7:8], atol=1e-6, rtol=0)
+    x_t = torch.zeros(1, 5, 2, dtype=torch.float64)  # an uninformative x_t: the bank mean
+    torch.testing.assert_close(prior.denoise(x_t, torch.tensor([199])), bank.mean(0, keepdim=True),
+                               atol=1e-3, rtol=0)
+
+
+def test_top_k_keeps_the_largest_weights(tiny):
+    bank, ac, g = tiny
+    t = torch.tensor([5, 5])
+    x_t = bank[[2, 9]] * ac[5].sqrt() + 0.05 * torch.randn(2, 5, 2, generator=g, dtype=torch.float64)
+    exact = EmpiricalPrior(bank, ac).denoise(x_t, t)
+    torch.testing.assert_close(EmpiricalPrior(bank, ac, top_k=3, chunk=4).denoise(x_t, t), exact,
+                               atol=1e-6, rtol=0)
+
+
+def test_observations_are_exact_conditioning(tiny):
+    bank, ac, g = tiny
+    prior = EmpiricalPrior(bank, ac, obs_std=0.3, chunk=6)
+    x_t = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    t = torch.tensor([150, 150, 40])
+    mask = torch.zeros(3, 5, 2, dtype=torch.bool)
+    mask[0, 0] = True  # the first point of query 0
+    mask[2, -1] = True  # the last point of query 2
+    observed = torch.where(mask, torch.randn(3, 5, 2, generator=g, dtype=torch.float64), 0.0)
+    out = prior.denoise(x_t, t, observed=observed, observed_mask=mask)
+    torch.testing.assert_close(out, brute_force(bank, x_t, ac[t], observed, mask, 0.3), atol=1e-10, rtol=1e-8)
+    # query 1 has no observation: unchanged
+    torch.testing.assert_close(out[1], prior.denoise(x_t[1:2], t[1:2])[0])
+    # a tight observation selects the bank window through that point
+    sharp = EmpiricalPrior(bank, ac, obs_std=1e-3)
+    obs = torch.zeros(1, 5, 2, dtype=torch.float64)
+    obs[0, 0] = bank[11, 0]
+    m = torch.zeros(1, 5, 2, dtype=torch.bool)
+    m[0, 0] = True
+    got = sharp.denoise(torch.zeros(1, 5, 2, dtype=torch.float64), torch.tensor([199]), observed=obs, observed_mask=m)
+    torch.testing.assert_close(got[0], bank[11], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="together"):
+        prior.denoise(x_t, t, observed=observed)
+
+
+@pytest.mark.parametrize("top_k", [None, 4])
+def test_gradients(tiny, top_k):
+    bank, ac, g = tiny
+    prior = EmpiricalPrior(bank, ac, top_k=top_k, chunk=7)
+    x_t = (torch.randn(2, 5, 2, generator=g, dtype=torch.float64)).requires_grad_(True)
+    t = torch.tensor([100, 30])
+    if top_k is None:
+        assert torch.autograd.gradcheck(lambda x: prior.denoise(x, t), (x_t,))
+    else:  # the kept set is fixed near x_t, so gradients are exact within it
+        assert torch.autograd.gradcheck(lambda x: prior.denoise(x, t), (x_t,), atol=1e-6)
+
+
+def test_contract_and_errors(tiny):
+    bank, ac, _ = tiny
+    check_prior(EmpiricalPrior(bank.float(), ac.float()))
+    with pytest.raises(ValueError, match="bank must have shape"):
+        EmpiricalPrior(torch.zeros(0, 3), ac)
+    with pytest.raises(ValueError, match="top_k"):
+        EmpiricalPrior(bank, ac, top_k=0)
+    with pytest.raises(ValueError, match="x_t must have shape"):
+        EmpiricalPrior(bank, ac).denoise(torch.zeros(2, 4, 2, dtype=torch.float64), torch.tensor([1, 1]))
+
+
+def test_compose_passes_pins_as_observations(tiny):
+    """Through compose, a pinned canvas position reaches the prior as an observation of
+    every window covering it, and the composed plan passes through it."""
+    bank, ac, _ = tiny
+    seen = {}
+
+    class Spy(EmpiricalPrior):
+        def denoise(self, x_t, t, **cond):
+            seen.update(cond)
+            return super().denoise(x_t, t, **cond)
+
+    prior = Spy(bank.float(), ac.float(), obs_std=0.05)
+    layout = cofi.Chain(5, 2, 3, axis=0)
+    target = bank[4, 0].float()
+    pins = cofi.Pins(positions=(0,), values=target[None])
+    out = cofi.compose(prior, layout, cofi.GSC(steps=10), batch=2, pins=pins, progress=False,
+                       generator=torch.Generator().manual_seed(0))
+    mask = seen["observed_mask"].reshape(2, 3, 5, 2)
+    assert mask[:, 0, 0].all() and mask.sum() == 2 * 2  # window 0, position 0, both coordinates
+    torch.testing.assert_close(seen["observed"].reshape(2, 3, 5, 2)[:, 0, 0], target.expand(2, 2))
+    torch.testing.assert_close(out.canvas[:, 0], target.expand(2, 2))
