@@ -5,12 +5,15 @@
     python benchmarks/planning.py --mazes giant --ablation          # λ0 and refinement-depth sweeps (CoFi)
     python benchmarks/planning.py --mazes giant --figure docs/figures/pointmaze_giant.png
     python benchmarks/planning.py --from-json runs/a.jsonl runs/b.jsonl     # tables of saved records
+    python benchmarks/planning.py --prior closed-form --data data            # the EmpiricalPrior of the data
 
 Per maze x method: success rate over tasks x episodes x seeds (with counts), open-loop
 validity of the first plan, replans, NFE and wall time per plan. Prints markdown
 tables; ``--json`` appends one line per episode. Priors: the shipped
-``pointmaze-{maze}-stitch`` checkpoints, or ``--checkpoint-dir DIR`` holding
-``pointmaze-{maze}-stitch/``.
+``pointmaze-{maze}-stitch`` checkpoints, ``--checkpoint-dir DIR`` holding
+``pointmaze-{maze}-stitch/``, or ``--prior closed-form``: the exact posterior mean over
+the padded, strided windows of ``--data/pointmaze-{maze}-stitch-v0.npz`` (regenerate with
+``python -m cofi.planning generate``), top-k 64 by default.
 """
 
 from __future__ import annotations
@@ -24,11 +27,17 @@ import time
 import torch
 
 
-def load_prior(maze: str, checkpoint_dir: str | None):
+def load_prior(maze: str, args):
+    """The shipped U-Net (``--prior unet``) or the closed-form `EmpiricalPrior` over the
+    regenerated stitch data in ``--data`` (``--prior closed-form``)."""
+    name = f"pointmaze-{maze}-stitch"
+    if args.prior == "closed-form":
+        from cofi.priors import EmpiricalPrior
+
+        return EmpiricalPrior.from_stitch_data(os.path.join(args.data, f"{name}-v0.npz"), top_k=args.top_k)
     from cofi.priors import TrajectoryPrior
 
-    name = f"pointmaze-{maze}-stitch"
-    return TrajectoryPrior.from_pretrained(os.path.join(checkpoint_dir, name) if checkpoint_dir else name)
+    return TrajectoryPrior.from_pretrained(os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else name)
 
 
 def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=False):
@@ -104,6 +113,10 @@ def main() -> None:
     ap.add_argument("--max-replans", type=int, default=10)
     ap.add_argument("--batch", type=int, default=None, help="candidates of CoFi and GSC (preset: 16)")
     ap.add_argument("--cdgs-population", type=int, default=None, help="CDGS population P (preset: 40)")
+    ap.add_argument("--prior", choices=("unet", "closed-form"), default="unet",
+                    help="the shipped U-Net priors, or the closed-form EmpiricalPrior of the stitch data")
+    ap.add_argument("--data", default="data", help="directory of the regenerated stitch datasets (closed-form)")
+    ap.add_argument("--top-k", type=int, default=64, help="closed-form prior: bank windows kept per query")
     ap.add_argument("--checkpoint-dir", default=None)
     ap.add_argument("--ablation", action="store_true", help="λ0 and refinement-depth sweeps instead")
     ap.add_argument("--figure", default=None, help="PNG of a composed plan (first maze, method, task, seed)")
@@ -133,7 +146,7 @@ def main() -> None:
           f"tasks {args.tasks}, episodes {args.episodes}, seeds {args.seeds}", flush=True)
     for maze in args.mazes:
         env_name = f"pointmaze-{maze}-stitch-v0"
-        prior = load_prior(maze, args.checkpoint_dir)
+        prior = load_prior(maze, args)
         if args.figure:
             figure(env_name, prior, args.methods[0], args)
             args.figure = None

@@ -17,9 +17,12 @@ def brute_force(bank, x_t, a, observed=None, mask=None, obs_std=None):
     for q in range(x_t.shape[0]):
         logp = []
         for x in bank:
-            lp = -((x_t[q] - a[q].sqrt() * x) ** 2).sum() / (2 * (1 - a[q]))
-            if observed is not None:
-                lp = lp - (mask[q] * (x - observed[q]) ** 2).sum() / (2 * obs_std**2)
+            if observed is None:
+                lp = -((x_t[q] - a[q].sqrt() * x) ** 2).sum() / (2 * (1 - a[q]))
+            else:  # observed entries: exact values; their noisy copies are not evidence
+                free = ~mask[q]
+                lp = -((x_t[q] - a[q].sqrt() * x)[free] ** 2).sum() / (2 * (1 - a[q]))
+                lp = lp - ((x - observed[q])[mask[q]] ** 2).sum() / (2 * obs_std**2)
             logp.append(lp)
         w = torch.softmax(torch.stack(logp), 0)
         out.append((w[:, None, None] * bank).sum(0))
@@ -63,9 +66,10 @@ def test_top_k_keeps_the_largest_weights(tiny):
                                atol=1e-6, rtol=0)
 
 
-def test_observations_are_exact_conditioning(tiny):
+@pytest.mark.parametrize("top_k", [None, 23])
+def test_observations_are_exact_conditioning(tiny, top_k):
     bank, ac, g = tiny
-    prior = EmpiricalPrior(bank, ac, obs_std=0.3, chunk=6)
+    prior = EmpiricalPrior(bank, ac, obs_std=0.3, chunk=6, top_k=top_k)
     x_t = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
     t = torch.tensor([150, 150, 40])
     mask = torch.zeros(3, 5, 2, dtype=torch.bool)

@@ -244,6 +244,49 @@ def test_plan_pins_start_and_goal(prior, method, hard):
     assert out.nfe == sampler.nfe(out.layout, 3) and out.time_s > 0 and np.isfinite(out.xy).all()
 
 
+def test_upsample_interpolates_linearly_between_points():
+    from cofi.planning.planner import upsample
+
+    xy = np.array([[0.0, 0.0], [4.0, 0.0], [4.0, 2.0]])
+    up = upsample(xy, 4)
+    assert up.shape == (9, 2)
+    np.testing.assert_allclose(up[::4], xy)  # every stride-th point is an original one
+    np.testing.assert_allclose(up[:5, 0], [0, 1, 2, 3, 4])
+    np.testing.assert_allclose(up[4:, 1], [0, 0.5, 1.0, 1.5, 2.0])
+    np.testing.assert_array_equal(upsample(xy, 1), xy)
+    with pytest.raises(ValueError, match="stride"):
+        planning_layout(3, stride=3)  # 3 does not divide 160
+    layout = planning_layout(8, stride=4)
+    assert (layout.window, layout.overlap) == (40, 14) and (layout.length - 1) * 4 + 1 == 104 * 8 + 56 - 3
+
+
+@pytest.fixture(scope="module")
+def closed_form(tmp_path_factory):
+    from cofi.planning.data import generate_dataset
+    from cofi.priors import EmpiricalPrior
+
+    path, _ = generate_dataset(MEDIUM, tmp_path_factory.mktemp("data"), episodes=60, val_episodes=1, seed=0,
+                               progress=False)
+    return EmpiricalPrior.from_stitch_data(path, top_k=16)
+
+
+def test_plan_with_the_strided_closed_form_prior(closed_form):
+    """The stride-4 EmpiricalPrior plans on 40-point windows; the executed plan is
+    interpolated to env steps, and exact pin conditioning attaches the end windows: the plan
+    leaves the start and arrives at the goal at the agent's speed, without a jump."""
+    prior = closed_form
+    assert prior.sample_shape == (40, 2) and prior.stride == 4 and prior.size == 60 * 27
+    bank = prior.unnormalize(prior.bank.reshape(-1, 40, 2)).numpy()
+    start, goal = bank[0, 0], bank[5, -1]  # where a training window starts, where another ends
+    out = plan(prior, start, goal, "cofi", batch=4, generator=torch.Generator().manual_seed(0), maze=MEDIUM)
+    assert out.windows.shape == (3, 40, 2) and out.raw_xy.shape == (out.layout.length, 2)
+    assert out.xy.shape == ((out.layout.length - 1) * 4 + 1, 2)
+    np.testing.assert_allclose(out.xy[::4][1:-1], out.raw_xy[1:-1], atol=1e-5)
+    np.testing.assert_allclose(out.raw_xy[[0, -1]], np.stack([start, goal]), atol=1e-4)
+    # the agent moves at most 0.2·√2 per step: 4 steps are 1.13 (the data's own top speed)
+    assert np.linalg.norm(out.raw_xy[1] - start) < 1.2 and np.linalg.norm(out.raw_xy[-2] - goal) < 1.2
+
+
 def test_plan_is_a_function_of_the_seed(prior):
     a = plan(prior, (0, 0), (20, 20), planning_sampler("cofi", steps=4), batch=2,
              generator=torch.Generator().manual_seed(3), maze=MEDIUM)
@@ -290,7 +333,9 @@ def test_evaluate_smoke(prior):
         assert r.env_name == MEDIUM and r.method == "cofi" and r.task in (1, 3)
         assert isinstance(r.success, bool) and isinstance(r.plan_valid, bool)
         assert 1 <= r.steps <= 60 and 0 <= r.replans <= 2
-        assert r.nfe == r.first_plan_nfe * (1 + r.replans) and r.plan_time_s >= r.first_plan_time_s > 0
+        counts = [w.shape[0] for w in r.windows]  # replans compose only what is left of the plan
+        assert counts[0] == 3 and all(a >= b >= 1 for a, b in zip(counts, counts[1:]))
+        assert r.nfe == r.first_plan_nfe * sum(counts) // 3 and r.plan_time_s >= r.first_plan_time_s > 0
         assert r.path.shape == (r.steps + 1, 2) and len(r.plans) == 1 + r.replans
         assert set(r.to_dict()) >= {"success", "steps", "replans", "nfe", "plan_time_s", "plan_valid", "plan_in_wall"}
         assert r.plan_in_wall == pytest.approx(float((~Maze.from_name(MEDIUM).is_free(r.plans[0])).mean()))

@@ -164,29 +164,86 @@ def test_missing_checkpoint_names_the_shipped_ones(tmp_path):
         TrajectoryPrior.from_pretrained(tmp_path / "nothing")
 
 
-def test_training_runs_resumes_and_writes_a_loadable_checkpoint(tmp_path):
-    from cofi.planning.train import add_train_args, train
-
+def _toy_data(tmp_path):
     eps = np.cumsum(np.random.default_rng(0).normal(size=(12, 201, 2)), axis=1).astype(np.float32)
     for name, e in (("toy.npz", eps), ("toy-val.npz", eps[:4])):
         np.savez(tmp_path / name, observations=e.reshape(-1, 2))
+
+
+def _train_args(tmp_path, out, *extra):
+    from cofi.planning.train import add_train_args
+
     p = argparse.ArgumentParser()
     add_train_args(p)
-    args = p.parse_args(["--data", str(tmp_path / "toy.npz"), "--out", str(tmp_path / "run"), "--steps", "4",
-                         "--every", "2", "--dim", "8", "--dim-mults", "1", "2", "--T", "20", "--batch", "4",
-                         "--fourier", "2", "--prediction", "sample"])
+    return p.parse_args(["--data", str(tmp_path / "toy.npz"), "--out", str(tmp_path / out), "--every", "1",
+                         "--dim", "8", "--dim-mults", "1", "2", "--T", "20", "--batch", "4", "--grid", "8",
+                         *extra])
+
+
+def test_training_stops_and_resumes_bit_identically(tmp_path):
     import json
 
+    from safetensors.torch import load_file
+
+    from cofi.planning.train import train
+
+    _toy_data(tmp_path)
+    train(_train_args(tmp_path, "straight", "--steps", "2"), "test")
+    train(_train_args(tmp_path, "split", "--steps", "2", "--stop-at", "1"), "test")
+    assert json.loads((tmp_path / "split" / "state.json").read_text())["step"] == 1
+    train(_train_args(tmp_path, "split", "--steps", "2"), "test")  # resumes at step 1
+    a = load_file(tmp_path / "straight" / "state.safetensors")
+    b = load_file(tmp_path / "split" / "state.safetensors")
+    assert a.keys() == b.keys() and any(k.startswith("opt.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not (tmp_path / "split" / "state.pt").exists()  # no pickle
+    cfg = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert cfg["step"] == 2 and cfg["target"] == "stf" and cfg["stride"] == 4 and cfg["clip"] == 1.0
+    prior = TrajectoryPrior.from_pretrained(tmp_path / "split")
+    assert prior.sample_shape == (40, 2) and prior.stride == 4 and prior.accepts_observations
+    assert prior.prediction_type == "v_prediction"
+
+
+def test_stf_targets_are_the_bank_posterior_mean(tmp_path):
+    """With --target stf the network's v target decodes (to_x0) to the EmpiricalPrior's
+    posterior mean given the noisy window and the observed ends, not to x_0."""
+    from cofi.planning.data import cut_windows, pad_episodes
+    from cofi.planning.train import Batcher
+    from cofi.priors import EmpiricalPrior
+    from cofi.priors.trajectory import cosine_alphas_cumprod
+    from cofi.prior import to_x0
+
+    _toy_data(tmp_path)
+    args = _train_args(tmp_path, "x", "--steps", "1")
+    eps = torch.from_numpy(pad_episodes(np.load(tmp_path / "toy.npz")["observations"].reshape(12, 201, 2), 64) / 20)
+    ac = cosine_alphas_cumprod(20)
+    bank = EmpiricalPrior(torch.from_numpy(cut_windows(eps.numpy(), 160, 4, 4)), ac, obs_std=0.02)
+    x_in, t, mask, target = Batcher(eps.float(), ac, args, bank, cond=True)(32, torch.Generator().manual_seed(0))
+    assert mask.shape == (32, 40) and mask[:, 1:-1].sum() == 0 and 0 < mask.sum() < 64
+    x0 = to_x0(target, x_in, ac[t], "v_prediction")
+    full = mask[..., None].expand_as(x_in)
+    torch.testing.assert_close(x0, bank.denoise(x_in, t, observed=x_in, observed_mask=full), atol=1e-4, rtol=1e-4)
+
+
+def test_training_plain_targets_resume_and_wall_time(tmp_path):
+    import json
+
+    from cofi.planning.train import train
+
+    _toy_data(tmp_path)
+    args = _train_args(tmp_path, "run", "--steps", "4", "--every", "2", "--fourier", "2", "--prediction", "sample",
+                       "--target", "plain", "--cond-prob", "0", "--stride", "1", "--grid", "0")
     train(args, "test")
     first = json.loads((tmp_path / "run" / "config.json").read_text())
     args.steps = 6
     train(args, "test")  # resumes from step 4
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["step"] == 6 and np.isfinite(cfg["val_loss"])
-    # training time adds up across resumes (kept in state.pt)
+    # training time adds up across resumes (kept in state.json)
     assert cfg["wall_s"] >= first["wall_s"] >= 0
-    assert torch.load(tmp_path / "run" / "state.pt", weights_only=False)["wall_s"] == cfg["wall_s"]
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["wall_s"] == cfg["wall_s"]
     assert (tmp_path / "run" / "loss.png").exists()
     prior = TrajectoryPrior.from_pretrained(tmp_path / "run")
-    assert prior.sample_shape == (160, 2)
+    assert prior.sample_shape == (160, 2) and not prior.accepts_observations
     assert prior.prediction_type == "sample" and prior.net.config.fourier == 2

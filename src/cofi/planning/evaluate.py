@@ -4,13 +4,15 @@ One episode: reset to task i (``env.reset(options=dict(task_id=i, render_goal=Fa
 OGBench adds uniform noise of ±1 to the start and the goal), plan from the agent's
 position to the goal, follow the plan with `WaypointController`, and replan from the
 current position when the agent deviates more than ``replan_distance`` from the plan
-or stalls (no progress along it for ``stall_steps``), at most ``max_replans`` times.
+or stalls (no progress along it for ``stall_steps``), at most ``max_replans`` times, with
+as many windows as the rest of the abandoned plan had.
 Success is the environment's ``info["success"]`` (within 1.0 of the goal); an episode
 ends at success or after ``max_steps`` (1000, OGBench's limit).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -131,16 +133,22 @@ def run_episode(
     keep_paths: bool = False,
     progress: bool = False,
     env_name: str = "",
+    adaptive_count: bool = True,
 ) -> EpisodeRecord:
-    """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring."""
+    """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring.
+
+    With ``adaptive_count`` a replan composes only as many windows as the remaining part of
+    the current plan had, ``⌈N · (1 − progress)⌉`` (at least 1), as CompDiffuser's replanner
+    does: a fixed N would stretch a short remaining route over the whole horizon.
+    """
     maze = Maze.from_env(env) if maze is None else maze
     xy, goal, gen = episode_problem(env, task, seed, episode, device=prior.alphas_cumprod.device)
 
-    def new_plan(from_xy) -> PlanResult:
-        return plan(prior, from_xy, goal, sampler, count=count, batch=batch, generator=gen,
+    def new_plan(from_xy, n) -> PlanResult:
+        return plan(prior, from_xy, goal, sampler, count=n, batch=batch, generator=gen,
                     progress=progress, maze=maze)
 
-    first = new_plan(xy)
+    first = new_plan(xy, count)
     check = maze.check_plan(first.xy, goal)
     plans = [first]
     ctrl = WaypointController(first.xy, **(controller or {}))
@@ -157,7 +165,10 @@ def run_episode(
         off_plan = ctrl.deviation > replan_distance or (since_progress >= stall_steps and not near_end)
         if off_plan and replans < max_replans and maze.is_free(xy):
             replans += 1
-            plans.append(new_plan(xy))
+            n = plans[-1].layout.count
+            if adaptive_count:  # what is left of the plan, in windows (CompDiffuser's replanning)
+                n = max(1, math.ceil(n * (1 - ctrl.index / len(ctrl.plan)) - 1e-9))
+            plans.append(new_plan(xy, n))
             ctrl = WaypointController(plans[-1].xy, **(controller or {}))
             best_index, since_progress = 0, 0
             action = ctrl.act(xy)

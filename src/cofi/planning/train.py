@@ -1,6 +1,23 @@
-"""Train a `TrajectoryPrior` (1D temporal U-Net, ε- or x̂-prediction) on a PointMaze stitch dataset.
+"""Train a `TrajectoryPrior` (1D temporal U-Net) on a PointMaze stitch dataset, on CPU.
 
-Resumable: ``<out>/state.pt`` holds the optimiser, raw and EMA weights and the step; the
+The data protocol is the planner's: episodes padded with 64 copies of their first state
+(`pad_episodes`), 160-env-step windows at a temporal stride (default 4: 40 points).
+
+Targets (``--target``):
+  - ``stf`` (default): low-variance targets (Stable Target Field, Xu et al. 2023). The
+    network regresses the *exact* posterior mean x̂*(x_t, t) of the empirical distribution of
+    the training windows (`EmpiricalPrior` over a bank of them), instead of the one clean
+    window x_0 that produced x_t. Same minimiser, far less variance: at high noise x_0 is
+    almost independent of x_t, while x̂* is a smooth function of it.
+  - ``plain``: the usual regression on x_0.
+Whatever the target, the network outputs ε, x̂ or v (``--prediction``, default v) of it.
+With ``--cond-prob p`` (default 0.5 each) the first and the last point of a window are
+given to the network as clean observations (an extra mask channel), and the target is
+conditioned on them exactly, so at planning time a pinned start or goal is read, not
+guessed (the inpainting-aware training of CompDiffuser's planners).
+
+Resumable: ``<out>/state.safetensors`` (weights, EMA, optimiser, RNG) + ``<out>/state.json``
+(step, history, wall time); rerunning the same command continues bit-identically. The
 shipped artefact is ``<out>/model.safetensors`` (EMA weights) + ``<out>/config.json``.
 
     python -m cofi.planning train --data data/pointmaze-giant-stitch-v0.npz --out runs/giant --steps 12000
@@ -17,29 +34,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..priors.trajectory import TrajectoryPrior, cosine_alphas_cumprod
+from ..prior import append_dims, to_x0
+from ..priors.empirical import EmpiricalPrior
+from ..priors.trajectory import TrajectoryPrior, XYNormalizer, cosine_alphas_cumprod
 from ..priors.unet1d import TemporalUNet, UNet1DConfig
+from .data import HORIZON_STEPS, cut_windows, load_episodes, pad_episodes
 
-__all__ = ["add_train_args", "train_from_args", "load_segments", "train"]
-
-EPISODE_STEPS = 201
+__all__ = ["add_train_args", "train_from_args", "train", "sample_windows", "load_segments",
+           "save_state", "load_state"]
 
 
 def load_segments(path: str | Path) -> np.ndarray:
-    """Episodes of xy positions ``(E, 201, 2)`` from an OGBench-layout npz."""
-    obs = np.load(path)["observations"][:, :2].astype(np.float32)
-    if obs.shape[0] % EPISODE_STEPS:
-        raise ValueError(f"{path}: {obs.shape[0]} rows is not a multiple of the episode length {EPISODE_STEPS}")
-    return obs.reshape(-1, EPISODE_STEPS, 2)
+    """Episodes of xy positions ``(E, 201, 2)`` (`cofi.planning.data.load_episodes`)."""
+    return load_episodes(path)
 
 
-def sample_windows(eps: torch.Tensor, n: int, horizon: int, g: torch.Generator) -> torch.Tensor:
-    """``n`` random within-episode windows ``(n, horizon, 2)``."""
+def sample_windows(eps: Tensor, n: int, horizon: int, g: torch.Generator, stride: int = 1) -> Tensor:
+    """``n`` random within-episode windows of ``horizon`` env steps, one point per ``stride``
+    steps: ``(n, horizon // stride, D)``. Any start, not only multiples of the stride."""
     e = torch.randint(0, eps.shape[0], (n,), generator=g)
     s = torch.randint(0, eps.shape[1] - horizon + 1, (n,), generator=g)
-    idx = s[:, None] + torch.arange(horizon)[None]
+    idx = s[:, None] + torch.arange(0, horizon, stride)[None]
     return eps[e[:, None], idx]
 
 
@@ -50,36 +68,71 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=12000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--dim", type=int, default=16)
+    p.add_argument("--dim", type=int, default=32)
     p.add_argument("--dim-mults", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--stride", type=int, default=4, help="env steps per plan point (160 // stride points)")
+    p.add_argument("--pad", type=int, default=64, help="copies of the first state prepended to each episode")
+    p.add_argument("--target", choices=("stf", "plain"), default="stf", help="exact posterior mean or x_0")
+    p.add_argument("--bank-every", type=int, default=4, help="window starts of the STF bank (env steps)")
+    p.add_argument("--cond-prob", type=float, default=0.5, help="probability that each end point is observed")
     p.add_argument("--fourier", type=int, default=0, help="Fourier input features per coordinate (0: raw xy only)")
-    p.add_argument("--grid", type=int, default=0, help="resolution of the learned xy feature grid (0: none)")
+    p.add_argument("--grid", type=int, default=64, help="resolution of the learned xy feature grid (0: none)")
     p.add_argument("--grid-dim", type=int, default=8, help="channels of the feature grid")
     p.add_argument("--grid-smooth", type=int, nargs="*", default=[],
                    help="also read the grid at moving averages of these odd widths (e.g. 9 33 161)")
     p.add_argument("--scale", type=float, default=1.0, help="normalised data lies in [-scale, scale]")
-    p.add_argument("--prediction", choices=("epsilon", "sample"), default="epsilon", help="network target: ε or x̂")
+    p.add_argument("--prediction", choices=("epsilon", "sample", "v_prediction"), default="v_prediction")
     p.add_argument("--T", type=int, default=200, help="diffusion steps of the cosine schedule")
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--every", type=int, default=500, help="checkpoint / validation interval")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="end this run at this step (checkpointed; the schedule still spans --steps), "
+                        "e.g. to split training across sessions")
 
 
-def _loss(net, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, ac: torch.Tensor, prediction: str) -> torch.Tensor:
-    """MSE of the network's target (ε or x̂) on ``x_t = √ᾱ x0 + √(1−ᾱ) ε``."""
-    a = ac[t][:, None, None]
-    out = net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t)
-    return (out - (eps if prediction == "epsilon" else x0)).pow(2).mean()
+def _net_target(x0_star: Tensor, x_in: Tensor, a: Tensor, prediction: str) -> Tensor:
+    """What the network must output so that `to_x0` of it, at input ``x_in``, is ``x0_star``."""
+    a = append_dims(a, x_in.ndim)
+    if prediction == "sample":
+        return x0_star
+    eps = (x_in - a.sqrt() * x0_star) / (1 - a).sqrt()
+    return eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0_star
 
 
-def _val_loss(net, val: torch.Tensor, ac: torch.Tensor, seed: int, prediction: str) -> float:
-    g = torch.Generator().manual_seed(seed)
-    x0 = sample_windows(val, 512, net.config.horizon, g)
-    t = torch.randint(0, ac.shape[0], (512,), generator=g)
-    eps = torch.randn(x0.shape, generator=g)
-    with torch.no_grad():
-        return _loss(net, x0, t, eps, ac, prediction).item()
+class Batcher:
+    """Noised training batches with their targets: ``(x_in, t, mask, target)``."""
+
+    def __init__(self, eps: Tensor, ac: Tensor, args, bank: EmpiricalPrior | None, cond: bool) -> None:
+        self.eps, self.ac, self.args, self.bank, self.cond = eps, ac, args, bank, cond
+
+    def __call__(self, n: int, g: torch.Generator):
+        a_ = self.args
+        x0 = sample_windows(self.eps, n, HORIZON_STEPS, g, a_.stride)
+        t = torch.randint(0, self.ac.shape[0], (n,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        a = self.ac[t]
+        x_t = append_dims(a, 3).sqrt() * x0 + append_dims(1 - a, 3).sqrt() * noise
+        mask = torch.zeros(x0.shape[:2], dtype=torch.bool)
+        if self.cond:
+            ends = torch.rand(n, 2, generator=g) < a_.cond_prob
+            mask[:, 0], mask[:, -1] = ends[:, 0], ends[:, 1]
+        full = mask[..., None].expand_as(x0)
+        x_in = torch.where(full, x0, x_t)
+        if self.bank is None:
+            x0_star = x0
+        else:
+            obs = dict(observed=x0, observed_mask=full) if self.cond else {}
+            with torch.no_grad():
+                x0_star = self.bank.denoise(x_t, t, **obs)
+        return x_in, t, mask, _net_target(x0_star, x_in, a, a_.prediction)
+
+
+def _loss(net, batch, cond: bool) -> Tensor:
+    x_in, t, mask, target = batch
+    out = net(x_in, t, mask) if cond else net(x_in, t)
+    return (out - target).pow(2).mean()
 
 
 def _plot(history: dict, path: Path) -> None:
@@ -96,7 +149,7 @@ def _plot(history: dict, path: Path) -> None:
         s, l = zip(*history["val"])
         ax.plot(s, l, "o-", label="validation (EMA weights)")
     ax.set_xlabel("step")
-    ax.set_ylabel("MSE of the target (ε or x̂)")
+    ax.set_ylabel("MSE of the network's target")
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
@@ -104,48 +157,87 @@ def _plot(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- state
+def save_state(path: Path, net, ema, opt, g: torch.Generator, info: dict) -> None:
+    """Training state as ``<path>.safetensors`` (tensors) + ``<path>.json`` (the rest); no pickle."""
+    from safetensors.torch import save_file
+
+    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    osd = opt.state_dict()
+    for i, st in osd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v)
+    tensors["rng"] = g.get_state()
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path) + ".safetensors")
+    meta = dict(info, param_groups=osd["param_groups"])
+    Path(str(path) + ".json").write_text(json.dumps(meta))
+
+
+def load_state(path: Path, net, ema, opt, g: torch.Generator) -> dict:
+    """Inverse of `save_state`; returns the JSON part."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path) + ".safetensors")
+    meta = json.loads(Path(str(path) + ".json").read_text())
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    g.set_state(tensors["rng"])
+    return meta
+
+
+# ----------------------------------------------------------------------------- training
 def train(args: argparse.Namespace, command: str) -> Path:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = args.env or Path(args.data).name.replace(".npz", "")
-    train_eps = load_segments(args.data)
-    val_eps = load_segments(str(args.data).replace(".npz", "-val.npz"))
+    train_eps, val_eps = load_episodes(args.data), load_episodes(str(args.data).replace(".npz", "-val.npz"))
     lo, hi = train_eps.reshape(-1, 2).min(0), train_eps.reshape(-1, 2).max(0)
-    cfg = UNet1DConfig(dim=args.dim, dim_mults=tuple(args.dim_mults), fourier=args.fourier,
-                       grid=args.grid, grid_dim=args.grid_dim, grid_smooth=tuple(args.grid_smooth))
-    norm = lambda e: torch.from_numpy(args.scale * (2 * (e - lo) / (hi - lo) - 1))  # noqa: E731
-    tr, va = norm(train_eps), norm(val_eps)
+    norm = XYNormalizer(lo, hi, scale=args.scale, env_name=env, stride=args.stride)
+    tr = norm.normalize(pad_episodes(train_eps, args.pad))
+    va = norm.normalize(pad_episodes(val_eps, args.pad))
+    cond = args.cond_prob > 0
+    cfg = UNet1DConfig(horizon=HORIZON_STEPS // args.stride, dim=args.dim, dim_mults=tuple(args.dim_mults),
+                       fourier=args.fourier, grid=args.grid, grid_dim=args.grid_dim,
+                       grid_smooth=tuple(args.grid_smooth), cond=cond)
     ac = cosine_alphas_cumprod(args.T)
+    bank = None
+    if args.target == "stf":
+        windows = cut_windows(tr.numpy(), HORIZON_STEPS, args.stride, args.bank_every)
+        bank = EmpiricalPrior(torch.from_numpy(windows), ac, obs_std=0.02)
     torch.manual_seed(args.seed)
     net = TemporalUNet(cfg)
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
     step, history, wall_before = 0, {"train": [], "val": []}, 0.0
-    state_path = out / "state.pt"
-    if state_path.exists():  # resume
-        st = torch.load(state_path, weights_only=False)
-        net.load_state_dict(st["net"])
-        ema.load_state_dict(st["ema"])
-        opt.load_state_dict(st["opt"])
-        g.set_state(st["rng"])
-        step, history = st["step"], st["history"]
-        wall_before = st.get("wall_s", 0.0)  # training time of the earlier runs
+    state_path = out / "state"
+    if Path(str(state_path) + ".json").exists():  # resume
+        info = load_state(state_path, net, ema, opt, g)
+        step, history, wall_before = info["step"], info["history"], info["wall_s"]
         print(f"resumed from step {step}")
-    meta = dict(env_name=env, lo=lo.tolist(), hi=hi.tolist(), T=args.T, schedule="cosine",
-                command=command, seed=args.seed, steps=args.steps, batch=args.batch, lr=args.lr)
-    running = None
+    batches = Batcher(tr, ac, args, bank, cond)
+    val_batch = Batcher(va, ac, args, bank, cond)(512, torch.Generator().manual_seed(1234))
+    meta = dict(env_name=env, T=args.T, schedule="cosine", command=command, seed=args.seed, steps=args.steps,
+                batch=args.batch, lr=args.lr, target=args.target, pad=args.pad, bank_every=args.bank_every,
+                cond_prob=args.cond_prob, bank_windows=None if bank is None else bank.size)
+    running = history["train"][-1][1] if history["train"] else None
     bar = tqdm(total=args.steps, initial=step, desc=f"train {env}")
     t0 = time.time()
-    while step < args.steps:
-        x0 = sample_windows(tr, args.batch, cfg.horizon, g)
-        t = torch.randint(0, args.T, (args.batch,), generator=g)
-        eps = torch.randn(x0.shape, generator=g)
+    end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+    while step < end:
+        batch = batches(args.batch, g)
         lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = _loss(net, x0, t, eps, ac, args.prediction)
+        loss = _loss(net, batch, cond)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -160,14 +252,15 @@ def train(args: argparse.Namespace, command: str) -> Path:
         bar.set_postfix(loss=f"{running:.4f}")
         if step % 50 == 0:
             history["train"].append((step, running))
-        if step % args.every == 0 or step == args.steps:
-            val = _val_loss(ema, va, ac, seed=1234, prediction=args.prediction)
+        if step % args.every == 0 or step == end:
+            with torch.no_grad():
+                val = _loss(ema, val_batch, cond).item()
             history["val"].append((step, val))
-            meta.update(step=step, val_loss=val, train_loss=running, wall_s=round(wall_before + time.time() - t0, 1))
-            TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction,
-                            scale=args.scale).save_pretrained(out, extra=meta)
-            torch.save(dict(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), rng=g.get_state(),
-                            step=step, history=history, wall_s=meta["wall_s"]), state_path)
+            wall = round(wall_before + time.time() - t0, 1)
+            meta.update(step=step, val_loss=val, train_loss=running, wall_s=wall)
+            TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction, scale=args.scale,
+                            stride=args.stride).save_pretrained(out, extra=meta)
+            save_state(state_path, net, ema, opt, g, dict(step=step, history=history, wall_s=wall))
             _plot(history, out / "loss.png")
             bar.write(f"step {step}: train {running:.4f}  val {val:.4f}")
     bar.close()

@@ -14,9 +14,9 @@ bank for low-variance training targets (Stable Target Field, Xu et al. 2023), se
 `cofi.planning.train`.
 
 Known entries (a plan's pinned start and goal) enter exactly as noise-free observations:
-``observed_mask`` marks them, ``observed`` holds their values, and every bank window is
-weighted by how well it matches them, ``− Σ_obs (x_i − y)² / (2 obs_std²)`` added to the
-logits (``obs_std`` → 0 is an exact constraint; a small positive value keeps the weights
+``observed_mask`` marks them, ``observed`` holds their values; their noisy copies in x_t are
+dropped from the likelihood, and every bank window is weighted by how well it matches them,
+``− Σ_obs (x_i − y)² / (2 obs_std²)`` added to the logits (``obs_std`` → 0 is an exact constraint; a small positive value keeps the weights
 spread over the bank windows that pass near the observed point).
 """
 
@@ -115,10 +115,11 @@ class EmpiricalPrior(XYNormalizer):
         lin = x_t.reshape(Q, -1) * (a.sqrt() / (1 - a))  # (Q, D)
         quad = (a / (2 * (1 - a))).expand(Q, lin.shape[1])
         if observed is not None and observed_mask is not None:
+            # an observed entry is known exactly: its noisy copy in x_t adds nothing
             m = observed_mask.reshape(Q, -1).to(x_t.dtype)
             inv = 1.0 / self.obs_std**2
-            lin = lin + inv * m * observed.reshape(Q, -1).to(x_t.dtype)
-            quad = quad + 0.5 * inv * m
+            lin = lin * (1 - m) + inv * m * observed.reshape(Q, -1).to(x_t.dtype)
+            quad = quad * (1 - m) + 0.5 * inv * m
         X, X2 = self.bank[rows].to(x_t), self.bank_sq[rows].to(x_t)
         return lin @ X.T - quad @ X2.T
 
@@ -133,7 +134,7 @@ class EmpiricalPrior(XYNormalizer):
         if (observed is None) != (observed_mask is None):
             raise ValueError("observed and observed_mask must be given together")
         obs = (observed, observed_mask)
-        if self.top_k is not None and self.top_k < self.size:
+        if self.top_k is not None:
             out = self._denoise_top_k(x_t, t, *obs)
         else:
             out = self._denoise_exact(x_t, t, *obs)
@@ -172,9 +173,12 @@ class EmpiricalPrior(XYNormalizer):
         X = self.bank.to(x_t)[best_i]  # (Q, k, D)
         Q = x_t.shape[0]
         a = self.alphas_cumprod.to(x_t.device)[t].to(x_t.dtype).reshape(Q, 1)
-        lg = -(x_t.reshape(Q, 1, -1) - a.sqrt()[..., None] * X).pow(2).sum(2) / (2 * (1 - a))
+        sq = (x_t.reshape(Q, 1, -1) - a.sqrt()[..., None] * X).pow(2)
         if observed is not None:
             mk = mask.reshape(Q, 1, -1).to(x_t.dtype)
+            sq = sq * (1 - mk)
+        lg = -sq.sum(2) / (2 * (1 - a))
+        if observed is not None:
             lg = lg - (mk * (X - observed.reshape(Q, 1, -1).to(x_t.dtype)).pow(2)).sum(2) / (2 * self.obs_std**2)
         w = torch.softmax(lg, dim=1)
         return (w[..., None] * X).sum(1)

@@ -102,11 +102,26 @@ class TrajectoryPrior(XYNormalizer):
         self.prediction_type = prediction
 
     # ------------------------------------------------------------------ LocalPrior
-    def denoise(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
-        """x̂ for ``x_t`` ``(M, horizon, 2)`` and timesteps ``(M,)``."""
+    @property
+    def accepts_observations(self) -> bool:
+        """Whether the network was trained to read observed points (``UNet1DConfig.cond``)."""
+        return bool(self.net.config.cond)
+
+    def denoise(self, x_t: Tensor, t: Tensor, *, observed: Tensor | None = None,
+                observed_mask: Tensor | None = None, **cond) -> Tensor:
+        """x̂ for ``x_t`` ``(M, horizon, 2)`` and timesteps ``(M,)``.
+
+        ``observed`` / ``observed_mask`` ``(M, horizon, 2)``: points known exactly (a pinned
+        start or goal). A network trained with observations (``cond``) reads them in place of
+        the noisy values, with a mask channel; other networks ignore them.
+        """
         if tuple(x_t.shape[1:]) != self.sample_shape:
             raise ValueError(f"x_t must have shape (M, {self.sample_shape[0]}, {self.sample_shape[1]}), got {tuple(x_t.shape)}")
-        out = self.net(x_t, t)
+        mask = None
+        if self.net.config.cond and observed_mask is not None:
+            x_t = torch.where(observed_mask, observed.to(x_t), x_t)
+            mask = observed_mask.any(-1)
+        out = self.net(x_t, t, mask) if self.net.config.cond else self.net(x_t, t)
         x0 = to_x0(out, x_t, self.alphas_cumprod.to(x_t.device)[t], self.prediction_type)
         return x0 if self.clip is None else x0.clamp(-self.clip * self.scale, self.clip * self.scale)
 

@@ -41,6 +41,7 @@ class UNet1DConfig:
     grid: int = 0
     grid_dim: int = 8
     grid_smooth: tuple[int, ...] = ()
+    cond: bool = False  # one more input channel: 1 where a point is observed (inpainting-aware)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +51,7 @@ class UNet1DConfig:
         d = dict(d)
         d["dim_mults"] = tuple(d["dim_mults"])
         d["grid_smooth"] = tuple(d.get("grid_smooth", ()))
-        return cls(**d)
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
@@ -103,7 +104,7 @@ class TemporalUNet(nn.Module):
                              f"grid_smooth={c.grid_smooth}")
         self.grid = nn.Parameter(0.1 * torch.randn(1, c.grid_dim, c.grid, c.grid)) if c.grid else None
         reads = (1 + len(c.grid_smooth)) if c.grid else 0
-        cin = c.channels * (1 + 2 * c.fourier) + c.grid_dim * reads
+        cin = c.channels * (1 + 2 * c.fourier) + c.grid_dim * reads + int(c.cond)
         self.inp = nn.Conv1d(cin, c.dim, 1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         cin = c.dim
@@ -121,8 +122,13 @@ class TemporalUNet(nn.Module):
             cin = d
         self.out = nn.Sequential(ConvBlock(cin, cin, c.kernel_size, c.groups), nn.Conv1d(cin, c.channels, 1))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x (B, H, C)``, ``t (B,)``; with ``config.cond``, ``mask (B, H)`` marks the points
+        whose values in ``x`` are clean observations (None: none are)."""
         temb = self.time(sinusoidal_embedding(t, self.config.dim))
+        extra = []
+        if self.config.cond:
+            extra = [(x.new_zeros(x.shape[:2]) if mask is None else mask.to(x.dtype))[:, None]]
         x = x.transpose(1, 2)  # (B, C, H)
         if self.config.fourier:
             arg = (x[:, :, None, :] * self.freqs[None, None, :, None]).flatten(1, 2)
@@ -130,7 +136,7 @@ class TemporalUNet(nn.Module):
         if self.grid is not None:  # width 1 is each step's own position
             xy = x[:, :2]
             x = torch.cat([x] + [self._read_grid(box_smooth(xy, w)) for w in (1, *self.config.grid_smooth)], 1)
-        h = self.inp(x)
+        h = self.inp(torch.cat([x, *extra], 1))
         skips = []
         for r1, r2, down in self.down:
             h = r2(r1(h, temb), temb)
