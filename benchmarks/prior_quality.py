@@ -2,9 +2,10 @@
 
     python benchmarks/prior_quality.py runs/pointmaze-giant-stitch pointmaze-giant-stitch
     python benchmarks/prior_quality.py pointmaze-medium-stitch --samples 512
+    python benchmarks/prior_quality.py closed-form:giant runs/giant     # the EmpiricalPrior of data/, a run
 
 For each prior (a shipped name or a checkpoint directory), prints:
-  - unconditional samples (one 160-step window, DDIM with η = 1): fraction of points inside
+  - unconditional samples (one 160-env-step window, DDIM with η = 1): fraction of points inside
     a wall cell, fraction of windows whose polyline enters a wall;
   - SDEdit from validation data: noise real windows to step t0, denoise back with DDIM (η = 0),
     and report the same fraction and the RMSE to the clean window. It shows at which noise
@@ -59,20 +60,27 @@ def main() -> None:
     args = ap.parse_args()
 
     import cofi
+    from cofi.planning.data import cut_windows, load_episodes, pad_episodes
     from cofi.planning.maze import Maze
-    from cofi.planning.train import load_segments
-    from cofi.priors import TrajectoryPrior
+    from cofi.priors import EmpiricalPrior, TrajectoryPrior
 
     rows = []
     for name in args.priors:
-        prior = TrajectoryPrior.from_pretrained(name)
+        if name.startswith("closed-form:"):  # closed-form:giant -> EmpiricalPrior of data/…-train
+            env = f"pointmaze-{name.split(':', 1)[1]}-stitch-v0"
+            prior = EmpiricalPrior.from_stitch_data(os.path.join(args.data_dir, f"{env}.npz"), top_k=64)
+        else:
+            prior = TrajectoryPrior.from_pretrained(name)
         maze = Maze.from_name(prior.env_name)
         val_path = os.path.join(args.data_dir, f"{prior.env_name}-val.npz")
-        data = load_segments(val_path)[: args.samples, :160] if os.path.exists(val_path) else None
-        if data is not None:
+        data = None
+        if os.path.exists(val_path):  # validation windows, padded and strided as the prior's
+            wins = cut_windows(pad_episodes(load_episodes(val_path)), 160, getattr(prior, "stride", 1), 4)
+            data = wins[np.random.default_rng(args.seed).choice(len(wins), args.samples, replace=False)]
             rows.append((name, "data", "–", inside_fraction(maze, data), crossing_fraction(maze, data), "–"))
         t = time.perf_counter()
-        comp = cofi.compose(prior, cofi.Chain(160, 0, 1), cofi.GSC(steps=args.steps, eta=1.0), batch=args.samples,
+        window = prior.sample_shape[0]
+        comp = cofi.compose(prior, cofi.Chain(window, 0, 1), cofi.GSC(steps=args.steps, eta=1.0), batch=args.samples,
                             generator=torch.Generator().manual_seed(args.seed), progress=False)
         xy = prior.unnormalize(comp.plans[:, 0]).numpy()
         rows.append((name, f"samples, DDIM {args.steps}, η=1", "–", inside_fraction(maze, xy),

@@ -1,4 +1,4 @@
-"""Plan and execute one OGBench PointMaze task with a composed diffusion plan (CPU, ~2 min).
+"""Plan and execute one OGBench PointMaze task with a composed diffusion plan (CPU, under a minute).
 
     python examples/pointmaze.py                      # giant maze, task 1, CoFi
     python examples/pointmaze.py --env pointmaze-large-stitch-v0 --task 3 --method gsc
@@ -25,22 +25,29 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the planning preset)")
     ap.add_argument("--max-replans", type=int, default=10, help="replans allowed (the benchmark's 10)")
     ap.add_argument("--checkpoint", default=None, help="a local prior directory instead of the shipped one")
+    ap.add_argument("--closed-form", default=None, metavar="NPZ",
+                    help="plan with the closed-form EmpiricalPrior of this stitch dataset instead "
+                         "(e.g. data/pointmaze-giant-stitch-v0.npz from `python -m cofi.planning generate`)")
     ap.add_argument("--out", default="pointmaze_plan.png", help="figure path (PNG)")
     args = ap.parse_args()
 
     from cofi.planning.evaluate import make_env, run_episode
     from cofi.planning.maze import Maze, parse_env_name
     from cofi.planning.planner import default_batch, default_count, planning_sampler
-    from cofi.priors import TrajectoryPrior
+    from cofi.priors import EmpiricalPrior, TrajectoryPrior
     from cofi.viz import plot_plan
 
     maze_type, _ = parse_env_name(args.env)
-    prior = TrajectoryPrior.from_pretrained(args.checkpoint or f"pointmaze-{maze_type}-stitch")
+    if args.closed_form:
+        prior = EmpiricalPrior.from_stitch_data(args.closed_form, top_k=64)
+    else:
+        prior = TrajectoryPrior.from_pretrained(args.checkpoint or f"pointmaze-{maze_type}-stitch")
     sampler = planning_sampler(args.method, **({} if args.steps is None else {"steps": args.steps}))
     count, batch = default_count(maze_type), default_batch(args.method)
     env = make_env(args.env)
     maze = Maze.from_env(env)
-    print(f"{args.env} task {args.task}: {args.method}, {count} windows x 160 steps, {batch} candidates, "
+    print(f"{args.env} task {args.task}: {args.method}, {count} windows x 160 steps "
+          f"({prior.sample_shape[0]} points at stride {prior.stride}), {batch} candidates, "
           f"{sampler.steps} DDIM steps, seed {args.seed}")
     t0 = time.perf_counter()
     rec = run_episode(env, prior, task=args.task, sampler=sampler, method=args.method, count=count,

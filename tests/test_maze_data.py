@@ -66,3 +66,29 @@ def test_episodes_move_toward_their_goal_and_are_seeded():
 def test_unknown_maze_name():
     with pytest.raises(ValueError, match="unknown maze 'pointmaze-tiny-stitch-v0'; valid names"):
         D.generate_dataset("pointmaze-tiny-stitch-v0", "/tmp/x", episodes=1)
+
+
+def test_padding_and_strided_windows():
+    eps = np.arange(2 * 201 * 2, dtype=np.float32).reshape(2, 201, 2)
+    padded = D.pad_episodes(eps, 64)
+    assert padded.shape == (2, 265, 2)
+    assert (padded[:, :65] == eps[:, :1]).all() and (padded[:, 64:] == eps).all()
+    w = D.cut_windows(padded, 160, 4, 4)
+    assert w.shape == (2 * 27, 40, 2)  # starts 0, 4, …, 104 in each padded episode
+    np.testing.assert_array_equal(w[1], padded[0, 4:164:4])
+    np.testing.assert_array_equal(w[27], padded[1, 0:160:4])
+    with pytest.raises(ValueError, match="multiple of stride"):
+        D.cut_windows(padded, 160, 3)
+    with pytest.raises(ValueError, match="pad"):
+        D.pad_episodes(eps, -1)
+
+
+def test_window_stats_see_that_padding_lets_windows_chain():
+    # episodes that walk 4 units right, then hover: unpadded windows all end still and
+    # start moving, so no window's tail is another's head; padded ones start still too
+    walk = np.concatenate([np.linspace(0, 4, 100), np.full(101, 4.0)])
+    eps = np.stack([np.stack([walk + 4 * k, np.zeros(201)], 1) for k in range(6)]).astype(np.float32)
+    raw = D.window_stats(D.cut_windows(eps, 160, 4, 4), 14, sample=30)
+    pad = D.window_stats(D.cut_windows(D.pad_episodes(eps, 64), 160, 4, 4), 14, sample=30)
+    assert raw["chainable"] == 0.0 and pad["chainable"] > 0.5
+    assert raw["tail_motion"] == 0.0 and pad["head_motion"] < raw["head_motion"]

@@ -49,6 +49,9 @@ class LocalPrior(Protocol):
         how K sampling steps are laid over the T_train schedule (diffusers' names).
       - ``final_alpha_cumprod: float = 1.0``: ᾱ after the last step (diffusers'
         ``set_alpha_to_one=False`` gives ``alphas_cumprod[0]``); 1 lands on x̂ exactly.
+      - ``accepts_observations: bool = False``: ``denoise`` also takes ``observed`` and
+        ``observed_mask`` (both ``(M, *S)``), the entries of each plan known without noise
+        (``compose`` builds them from its `Pins`), and conditions on them exactly.
     """
 
     alphas_cumprod: Tensor

@@ -176,7 +176,8 @@ def window_stats(windows: np.ndarray, overlap: int, tol: float = 1.0, sample: in
                  seed: int = 0) -> dict[str, float]:
     """How well windows ``(M, H, 2)`` (env coordinates) can chain with an ``overlap``-point overlap.
 
-    Returns the mean path length moved in the first and the last ``overlap`` points, and
+    Returns the mean displacement (straight-line, so the hovering jitter of the data does not
+    count) over the first and the last ``overlap`` points, and
     ``chainable``: the fraction of ``sample`` random windows whose last ``overlap`` points
     are matched (RMS distance ≤ ``tol``) by the first ``overlap`` points of some window whose
     end lies elsewhere (≥ 4 units, one maze cell, from the first window's end).
@@ -184,7 +185,7 @@ def window_stats(windows: np.ndarray, overlap: int, tol: float = 1.0, sample: in
     w = np.asarray(windows, dtype=np.float64)
 
     def moved(x):
-        return np.linalg.norm(np.diff(x, axis=1), axis=2).sum(1)
+        return np.linalg.norm(x[:, -1] - x[:, 0], axis=1)
 
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(w), size=min(sample, len(w)), replace=False)
