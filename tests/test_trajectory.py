@@ -247,3 +247,28 @@ def test_training_plain_targets_resume_and_wall_time(tmp_path):
     prior = TrajectoryPrior.from_pretrained(tmp_path / "run")
     assert prior.sample_shape == (160, 2) and not prior.accepts_observations
     assert prior.prediction_type == "sample" and prior.net.config.fourier == 2
+
+
+def test_stf_reference_batch_is_the_batch_plus_a_bank_sample(tmp_path):
+    """--bank-sample n: the target is the posterior mean over n bank rows (drawn from the
+    training generator) together with the batch's own clean windows."""
+    from cofi.planning.data import cut_windows, pad_episodes
+    from cofi.planning.train import Batcher, sample_windows
+    from cofi.priors import EmpiricalPrior
+    from cofi.priors.trajectory import cosine_alphas_cumprod
+    from cofi.prior import to_x0
+
+    _toy_data(tmp_path)
+    args = _train_args(tmp_path, "x", "--steps", "1", "--bank-sample", "5", "--cond-prob", "0")
+    eps = torch.from_numpy(pad_episodes(np.load(tmp_path / "toy.npz")["observations"].reshape(12, 201, 2), 64) / 20)
+    ac = cosine_alphas_cumprod(20)
+    bank = EmpiricalPrior(torch.from_numpy(cut_windows(eps.numpy(), 160, 4, 4)), ac)
+    g = torch.Generator().manual_seed(0)
+    x_in, t, mask, target = Batcher(eps.float(), ac, args, bank, cond=False)(6, g)
+    # replay the draws: windows, timesteps, noise, then the bank rows
+    r = torch.Generator().manual_seed(0)
+    x0 = sample_windows(eps.float(), 6, 160, r, 4)
+    torch.randint(0, 20, (6,), generator=r), torch.randn(x0.shape, generator=r)
+    rows = torch.randint(0, bank.size, (5,), generator=r)
+    ref = EmpiricalPrior(torch.cat([x0, bank.bank[rows].reshape(5, 40, 2)]), ac)
+    torch.testing.assert_close(to_x0(target, x_in, ac[t], "v_prediction"), ref.denoise(x_in, t), atol=1e-4, rtol=1e-4)

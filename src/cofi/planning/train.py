@@ -7,7 +7,8 @@ Targets (``--target``):
   - ``stf`` (default): low-variance targets (Stable Target Field, Xu et al. 2023). The
     network regresses the *exact* posterior mean x̂*(x_t, t) of the empirical distribution of
     the training windows (`EmpiricalPrior` over a bank of them), instead of the one clean
-    window x_0 that produced x_t. Same minimiser, far less variance: at high noise x_0 is
+    window x_0 that produced x_t; with ``--bank-sample n``, over STF's reference batch (n
+    random bank windows plus the batch's own windows), n/M of the cost. Same minimiser, far less variance: at high noise x_0 is
     almost independent of x_t, while x̂* is a smooth function of it.
   - ``plain``: the usual regression on x_0.
 Whatever the target, the network outputs ε, x̂ or v (``--prediction``, default v) of it.
@@ -74,6 +75,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pad", type=int, default=64, help="copies of the first state prepended to each episode")
     p.add_argument("--target", choices=("stf", "plain"), default="stf", help="exact posterior mean or x_0")
     p.add_argument("--bank-every", type=int, default=4, help="window starts of the STF bank (env steps)")
+    p.add_argument("--bank-sample", type=int, default=0,
+                   help="STF reference batch: this many random bank windows plus the batch (0: the whole bank)")
     p.add_argument("--cond-prob", type=float, default=0.5, help="probability that each end point is observed")
     p.add_argument("--fourier", type=int, default=0, help="Fourier input features per coordinate (0: raw xy only)")
     p.add_argument("--grid", type=int, default=64, help="resolution of the learned xy feature grid (0: none)")
@@ -124,8 +127,13 @@ class Batcher:
             x0_star = x0
         else:
             obs = dict(observed=x0, observed_mask=full) if self.cond else {}
+            bank = self.bank
+            if a_.bank_sample:  # STF's reference batch: a random part of the bank + the batch itself
+                rows = torch.randint(0, bank.size, (a_.bank_sample,), generator=g)
+                ref = torch.cat([x0.reshape(n, -1), bank.bank[rows]]).reshape(-1, *x0.shape[1:])
+                bank = EmpiricalPrior(ref, self.ac, obs_std=bank.obs_std)
             with torch.no_grad():
-                x0_star = self.bank.denoise(x_t, t, **obs)
+                x0_star = bank.denoise(x_t, t, **obs)
         return x_in, t, mask, _net_target(x0_star, x_in, a, a_.prediction)
 
 
@@ -227,7 +235,8 @@ def train(args: argparse.Namespace, command: str) -> Path:
     val_batch = Batcher(va, ac, args, bank, cond)(512, torch.Generator().manual_seed(1234))
     meta = dict(env_name=env, T=args.T, schedule="cosine", command=command, seed=args.seed, steps=args.steps,
                 batch=args.batch, lr=args.lr, target=args.target, pad=args.pad, bank_every=args.bank_every,
-                cond_prob=args.cond_prob, bank_windows=None if bank is None else bank.size)
+                cond_prob=args.cond_prob, bank_windows=None if bank is None else bank.size,
+                bank_sample=args.bank_sample)
     running = history["train"][-1][1] if history["train"] else None
     bar = tqdm(total=args.steps, initial=step, desc=f"train {env}")
     t0 = time.time()
