@@ -261,3 +261,30 @@ def test_hard_pins_overwrite_the_state_every_step(gmm, hard):
         x = x.reshape(2, 2, 16, 2)  # (B, N, M, 2)
         held = torch.equal(x[:, 0, 0].double(), vals[0].expand(2, 2)) and torch.equal(x[:, 1, -1].double(), vals[1].expand(2, 2))
         assert held == hard
+
+
+def test_public_surface_is_lazy_and_complete():
+    import subprocess
+    import sys
+
+    code = ("import sys, cofi; heavy = [m for m in ('ogbench', 'diffusers', 'transformers', 'matplotlib') "
+            "if m in sys.modules]; assert not heavy, heavy; "
+            "[getattr(cofi, n) for n in ('planning', 'metrics', 'testing', 'viz', 'video', 'panorama')]")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compose_accepts_sampler_names_and_rejects_others():
+    prior = cofi.priors.GaussianMixturePrior.chain_benchmark()
+    layout = cofi.Chain(32, 8, 3)
+    a = cofi.compose(prior, layout, "gsc", generator=torch.Generator().manual_seed(0), progress=False)
+    b = cofi.compose(prior, layout, cofi.GSC(), generator=torch.Generator().manual_seed(0), progress=False)
+    torch.testing.assert_close(a.canvas, b.canvas)
+    with pytest.raises(TypeError, match="valid names: gsc, multidiffusion, cofi, cdgs, syncdiffusion"):
+        cofi.compose(prior, layout, "ddpm")
+    with pytest.raises(TypeError, match="sampler must be a sampler config"):
+        cofi.compose(prior, layout, 3)
+    with pytest.raises(ValueError, match="x_T contains NaN"):
+        x_T = torch.full((1, *layout.global_shape(prior.sample_shape)), float("nan"))
+        cofi.compose(prior, layout, "gsc", x_T=x_T, progress=False)
+    with pytest.raises(ValueError, match="weights must be finite, >= 0"):
+        cofi.CoFi(weights=(1.0, -1.0, 1.0, 1.0))

@@ -23,13 +23,19 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # Domain one-liners import heavy dependencies; load them on first use.
-    if name == "panorama":  # the module is callable: cofi.panorama(pipe, prompt, ...)
-        import importlib
+_SUBMODULES = ("planning", "metrics", "testing", "viz", "video")
 
+
+def __getattr__(name: str):
+    # Domain modules import heavy dependencies (ogbench, diffusers, transformers, matplotlib);
+    # load them on first use, so that `import cofi` stays light.
+    import importlib
+
+    if name == "panorama":  # the module is callable: cofi.panorama(pipe, prompt, ...)
         return importlib.import_module(".panorama", __name__)
     if name == "long_video":
         from .video import long_video
         return long_video
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'cofi' has no attribute {name!r}")

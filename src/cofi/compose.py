@@ -14,7 +14,7 @@ from .layout import Chain
 from .prior import LocalPrior
 from .samplers.base import Context, Generator
 
-__all__ = ["compose", "Composition", "Sampler"]
+__all__ = ["compose", "Composition", "Sampler", "resolve_sampler"]
 
 
 class Sampler(Protocol):
@@ -56,12 +56,33 @@ class Composition:
         return self.canvas[self.best]
 
 
+def resolve_sampler(sampler) -> Sampler:
+    """A sampler config, or the name of one with its paper defaults: ``"gsc"``
+    (also ``"multidiffusion"``), ``"cofi"``, ``"cdgs"``, ``"syncdiffusion"``."""
+    from .samplers import CDGS, GSC, CoFi, SyncDiffusion
+
+    names = {"gsc": GSC, "multidiffusion": GSC, "cofi": CoFi, "cdgs": CDGS, "syncdiffusion": SyncDiffusion}
+    if isinstance(sampler, str):
+        key = sampler.lower()
+        if key not in names:
+            raise TypeError(f"unknown sampler name {sampler!r}; valid names: {', '.join(names)}")
+        return names[key]()
+    if not (callable(getattr(sampler, "sample", None)) and callable(getattr(sampler, "nfe", None))):
+        raise TypeError(
+            f"sampler must be a sampler config (cofi.GSC(), cofi.CoFi(), cofi.CDGS(), cofi.SyncDiffusion(), or an "
+            f"object with sample() and nfe()) or one of the names {', '.join(names)}; got {type(sampler).__name__}"
+        )
+    return sampler
+
+
 def _initial_state(ctx: Context, x_T: Tensor | None, init_noise: str) -> Tensor:
     plans_shape = ctx.plan_shape
     canvas_shape = (ctx.batch, *ctx.layout.global_shape(ctx.prior.sample_shape))
     if x_T is None:
         return ctx.noise("shared" if init_noise == "canvas" else "independent")
     x_T = x_T.to(ctx.device, ctx.dtype)
+    if not torch.isfinite(x_T).all():
+        raise ValueError("x_T contains NaN or inf")
     if tuple(x_T.shape) == plans_shape:
         return x_T.clone()
     if tuple(x_T.shape) == canvas_shape:
@@ -91,7 +112,8 @@ def compose(
     Args:
         prior: any `LocalPrior`.
         layout: the `Chain` of windows; its ``window`` must match the prior's plan shape.
-        sampler: `GSC`, `CoFi`, `CDGS` (or any object with ``sample`` and ``nfe``).
+        sampler: `GSC`, `CoFi`, `CDGS`, `SyncDiffusion` (or any object with ``sample`` and
+            ``nfe``), or the name of one (its paper defaults), see `resolve_sampler`.
         batch: candidates B, composed together; the best has the lowest overlap error.
         generator: a ``torch.Generator`` or one per candidate (then every candidate depends
             on its own generator alone). The result is a function of the seed(s) only.
@@ -106,6 +128,7 @@ def compose(
     Returns:
         A `Composition`.
     """
+    sampler = resolve_sampler(sampler)
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
     if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):

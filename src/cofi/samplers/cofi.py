@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,10 @@ class CoFi:
             raise ValueError(
                 f"refine_start must be None or an int in [0, steps-1] = [0, {self.steps - 1}], got {self.refine_start!r}"
             )
+        if self.weights is not None:
+            w = [float(v) for v in self.weights]
+            if not all(math.isfinite(v) and v >= 0 for v in w) or sum(w) <= 0:
+                raise ValueError(f"weights must be finite, >= 0 and not all 0, got {self.weights!r}")
         if self.refine_eta < 0:
             raise ValueError(f"refine_eta must be >= 0, got {self.refine_eta}")
 
