@@ -288,3 +288,15 @@ def test_compose_accepts_sampler_names_and_rejects_others():
         cofi.compose(prior, layout, "gsc", x_T=x_T, progress=False)
     with pytest.raises(ValueError, match="weights must be finite, >= 0"):
         cofi.CoFi(weights=(1.0, -1.0, 1.0, 1.0))
+
+
+def test_no_guidance_step_onto_clean_data():
+    """The last step lands on ᾱ = 1: the result is the last x̂ itself, not x̂ + w∇R (a sharp
+    prior's gradient at t = 0 is orders of magnitude larger than at any noise level)."""
+    prior = cofi.priors.GaussianMixturePrior.chain_benchmark()
+    layout = cofi.Chain(32, 8, 3)
+    last = {}
+    out = cofi.compose(prior, layout, cofi.GSC(steps=5, guidance=50.0, fusion=False), batch=2, progress=False,
+                       generator=torch.Generator().manual_seed(0), callback=lambda d: last.update(d))
+    assert out.grad_evals == 4 * 2 * 3  # 4 of the 5 steps were guided
+    torch.testing.assert_close(out.plans, last["x0"])
