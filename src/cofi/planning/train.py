@@ -44,13 +44,7 @@ from ..priors.trajectory import TrajectoryPrior, XYNormalizer, cosine_alphas_cum
 from ..priors.unet1d import TemporalUNet, UNet1DConfig
 from .data import HORIZON_STEPS, cut_windows, load_episodes, pad_episodes
 
-__all__ = ["add_train_args", "train_from_args", "train", "sample_windows", "load_segments",
-           "save_state", "load_state"]
-
-
-def load_segments(path: str | Path) -> np.ndarray:
-    """Episodes of xy positions ``(E, 201, 2)`` (`cofi.planning.data.load_episodes`)."""
-    return load_episodes(path)
+__all__ = ["add_train_args", "train_from_args", "train", "sample_windows", "save_state", "load_state"]
 
 
 def sample_windows(eps: Tensor, n: int, horizon: int, g: torch.Generator, stride: int = 1) -> Tensor:
