@@ -33,7 +33,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
