@@ -64,6 +64,29 @@ def test_feature_grid_is_read_at_each_steps_xy_and_passes_gradients():
         TemporalUNet(UNet1DConfig(channels=3, grid=8))
 
 
+def test_feature_grid_spans_grid_extent():
+    """A prior trained with ``scale`` s has data in [-s, s]²: its grid must cover that range. With the
+    grid fixed to [-1, 1]², points beyond ±1 all read the border (the bug that made the first
+    scale-2.5 giant run ignore most of its maze)."""
+    cfg = UNet1DConfig(horizon=4, channels=2, dim=8, dim_mults=(1,), groups=4, grid=5, grid_dim=3, grid_extent=2.5)
+    net = TemporalUNet(cfg)
+    assert UNet1DConfig.from_dict(cfg.to_dict()) == cfg
+    assert UNet1DConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "grid_extent"}).grid_extent == 1.0
+    seen = {}
+    net.inp.register_forward_hook(lambda m, a, out: seen.update(inp=a[0]))
+    # nodes of a 5 x 5 grid over [-2.5, 2.5]^2 sit at -2.5, -1.25, 0, 1.25, 2.5
+    x = torch.tensor([[[-2.5, -2.5], [1.25, 0.0], [2.5, -1.25], [1.875, 2.5]]])
+    net(x, torch.tensor([3]))
+    g = net.grid.detach()[0]
+    feats = seen["inp"][0, 2:].detach()
+    torch.testing.assert_close(feats[:, 0], g[:, 0, 0])
+    torch.testing.assert_close(feats[:, 1], g[:, 2, 3])
+    torch.testing.assert_close(feats[:, 2], g[:, 1, 4])
+    torch.testing.assert_close(feats[:, 3], 0.5 * (g[:, 4, 3] + g[:, 4, 4]))
+    with pytest.raises(ValueError, match="grid_extent must be > 0"):
+        TemporalUNet(UNet1DConfig(grid=8, grid_extent=0.0))
+
+
 def test_feature_grid_is_also_read_at_moving_averages():
     cfg = UNet1DConfig(horizon=4, channels=2, dim=8, dim_mults=(1,), groups=4, grid=5, grid_dim=3, grid_smooth=(3,))
     net = TemporalUNet(cfg)

@@ -207,7 +207,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
     cond = args.cond_prob > 0
     cfg = UNet1DConfig(horizon=HORIZON_STEPS // args.stride, dim=args.dim, dim_mults=tuple(args.dim_mults),
                        fourier=args.fourier, grid=args.grid, grid_dim=args.grid_dim,
-                       grid_smooth=tuple(args.grid_smooth), cond=cond)
+                       grid_smooth=tuple(args.grid_smooth), grid_extent=args.scale, cond=cond)
     ac = cosine_alphas_cumprod(args.T)
     bank = None
     if args.target == "stf":

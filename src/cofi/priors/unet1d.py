@@ -6,7 +6,9 @@ Input and output ``x : [batch x horizon x channels]``; the output is ε or x̂ (
 where walls are as a function of the *values* of its input, a high-frequency function that a
 small conv net learns slowly from raw coordinates. With ``grid > 0`` (for 2-channel xy data)
 the network also reads a learned ``grid_dim``-channel feature map of resolution
-``grid x grid`` over ``[-1, 1]²``, bilinearly interpolated at each step's position (a
+``grid x grid`` over ``[-grid_extent, grid_extent]²`` (the data's normalised range: a prior
+trained with ``scale`` 2.5 needs ``grid_extent`` 2.5, or most of the maze reads the grid's
+border), bilinearly interpolated at each step's position (a
 position-keyed memory in the manner of Instant-NGP's feature grids): the maze layout is
 stored where it is, instead of being composed from global features. With ``grid_smooth``
 (odd box-filter widths, e.g. ``(9, 33, 161)``) the grid is also read at moving averages of
@@ -41,6 +43,7 @@ class UNet1DConfig:
     grid: int = 0
     grid_dim: int = 8
     grid_smooth: tuple[int, ...] = ()
+    grid_extent: float = 1.0  # the grid covers [-grid_extent, grid_extent]²
     cond: bool = False  # one more input channel: 1 where a point is observed (inpainting-aware)
 
     def to_dict(self) -> dict:
@@ -99,6 +102,8 @@ class TemporalUNet(nn.Module):
         if c.grid < 0 or (c.grid and (c.channels != 2 or c.grid < 2 or c.grid_dim < 1)):
             raise ValueError(f"grid needs 2 channels (xy), grid >= 2 and grid_dim >= 1; got channels={c.channels}, "
                              f"grid={c.grid}, grid_dim={c.grid_dim}")
+        if not c.grid_extent > 0:
+            raise ValueError(f"grid_extent must be > 0, got {c.grid_extent}")
         if c.grid_smooth and (not c.grid or any(w < 1 or w % 2 == 0 for w in c.grid_smooth)):
             raise ValueError(f"grid_smooth needs a grid and odd widths >= 1; got grid={c.grid}, "
                              f"grid_smooth={c.grid_smooth}")
@@ -152,7 +157,7 @@ class TemporalUNet(nn.Module):
 
     def _read_grid(self, xy: Tensor) -> Tensor:
         """Bilinear lookup of the feature grid at ``xy (B, 2, H)``: x -> grid width, y -> height."""
-        pts = xy.transpose(1, 2)[:, None]  # (B, 1, H, 2)
+        pts = xy.transpose(1, 2)[:, None] / self.config.grid_extent  # (B, 1, H, 2) in grid_sample's [-1, 1]
         feats = nn.functional.grid_sample(self.grid.expand(xy.shape[0], -1, -1, -1), pts,
                                           mode="bilinear", padding_mode="border", align_corners=True)
         return feats[:, :, 0]
