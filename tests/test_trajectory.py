@@ -87,6 +87,32 @@ def test_feature_grid_spans_grid_extent():
         TemporalUNet(UNet1DConfig(grid=8, grid_extent=0.0))
 
 
+def test_feature_grid_read_at_the_wiener_estimate():
+    """With grid_wiener the grid is read at E[x_0 | x_t] under N(0, s²), s² = extent²/3, i.e.
+    √ᾱ s² x_t / (ᾱ s² + 1 − ᾱ); observed points are read where they are."""
+    cfg = UNet1DConfig(horizon=4, channels=2, dim=8, dim_mults=(1,), groups=4, grid=5, grid_dim=3,
+                       grid_extent=1.5, grid_wiener=True, cond=True)
+    net = TemporalUNet(cfg)
+    seen = {}
+    net.inp.register_forward_hook(lambda m, a, out: seen.update(inp=a[0]))
+    a = torch.tensor([0.25])
+    s2 = 1.5**2 / 3  # 0.75: the estimate is √ᾱ s² x / (ᾱ s² + 1 − ᾱ) = 0.375 x / 0.9375 = 0.4 x
+    x = torch.tensor([[[1.875, 0.0], [-1.875, 1.875], [0.75, 0.75], [0.0, 0.0]]])
+    mask = torch.tensor([[False, False, True, False]])
+    net(x, torch.tensor([100]), mask, alpha=a)
+    g = net.grid.detach()[0]  # nodes at -1.5, -0.75, 0, 0.75, 1.5
+    feats = seen["inp"][0, 2:5].detach()
+    assert abs(0.5 * s2 / (0.25 * s2 + 0.75) - 0.4) < 1e-12
+    torch.testing.assert_close(feats[:, 0], g[:, 2, 3])  # (0.75, 0)
+    torch.testing.assert_close(feats[:, 1], g[:, 3, 1])  # (-0.75, 0.75)
+    torch.testing.assert_close(feats[:, 2], g[:, 3, 3])  # observed: (0.75, 0.75) as it is
+    torch.testing.assert_close(feats[:, 3], g[:, 2, 2])
+    net(x, torch.tensor([0]), mask, alpha=torch.tensor([1.0]))  # ᾱ = 1: the estimate is x_t itself
+    torch.testing.assert_close(seen["inp"][0, 2:5, 0].detach(), g[:, 2, 4])  # (1.875, 0) -> border (1.5, 0)
+    with pytest.raises(ValueError, match="grid_wiener needs alpha"):
+        net(x, torch.tensor([100]), mask)
+
+
 def test_feature_grid_is_also_read_at_moving_averages():
     cfg = UNet1DConfig(horizon=4, channels=2, dim=8, dim_mults=(1,), groups=4, grid=5, grid_dim=3, grid_smooth=(3,))
     net = TemporalUNet(cfg)

@@ -76,6 +76,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid-dim", type=int, default=8, help="channels of the feature grid")
     p.add_argument("--grid-smooth", type=int, nargs="*", default=[],
                    help="also read the grid at moving averages of these odd widths (e.g. 9 33 161)")
+    p.add_argument("--grid-wiener", action="store_true",
+                   help="read the grid at the Wiener estimate of x_0 (noise-level aware), not at x_t")
     p.add_argument("--scale", type=float, default=1.0, help="normalised data lies in [-scale, scale]")
     p.add_argument("--prediction", choices=("epsilon", "sample", "v_prediction"), default="v_prediction")
     p.add_argument("--T", type=int, default=200, help="diffusion steps of the cosine schedule")
@@ -130,9 +132,9 @@ class Batcher:
         return x_in, t, mask, _net_target(x0_star, x_in, a, a_.prediction)
 
 
-def _loss(net, batch, cond: bool) -> Tensor:
+def _loss(net, batch, cond: bool, ac: Tensor) -> Tensor:
     x_in, t, mask, target = batch
-    out = net(x_in, t, mask) if cond else net(x_in, t)
+    out = net(x_in, t, mask, alpha=ac[t]) if cond else net(x_in, t, alpha=ac[t])
     return (out - target).pow(2).mean()
 
 
@@ -207,7 +209,8 @@ def train(args: argparse.Namespace, command: str) -> Path:
     cond = args.cond_prob > 0
     cfg = UNet1DConfig(horizon=HORIZON_STEPS // args.stride, dim=args.dim, dim_mults=tuple(args.dim_mults),
                        fourier=args.fourier, grid=args.grid, grid_dim=args.grid_dim,
-                       grid_smooth=tuple(args.grid_smooth), grid_extent=args.scale, cond=cond)
+                       grid_smooth=tuple(args.grid_smooth), grid_extent=args.scale,
+                       grid_wiener=args.grid_wiener, cond=cond)
     ac = cosine_alphas_cumprod(args.T)
     bank = None
     if args.target == "stf":
@@ -239,7 +242,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
         lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = _loss(net, batch, cond)
+        loss = _loss(net, batch, cond, ac)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -256,7 +259,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
             history["train"].append((step, running))
         if step % args.every == 0 or step == end:
             with torch.no_grad():
-                val = _loss(ema, val_batch, cond).item()
+                val = _loss(ema, val_batch, cond, ac).item()
             history["val"].append((step, val))
             wall = round(wall_before + time.time() - t0, 1)
             meta.update(step=step, val_loss=val, train_loss=running, wall_s=wall)

@@ -121,8 +121,9 @@ class TrajectoryPrior(XYNormalizer):
         if self.net.config.cond and observed_mask is not None:
             x_t = torch.where(observed_mask, observed.to(x_t), x_t)
             mask = observed_mask.any(-1)
-        out = self.net(x_t, t, mask) if self.net.config.cond else self.net(x_t, t)
-        x0 = to_x0(out, x_t, self.alphas_cumprod.to(x_t.device)[t], self.prediction_type)
+        a_t = self.alphas_cumprod.to(x_t.device)[t]
+        out = self.net(x_t, t, mask, alpha=a_t) if self.net.config.cond else self.net(x_t, t, alpha=a_t)
+        x0 = to_x0(out, x_t, a_t, self.prediction_type)
         return x0 if self.clip is None else x0.clamp(-self.clip * self.scale, self.clip * self.scale)
 
     def to(self, device) -> "TrajectoryPrior":

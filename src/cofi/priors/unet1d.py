@@ -44,6 +44,7 @@ class UNet1DConfig:
     grid_dim: int = 8
     grid_smooth: tuple[int, ...] = ()
     grid_extent: float = 1.0  # the grid covers [-grid_extent, grid_extent]²
+    grid_wiener: bool = False  # read the grid at the Wiener estimate of x_0, not at x_t (needs alpha)
     cond: bool = False  # one more input channel: 1 where a point is observed (inpainting-aware)
 
     def to_dict(self) -> dict:
@@ -127,9 +128,10 @@ class TemporalUNet(nn.Module):
             cin = d
         self.out = nn.Sequential(ConvBlock(cin, cin, c.kernel_size, c.groups), nn.Conv1d(cin, c.channels, 1))
 
-    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None, alpha: Tensor | None = None) -> Tensor:
         """``x (B, H, C)``, ``t (B,)``; with ``config.cond``, ``mask (B, H)`` marks the points
-        whose values in ``x`` are clean observations (None: none are)."""
+        whose values in ``x`` are clean observations (None: none are). With
+        ``config.grid_wiener``, ``alpha (B,)`` is ᾱ_t of each row."""
         temb = self.time(sinusoidal_embedding(t, self.config.dim))
         extra = []
         if self.config.cond:
@@ -139,7 +141,7 @@ class TemporalUNet(nn.Module):
             arg = (x[:, :, None, :] * self.freqs[None, None, :, None]).flatten(1, 2)
             x = torch.cat([x, arg.sin(), arg.cos()], 1)
         if self.grid is not None:  # width 1 is each step's own position
-            xy = x[:, :2]
+            xy = x[:, :2] if not self.config.grid_wiener else self._wiener(x[:, :2], alpha, mask)
             x = torch.cat([x] + [self._read_grid(box_smooth(xy, w)) for w in (1, *self.config.grid_smooth)], 1)
         h = self.inp(torch.cat([x, *extra], 1))
         skips = []
@@ -154,6 +156,21 @@ class TemporalUNet(nn.Module):
             h = upsample(h)
             h = r2(r1(torch.cat([h, skips.pop()], 1), temb), temb)
         return self.out(h).transpose(1, 2)
+
+    def _wiener(self, xy: Tensor, alpha: Tensor | None, mask: Tensor | None) -> Tensor:
+        """``E[x_0 | x_t]`` per point under a Gaussian ``x_0 ~ N(0, s²)``, ``s² = grid_extent²/3``
+        (uniform data on the grid's square): ``√ᾱ s² x_t / (ᾱ s² + 1 − ᾱ)``. At low noise it
+        is x_t, at high noise it shrinks to the centre, so the grid is read where the point
+        probably is, at every noise level (x_t itself is x_0 shrunk by √ᾱ plus noise).
+        Observed points (``mask``) are clean and read as they are."""
+        if alpha is None:
+            raise ValueError("grid_wiener needs alpha (ᾱ_t of each row) in forward()")
+        a = alpha.to(xy).reshape(-1, 1, 1)
+        s2 = self.config.grid_extent**2 / 3
+        est = a.sqrt() * s2 * xy / (a * s2 + 1 - a)
+        if mask is not None:
+            est = torch.where(mask[:, None, :].bool(), xy, est)
+        return est
 
     def _read_grid(self, xy: Tensor) -> Tensor:
         """Bilinear lookup of the feature grid at ``xy (B, 2, H)``: x -> grid width, y -> height."""
