@@ -60,9 +60,9 @@ def methods(steps: int):
     return {
         "GSC": (cofi.GSC(steps=steps), None),
         "CDGS (P=40, U=10)": (cofi.CDGS(steps=steps), 40),
-        "CoFi (λ0=0.8 linear, r=15)": (cofi.CoFi(steps=steps, refine_start=round(0.3 * steps)), None),
+        "CoFi (λ0=0.8 linear, r=15)": (cofi.CoFi(steps=steps, refine_at=0.3), None),
         "CoFi (λ0=0.2 const, r=30)": (cofi.CoFi(steps=steps, lam0=0.2, schedule="constant",
-                                              refine_start=round(0.6 * steps)), None),
+                                              refine_at=0.6), None),
     }
 
 
@@ -95,15 +95,13 @@ def ablation(prior, layout, args):
     for lam0 in (0.0, 0.2, 0.5, 0.8, 1.0):
         row = [f"{lam0:.1f}"]
         for frac in (None, 0.3, 0.6, 0.8):
-            r = None if frac is None else round(frac * args.steps)
-            sampler = cofi.CoFi(steps=args.steps, lam0=lam0, schedule="constant", refine_start=r)
+            sampler = cofi.CoFi(steps=args.steps, lam0=lam0, schedule="constant", refine_at=frac)
             canv, _, _, _ = run_method(prior, layout, sampler, args.n_ablation, args.n_ablation, seed=0)
             m = summarise(prior, layout, canv)
             row.append(f"{m['coherence']:.2f} / {m['nll']:.2f}")
         rows.append(row)
         print("  ablation", row, flush=True)
-    header = ["λ0 (constant)", "no refinement", f"r={round(0.3 * args.steps)}",
-              f"r={round(0.6 * args.steps)}", f"r={round(0.8 * args.steps)}"]
+    header = ["λ0 (constant)", "no refinement", "refine_at=0.3", "refine_at=0.6", "refine_at=0.8"]
     return table(rows, header)
 
 

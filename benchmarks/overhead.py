@@ -60,7 +60,7 @@ def main():
     batch = args.plans // args.count
     methods = {
         "GSC": cofi.GSC(steps=args.steps),
-        "CoFi": cofi.CoFi(steps=args.steps, refine_start=args.steps // 3),
+        "CoFi": cofi.CoFi(steps=args.steps, refine_at=1 / 3),
         "GSC + guidance (backward counted as overhead)": cofi.GSC(steps=args.steps, fusion=False, guidance=0.1),
         "CDGS (U=2)": cofi.CDGS(steps=args.steps, inner=2),
     }

@@ -72,11 +72,10 @@ def ablation(env_name, prior, args):
     rows = []
     for lam0 in (0.2, 0.5, 0.8, 1.0):
         s = planning_sampler("cofi", steps=steps, lam0=lam0)
-        rows += summarize(run(env_name, prior, "cofi", args, s, label=f"λ0={lam0} r={s.refine_start}"))
+        rows += summarize(run(env_name, prior, "cofi", args, s, label=f"λ0={lam0} refine_at={s.refine_at}"))
     for frac in (None, 0.2, 0.6, 0.8):
-        r = None if frac is None else round(frac * steps)
-        s = planning_sampler("cofi", steps=steps, lam0=LAM0, refine_start=r)
-        depth = "none" if r is None else f"{steps - r} of {steps}"
+        s = planning_sampler("cofi", steps=steps, lam0=LAM0, refine_at=frac)
+        depth = "none" if frac is None else f"{steps - s.refine_step} of {steps}"
         rows += summarize(run(env_name, prior, "cofi", args, s, label=f"λ0={LAM0} refine {depth}"))
     print(f"\n### CoFi ablation on {env_name} (first column: setting)\n")
     print(markdown_table(rows).replace("| cofi |", "|").replace("| method |", "| setting |"))

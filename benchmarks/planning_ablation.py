@@ -37,7 +37,7 @@ def main() -> None:
 
     from cofi.planning.evaluate import episode_problem, make_env
     from cofi.planning.maze import Maze
-    from cofi.planning.planner import STEPS, plan, planning_sampler
+    from cofi.planning.planner import plan, planning_sampler
     from cofi.priors import EmpiricalPrior, TrajectoryPrior
 
     env_name = f"pointmaze-{args.maze}-stitch-v0"
@@ -55,8 +55,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for i, lam0 in enumerate(args.lam0):
         for j, depth in enumerate(args.depth):
-            r = None if depth <= 0 else STEPS - round(depth * STEPS)
-            sampler = planning_sampler("cofi", lam0=lam0, refine_start=r)
+            sampler = planning_sampler("cofi", lam0=lam0, refine_at=None if depth <= 0 else 1 - depth)
             w, o = [], []
             for start, goal, gen in problems:
                 gen = torch.Generator().set_state(gen.get_state())  # every setting sees the same noise

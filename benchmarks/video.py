@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import cofi
 from cofi import video
 
 PROMPTS = {  # Appendix B.4, verbatim
@@ -94,7 +93,7 @@ PROMPTS = {  # Appendix B.4, verbatim
     ),
 }
 
-METHODS = ("native", "native-273", "gen-l-video", "cdgs", "cofi")
+METHODS = ("native", "native-273", "gen-l-video", "cdgs", "cofi", "cofi-stochastic")
 
 
 _SCORERS: dict = {}

@@ -101,7 +101,7 @@ def main() -> None:
     layout = cofi.Chain(window=WINDOW, overlap=8, count=6, blend="ramp")
     runs = {}
     for name, sampler in {"GSC": cofi.GSC(steps=40),
-                          "CoFi": cofi.CoFi(steps=40, lam0=0.2, schedule="constant", refine_start=24)}.items():
+                          "CoFi": cofi.CoFi(steps=40, lam0=0.2, schedule="constant", refine_at=0.6)}.items():
         out = cofi.compose(prior, layout, sampler, batch=8, generator=torch.Generator().manual_seed(0))
         runs[name] = out
         spread = (out.plans.mean(2).squeeze(-1).std(1)).mean().item()  # level disagreement between windows

@@ -42,11 +42,10 @@ def main() -> None:
 
     pipe = CogVideoXPipeline.from_pretrained(args.model, torch_dtype=torch.float16).to("cuda")
     chunks = 1 if args.method == "native" else args.chunks
-    sampler = video.reference_sampler(args.method, steps=args.steps)
-    frames = cofi.long_video(pipe, args.prompt, chunks=chunks, sampler=sampler,
+    frames = cofi.long_video(pipe, args.prompt, chunks=chunks, sampler=args.method, steps=args.steps,
                              generator=torch.Generator().manual_seed(args.seed),
                              negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale,
-                             blend=video.reference_blend(args.method), max_batch=args.max_batch, progress=True)
+                             max_batch=args.max_batch, progress=True)
     stem = args.out / f"{args.method}-seed{args.seed}-{len(frames)}f"
     print("wrote", video.export_mp4(frames, stem.with_suffix(".mp4"), fps=args.fps))
     print("wrote", video.save_frame_grid(frames, stem.with_suffix(".png")))

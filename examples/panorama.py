@@ -55,7 +55,8 @@ def main() -> None:
     images = cofi.panorama(pipe, args.prompt, height=args.height, width=args.width, sampler=args.method,
                            steps=args.steps, generator=torch.Generator().manual_seed(args.seed),
                            negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale,
-                           stride=args.stride, max_batch=args.max_batch, lpips=lpips, progress=True)
+                           stride=args.stride, max_batch=args.max_batch, progress=True,
+                           **({"lpips": lpips} if lpips is not None else {}))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"panorama-{args.method}-seed{args.seed}-{args.height}x{args.width}.png"
     images[0].save(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -54,7 +56,7 @@ def test_one_chunk_equals_pipeline(rotary):
     ref = p(PROMPT, height=H, width=W, num_frames=4 * F - 3, num_inference_steps=4, guidance_scale=6.0,
             output_type="latent", latents=x_T.clone(), max_sequence_length=16).frames
     layout = cofi.Chain(F, 0, 1)
-    for sampler in (cofi.GSC(steps=4), cofi.CoFi(steps=4, eta=0.0, lam0=1.0, refine_start=None)):
+    for sampler in (cofi.GSC(steps=4), cofi.CoFi(steps=4, eta=0.0, lam0=1.0, refine_at=None)):
         out = cofi.compose(pr, layout, sampler, x_T=x_T, progress=False)
         torch.testing.assert_close(out.canvas, ref, atol=1e-5, rtol=1e-5)
 
@@ -85,7 +87,7 @@ def test_determinism_max_batch_and_one_transformer_call(pipe, prior):
     hook = pipe.transformer.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["hidden_states"].shape[0]),
                                                       with_kwargs=True)
     try:
-        sampler = cofi.CoFi(steps=4, lam0=0.8, schedule="cosine", refine_start=1, noise="shared")
+        sampler = cofi.CoFi(steps=4, lam0=0.8, schedule="cosine", refine_at=0.25, noise="shared")
         kw = dict(chunks=3, overlap=1, sampler=sampler, height=H, width=W, progress=False)
         a = video.compose_video(pipe, PROMPT, generator=gen(0), **kw)
         assert calls == [2 * 3] * (4 + 3)  # every step: 3 chunks × 2 CFG branches in one call
@@ -99,8 +101,57 @@ def test_determinism_max_batch_and_one_transformer_call(pipe, prior):
     assert a.scaffold is not None
 
 
+def test_cofi_preset_is_the_authors_video_loop(pipe, prior):
+    """DESIGN §2 "Long video", written out here from the text (x̂ from the adapter, checked
+    against the pipeline above; everything else by hand), with the same draws: x_T on the
+    canvas; a deterministic coarse stage; one canvas draw for the renoise and per refinement step."""
+    from _reference import merge, ramp_weights, split
+
+    K, chunks, o = 5, 3, 1
+    out = video.compose_video(pipe, PROMPT, chunks=chunks, overlap=o, sampler="cofi", steps=K, height=H, width=W,
+                              generator=gen(31), progress=False)
+    ts = list(range(999, -1, -1000 // K))  # trailing spacing: 999, 799, …, 199
+    ac = prior.alphas_cumprod.float()
+
+    def alpha(t):
+        return ac[t] if t >= 0 else torch.tensor(1.0)
+
+    L, starts = F + (chunks - 1) * (F - o), [0, 2, 4]
+    w = ramp_weights(chunks, F, o)
+    merge_ = functools.partial(merge, weights=w, starts=starts, window=F, dim=1, length=L)
+    fuse = lambda parts: split(merge_(parts), starts, F, 1)  # noqa: E731
+
+    def x0_hat(parts, t):
+        with torch.no_grad():
+            return list(prior.denoise(torch.cat(parts), torch.full((len(parts),), t)).split(1))
+
+    g = gen(31)
+    x = split(torch.randn(1, L, 4, H // 8, W // 8, generator=g), starts, F, 1)
+    for k, t in enumerate(ts):  # coarse stage: η = 0, the fused ε̂ kept as the direction
+        a_t, a_s = alpha(t), alpha(t - 1000 // K)
+        x0 = x0_hat(x, t)
+        eps = [(xi - a_t.sqrt() * x0i) / (1 - a_t).sqrt() for xi, x0i in zip(x, x0)]
+        x0, eps = fuse(x0), fuse(eps)
+        lam = 1 - 0.2 * (1 - k / (K - 1))
+        mean = sum(x0) / chunks
+        x = [a_s.sqrt() * (lam * x0i + (1 - lam) * mean) + (1 - a_s).sqrt() * ei for x0i, ei in zip(x0, eps)]
+    r = int(0.2 * K)
+    a_r = alpha(ts[r])
+    x = split(a_r.sqrt() * merge_(x) + (1 - a_r).sqrt() * torch.randn(1, L, 4, H // 8, W // 8, generator=g),
+              starts, F, 1)
+    for t in ts[r:]:  # refinement: DDIM η = 1, fused x̂, direction recomputed, noise on the canvas
+        a_t, a_s = alpha(t), alpha(t - 1000 // K)
+        x0 = fuse(x0_hat(x, t))
+        eps = [(xi - a_t.sqrt() * x0i) / (1 - a_t).sqrt() for xi, x0i in zip(x, x0)]
+        sigma = ((1 - a_s) / (1 - a_t)).sqrt() * (1 - a_t / a_s).sqrt()
+        z = split(torch.randn(1, L, 4, H // 8, W // 8, generator=g), starts, F, 1)
+        x = [a_s.sqrt() * x0i + (1 - a_s - sigma**2).clamp(min=0).sqrt() * ei + sigma * zi
+             for x0i, ei, zi in zip(x0, eps, z)]
+    torch.testing.assert_close(out.canvas, merge_(x), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("method,nfe", [("native", 5), ("gen-l-video", 5 * 3), ("cdgs", 5 * 4 * 3),
-                                        ("cofi", (5 + 4) * 3)])
+                                        ("cofi", (5 + 4) * 3), ("cofi-stochastic", (5 + 4) * 3)])
 def test_nfe_per_method(pipe, method, nfe):
     chunks = 1 if method == "native" else 3
     sampler = video.reference_sampler(method, steps=5)

@@ -27,7 +27,7 @@ def test_single_window_reproduces_diffusers_ddim(gmm, eta):
     gmm.alphas_cumprod = sched.alphas_cumprod.double()
     K, B = 20, 3
     layout = cofi.Chain(window=16, overlap=0, count=1)
-    out = cofi.compose(gmm, layout, cofi.CoFi(steps=K, eta=eta, lam0=1.0, refine_start=None), batch=B,
+    out = cofi.compose(gmm, layout, cofi.CoFi(steps=K, eta=eta, lam0=1.0, refine_at=None), batch=B,
                        generator=gen(5), progress=False, dtype=torch.float64)
     # reference loop: the same draws in the same order (x_T, then one z per step)
     g = gen(5)
@@ -62,9 +62,22 @@ def test_cofi_without_shrink_or_refinement_equals_gsc(gmm):
     layout = cofi.Chain(16, 4, 4, blend="ramp")
     for kw in (dict(eta=0.0), dict(eta=1.0, noise="shared")):
         a = cofi.compose(gmm, layout, cofi.GSC(steps=15, **kw), batch=2, generator=gen(1), progress=False)
-        b = cofi.compose(gmm, layout, cofi.CoFi(steps=15, lam0=1.0, refine_start=None, **kw), batch=2,
+        b = cofi.compose(gmm, layout, cofi.CoFi(steps=15, lam0=1.0, refine_at=None, **kw), batch=2,
                          generator=gen(1), progress=False)
         assert torch.equal(a.canvas, b.canvas)
+
+
+def test_refine_at_is_a_fraction_of_any_grid(gmm):
+    """r = ⌊refine_at·K⌋: 0.3 is step 15 of 50 and 3 of 10 (the image preset), 0.2 is 10 of 50
+    (video); valid for every K, unlike a fixed grid index."""
+    assert [cofi.CoFi(steps=k).refine_step for k in (1, 2, 10, 20, 50)] == [0, 0, 3, 6, 15]
+    assert [cofi.CoFi(steps=k, refine_at=0.2).refine_step for k in (5, 10, 50)] == [1, 2, 10]
+    assert cofi.CoFi(steps=7, refine_at=0.99).refine_step == 6 and cofi.CoFi(refine_at=None).refine_step is None
+    seen = []
+    out = cofi.compose(gmm, cofi.Chain(16, 4, 2), cofi.CoFi(steps=10), generator=gen(0), progress=False,
+                       callback=lambda d: seen.append((d["stage"], d["step"])))
+    assert out.nfe == (10 + 7) * 2
+    assert [s for st, s in seen if st == "refine"] == list(range(3, 10))  # steps numbered on the shared grid
 
 
 def test_nfe_matches_design_formulas(gmm):
@@ -72,8 +85,8 @@ def test_nfe_matches_design_formulas(gmm):
     K, B, N = 10, 4, 3
     cases = [
         (cofi.GSC(steps=K), K * N * B),
-        (cofi.CoFi(steps=K, refine_start=4), (K + K - 4) * N * B),
-        (cofi.CoFi(steps=K, refine_start=None), K * N * B),
+        (cofi.CoFi(steps=K, refine_at=0.4), (K + K - 4) * N * B),
+        (cofi.CoFi(steps=K, refine_at=None), K * N * B),
         (cofi.CDGS(steps=K, inner=3, prune_at=0.2, keep=0.5, inversion=0.2), K * 3 * N * B + 2 * N * B),
         (cofi.CDGS(steps=K, inner=2, prune_at=0.0), K * 2 * N * B),
     ]
@@ -84,7 +97,7 @@ def test_nfe_matches_design_formulas(gmm):
 
 def test_same_seed_bit_identical_and_max_batch_invariant(gmm):
     layout = cofi.Chain(16, 4, 4)
-    s = cofi.CoFi(steps=12, eta=0.5, refine_start=5, guidance=0.05)
+    s = cofi.CoFi(steps=12, eta=0.5, refine_at=5 / 12, guidance=0.05)
     a = cofi.compose(gmm, layout, s, batch=3, generator=gen(7), progress=False)
     b = cofi.compose(gmm, layout, s, batch=3, generator=gen(7), progress=False)
     assert torch.equal(a.canvas, b.canvas)
@@ -105,7 +118,7 @@ def test_pins_hold_exactly_with_guidance(gmm):
     layout = cofi.Chain(16, 4, 3)
     vals = torch.tensor([[1.0, -2.0], [0.5, 0.25]], dtype=torch.float64)
     pins = cofi.Pins([0, -1], vals)
-    for s in (cofi.GSC(steps=10, fusion=False, guidance=0.1), cofi.CoFi(steps=10, refine_start=4, guidance=0.1)):
+    for s in (cofi.GSC(steps=10, fusion=False, guidance=0.1), cofi.CoFi(steps=10, refine_at=0.4, guidance=0.1)):
         out = cofi.compose(gmm, layout, s, batch=2, generator=gen(3), pins=pins, progress=False)
         torch.testing.assert_close(out.canvas[:, 0], vals[0].float().expand(2, 2), atol=0, rtol=0)
         torch.testing.assert_close(out.canvas[:, -1], vals[1].float().expand(2, 2), atol=0, rtol=0)
@@ -126,7 +139,7 @@ def test_cofi_is_more_coherent_than_gsc():
     layout = cofi.Chain(32, 8, 6)
     kw = dict(batch=64, generator=gen(0), progress=False)
     gsc = cofi.compose(prior, layout, cofi.GSC(steps=25), **kw)
-    cf = cofi.compose(prior, layout, cofi.CoFi(steps=25, lam0=0.2, schedule="constant", refine_start=15), **kw)
+    cf = cofi.compose(prior, layout, cofi.CoFi(steps=25, lam0=0.2, schedule="constant", refine_at=0.6), **kw)
     coh_gsc = C.coherence(prior, layout, gsc.canvas).float().mean()
     coh_cofi = C.coherence(prior, layout, cf.canvas).float().mean()
     assert coh_cofi > coh_gsc + 0.4, (coh_gsc, coh_cofi)
@@ -134,7 +147,7 @@ def test_cofi_is_more_coherent_than_gsc():
 
 def test_callback_sees_every_step_read_only(gmm):
     seen = []
-    cofi.compose(gmm, cofi.Chain(16, 4, 2), cofi.CoFi(steps=6, refine_start=2), generator=gen(0),
+    cofi.compose(gmm, cofi.Chain(16, 4, 2), cofi.CoFi(steps=6, refine_at=1 / 3), generator=gen(0),
                  progress=False, callback=lambda d: seen.append((d["stage"], d["step"], d["t"], d["x"].shape, d["x0"].shape)))
     assert [s[0] for s in seen] == ["coarse"] * 6 + ["refine"] * 4
     assert all(set(map(type, s[3:])) == {torch.Size} for s in seen)
@@ -156,10 +169,15 @@ def test_x_T_as_plans_or_canvas(gmm):
     [
         (lambda: cofi.CoFi(lam0=1.5), r"lam0 must be in \[0, 1\]"),
         (lambda: cofi.CoFi(lam0=-0.1), r"lam0 must be in \[0, 1\]"),
-        (lambda: cofi.CoFi(steps=50, refine_start=50), r"refine_start must be None or an int in \[0, steps-1\] = \[0, 49\]"),
-        (lambda: cofi.CoFi(steps=10, refine_start=-1), r"refine_start .* \[0, 9\]"),
+        (lambda: cofi.CoFi(refine_at=1.0), r"refine_at must be None or a fraction of the schedule in \[0, 1\), got 1.0"),
+        (lambda: cofi.CoFi(refine_at=-0.1), r"refine_at must be None or a fraction"),
+        (lambda: cofi.CoFi(refine_at=True), r"refine_at must be None or a fraction"),
+        (lambda: cofi.CoFi(coarse_update="euler"), r"coarse_update must be 'ddim' or 'renoise'"),
+        (lambda: cofi.CoFi(direction="x0"), r"direction must be 'recompute' or 'fused'"),
+        (lambda: cofi.CoFi(coarse_update="renoise", direction="fused"), r"direction='fused' needs coarse_update='ddim'"),
+        (lambda: cofi.CoFi(refine_noise="canvas"), r"noise must be one of 'independent', 'shared', 'blend'"),
         (lambda: cofi.GSC(eta=-1.0), r"eta must be >= 0"),
-        (lambda: cofi.GSC(noise="global"), r"noise must be 'independent' or 'shared'"),
+        (lambda: cofi.GSC(noise="global"), r"noise must be one of 'independent', 'shared', 'blend', got 'global'"),
         (lambda: cofi.CDGS(keep=2.0), r"keep must be in \[0, 1\]"),
         (lambda: cofi.CDGS(inner=0), r"inner must be an int >= 1"),
     ],
@@ -279,7 +297,7 @@ def test_compose_accepts_sampler_names_and_rejects_others():
     a = cofi.compose(prior, layout, "gsc", generator=torch.Generator().manual_seed(0), progress=False)
     b = cofi.compose(prior, layout, cofi.GSC(), generator=torch.Generator().manual_seed(0), progress=False)
     torch.testing.assert_close(a.canvas, b.canvas)
-    with pytest.raises(TypeError, match="valid names: gsc, multidiffusion, cofi, cdgs, syncdiffusion"):
+    with pytest.raises(ValueError, match="unknown method 'ddpm' for generic; valid: cofi, gsc, multidiffusion, cdgs, syncdiffusion"):
         cofi.compose(prior, layout, "ddpm")
     with pytest.raises(TypeError, match="sampler must be a sampler config"):
         cofi.compose(prior, layout, 3)

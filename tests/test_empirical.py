@@ -1,6 +1,5 @@
 """EmpiricalPrior: exact posterior mean of a bank of windows, pins as observations, gradients."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -37,6 +37,24 @@ def test_merge_is_weighted_mean_in_overlap():
     torch.testing.assert_close(canvas[0], torch.tensor([0, 0, 1 / 3, 2 / 3, 1, 1]))
 
 
+@pytest.mark.parametrize("blend", ["uniform", "ramp", "exp"])
+def test_blend_noise_is_unit_variance_and_exact(blend):
+    """Σ_i w_i z_i / √(Σ_i w_i²): a linear map of the per-window draws whose rows have unit
+    norm, so every canvas position is exactly unit-variance; checked on the map itself."""
+    ch = cofi.Chain(6, 3, 4, blend=blend, beta=2.0)
+    n = ch.count * ch.window  # every per-window entry as a basis vector
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, ch.count, ch.window)
+    M = ch.blend_noise(basis)  # (n, L): column j is canvas position j's coefficients
+    torch.testing.assert_close(M.pow(2).sum(0), torch.ones(ch.length, dtype=torch.float64))
+    w = ch.weights(torch.float64)
+    # position 4 lies in windows 1 (offset 1) and 0 (offset 4): coefficients ∝ their weights
+    col = M[:, 4].reshape(ch.count, ch.window)
+    norm = (w[0, 4] ** 2 + w[1, 1] ** 2).sqrt()
+    torch.testing.assert_close(col[0, 4], w[0, 4] / norm)
+    torch.testing.assert_close(col[1, 1], w[1, 1] / norm)
+    assert col.abs().sum() - col[0, 4].abs() - col[1, 1].abs() < 1e-12
+
+
 def test_geometry_and_selectors():
     ch = cofi.Chain(160, 56, 8)
     assert ch.stride == 104 and ch.length == 160 + 7 * 104

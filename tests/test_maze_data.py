@@ -37,7 +37,7 @@ def test_loadable_by_ogbench(small):
 
 
 def test_goals_are_exactly_four_bfs_steps_away():
-    env = D.make_env(NAME)
+    env = D.make_data_env(NAME)
     m = env.unwrapped.maze_map
     for start in D.free_cells(m)[:10]:
         for goal in D.cells_at_distance(m, start, 4):

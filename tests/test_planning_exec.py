@@ -297,10 +297,10 @@ def test_plan_is_a_function_of_the_seed(prior):
 
 def test_plan_presets():
     s = planning_sampler("cofi")
-    assert s.fusion is False and s.guidance > 0 and s.schedule == "linear" and 0 < s.refine_start < s.steps
+    assert s.fusion is False and s.guidance > 0 and s.schedule == "linear" and s.refine_at == 0.4 and s.refine_step == 8
     assert planning_sampler("gsc").fusion is False
     assert planning_sampler("cdgs").inner == 10
-    assert planning_sampler("cofi", steps=50).refine_start == 20
+    assert planning_sampler("cofi", steps=50).refine_step == 20
     with pytest.raises(ValueError, match="method"):
         planning_sampler("diffuser")
 

@@ -120,6 +120,68 @@ def test_per_window_prompts_follow_the_window_index(pipe):
     assert img[0].size == (128, H)
 
 
+# ------------------------------------------------------------------ the authors' loop
+def test_cofi_preset_is_the_authors_panorama_loop(pipe, prior):
+    """DESIGN §2 "Panorama", written out here from the text (UNet + CFG, not cofi's samplers),
+    with the draws in the same order: x_T on the canvas; per coarse step one draw per window,
+    blended; one canvas draw for the renoise; one canvas draw per refinement step."""
+    from _reference import merge, ramp_weights, split, weighted_sum
+
+    K, width, stride = 6, 128, 4
+    out = pano.compose_panorama(pipe, PROMPT, height=H, width=width, sampler="cofi", steps=K, stride=stride,
+                                generator=gen(21), progress=False)
+
+    sched = copy.deepcopy(pipe.scheduler)
+    sched.set_timesteps(K)
+    ts = [int(t) for t in sched.timesteps]
+    ac = sched.alphas_cumprod.float()
+
+    def alpha_prev(t):
+        p = t - sched.config.num_train_timesteps // K
+        return ac[p] if p >= 0 else torch.tensor(float(sched.final_alpha_cumprod))
+
+    L, N, o = width // 8, 3, WIN - stride
+    starts = [0, 4, 8]
+    w = ramp_weights(N, WIN, o)
+    merge_ = functools.partial(merge, weights=w, starts=starts, window=WIN, dim=3, length=L)
+    fuse = lambda parts: split(merge_(parts), starts, WIN, 3)  # noqa: E731
+
+    def eps_hat(parts, t):
+        x = torch.cat(parts)
+        tt = torch.full((len(parts),), t)
+        with torch.no_grad():
+            u = pipe.unet(x, tt, encoder_hidden_states=prior.negative_prompt_embeds.expand(len(parts), -1, -1)).sample
+            c = pipe.unet(x, tt, encoder_hidden_states=prior.prompt_embeds.expand(len(parts), -1, -1)).sample
+        return list((u + 7.5 * (c - u)).split(1))
+
+    g = gen(21)
+    x = split(torch.randn(1, 4, H // 8, L, generator=g), starts, WIN, 3)
+    for k, t in enumerate(ts):  # coarse stage: all K steps
+        a_t, a_s = ac[t], alpha_prev(t)
+        x0 = [(xi - (1 - a_t).sqrt() * e) / a_t.sqrt() for xi, e in zip(x, eps_hat(x, t))]
+        x0 = fuse(x0)
+        lam = 1 - 0.2 * (1 - k / (K - 1))
+        mean = sum(x0) / N
+        x0 = [lam * xi + (1 - lam) * mean for xi in x0]
+        z = torch.randn(1, N, 4, H // 8, WIN, generator=g)
+        num, _ = weighted_sum([z[:, i] for i in range(N)], w, starts, WIN, 3, L)
+        _, den2 = weighted_sum([z[:, i] for i in range(N)], w.pow(2), starts, WIN, 3, L)
+        zt = split(num / den2.sqrt(), starts, WIN, 3)
+        x = [a_s.sqrt() * xi + (1 - a_s).sqrt() * zi for xi, zi in zip(x0, zt)]
+    r = int(0.3 * K)
+    a_r = ac[ts[r]]
+    x = split(a_r.sqrt() * merge_(x) + (1 - a_r).sqrt() * torch.randn(1, 4, H // 8, L, generator=g), starts, WIN, 3)
+    for t in ts[r:]:  # refinement: DDIM η = 1, fused ε̂, noise drawn on the canvas
+        a_t, a_s = ac[t], alpha_prev(t)
+        e = fuse(eps_hat(x, t))
+        x0 = [(xi - (1 - a_t).sqrt() * ei) / a_t.sqrt() for xi, ei in zip(x, e)]
+        sigma = ((1 - a_s) / (1 - a_t)).sqrt() * (1 - a_t / a_s).sqrt()
+        z = split(torch.randn(1, 4, H // 8, L, generator=g), starts, WIN, 3)
+        x = [a_s.sqrt() * x0i + (1 - a_s - sigma**2).sqrt() * ei + sigma * zi for x0i, ei, zi in zip(x0, e, z)]
+    torch.testing.assert_close(out.canvas, merge_(x), atol=1e-4, rtol=1e-4)
+    assert out.scaffold is not None and out.scaffold.shape == (1, 4, H // 8, L)
+
+
 # ------------------------------------------------------------------ reproducing diffusers
 @pytest.mark.parametrize("width,stride,view_batch", [(64, 4, 1), (96, 4, 1), (128, 4, 3), (128, 8, 1)])
 def test_multidiffusion_reproduces_diffusers_pipeline(pipe, width, stride, view_batch):
@@ -154,7 +216,7 @@ def test_one_unet_call_per_step_determinism_and_max_batch(pipe):
     hook = pipe.unet.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
     try:
         kw = dict(height=H, width=128, stride=4, progress=False,
-                  sampler=cofi.CoFi(steps=3, lam0=0.8, refine_start=1))
+                  sampler=cofi.CoFi(steps=3, lam0=0.8, refine_at=0.34))
         a = pano.compose_panorama(pipe, PROMPT, generator=gen(0), **kw)
         assert calls == [2 * 3] * (3 + 2)  # every step: 3 windows × 2 CFG branches in one call
         b = pano.compose_panorama(pipe, PROMPT, generator=gen(0), **kw)
@@ -172,7 +234,7 @@ def test_nfe_per_method(pipe, method):
     K, N = 5, 3
     sampler = pano.reference_sampler(method, steps=K, lpips=mse)
     nfe = {"multidiffusion": K * N, "syncdiffusion": (K + 1) * N, "cdgs": K * 4 * N,
-           "cofi": (K + K - 2) * N}[method]
+           "cofi": (K + K - 1) * N, "cofi-ddim": (K + K - 1) * N}[method]  # refinement from ⌊0.3·5⌋ = 1
     out = pano.compose_panorama(pipe, PROMPT, height=H, width=128, sampler=sampler, stride=4, generator=gen(1),
                                 progress=False, blend=pano.reference_blend(method))
     assert out.nfe == nfe == sampler.nfe(cofi.Chain(WIN, 4, N, axis=2), 1)
@@ -193,6 +255,15 @@ def test_syncdiffusion_without_weight_is_multidiffusion_and_with_lpips_moves(pip
     on = pano.compose_panorama(pipe, PROMPT, generator=gen(2), **kw,
                                sampler=SyncDiffusion(steps=3, weight=200.0, sync_steps=2, anchor=0, lpips=lp))
     assert on.grad_evals == 2 * 2 and on.nfe == (3 + 2) * 3
+    rows = []  # the sync passes go through compose's prior calls too: max_batch holds for them
+    hook = pipe.unet.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
+    try:
+        small = pano.compose_panorama(pipe, PROMPT, generator=gen(2), max_batch=1, **kw,
+                                      sampler=SyncDiffusion(steps=3, weight=200.0, sync_steps=2, anchor=0, lpips=lp))
+    finally:
+        hook.remove()
+    assert set(rows) == {2} and len(rows) == small.nfe  # one window × (uncond, text) per call
+    torch.testing.assert_close(small.canvas, on.canvas, atol=1e-4, rtol=1e-4)
     assert torch.isfinite(on.canvas).all() and not torch.allclose(on.canvas, md.canvas, atol=1e-4)
     a = torch.rand(2, 3, 32, 32, requires_grad=True)
     perceptual_distance(lp)(a, torch.rand(2, 3, 32, 32)).sum().backward()
@@ -207,7 +278,8 @@ def test_window_counts_and_paper_sizes():
     assert layout.global_shape((4, 64, 64)) == (4, 64, 256)
     assert pano.panorama_layout(4608, 8, blend="uniform").global_shape((4, 64, 64)) == (4, 64, 576)
     assert pano.windows_for_width(512) == 1
-    assert [pano.reference_stride(m) for m in pano.METHODS] == [8, 16, 32, 32]
+    assert {m: pano.reference_stride(m) for m in pano.METHODS} == {
+        "cofi": 32, "multidiffusion": 8, "syncdiffusion": 16, "cdgs": 32, "cofi-ddim": 32}
 
 
 def test_tiled_decode(pipe):
@@ -229,13 +301,33 @@ def test_tiled_decode(pipe):
 
 def test_panorama_one_liner(pipe):
     kw = dict(height=H, width=96, stride=4, generator=gen(7), progress=False)
-    images = cofi.panorama(pipe, PROMPT, sampler=cofi.CoFi(steps=2, refine_start=1), **kw)
+    images = cofi.panorama(pipe, PROMPT, sampler=cofi.CoFi(steps=2, refine_at=0.5), **kw)
     assert len(images) == 1 and images[0].size == (96, H) and images[0].mode == "RGB"
-    pt = pano.panorama(pipe, PROMPT, sampler="multidiffusion", steps=2, batch=2, output_type="pt", **kw)
+    pt = pano.panorama(pipe, PROMPT, sampler="multidiffusion", steps=2, batch=2, select="all", output_type="pt", **kw)
     assert pt.shape == (2, 3, H, 96) and not torch.allclose(pt[0], pt[1])
+    with pytest.raises(ValueError, match="select must be 'best' or 'all'"):
+        pano.panorama(pipe, PROMPT, sampler="multidiffusion", steps=1, select="first", **kw)
     assert cofi.panorama is pano and callable(cofi.panorama)  # the module forwards calls to the one-liner
     latents = cofi.panorama(pipe, PROMPT, sampler=cofi.GSC(steps=1), output_type="latent", **kw)
     assert latents.shape == (1, 4, H // 8, 12)
+
+
+def test_one_liner_forwards_like_compose(pipe):
+    """steps, sampler overrides, x_T, callback and batch reach compose the same way; select="best"
+    is the candidate with the lowest overlap error."""
+    kw = dict(height=H, width=96, stride=4, progress=False)
+    x_T = torch.randn(3, 4, H // 8, 12, generator=gen(11))
+    seen = []
+    lat = pano.panorama(pipe, PROMPT, sampler="cofi", steps=3, lam0=0.5, refine_at=0.5, batch=3, x_T=x_T,
+                        generator=gen(12), callback=lambda d: seen.append(d["stage"]), output_type="latent", **kw)
+    ref = pano.compose_panorama(pipe, PROMPT, sampler=pano.reference_sampler("cofi", steps=3).__class__(
+        **{**vars(pano.reference_sampler("cofi", steps=3)), "lam0": 0.5, "refine_at": 0.5}), batch=3, x_T=x_T,
+        generator=gen(12), blend="ramp", **kw)
+    assert lat.shape == (1, 4, H // 8, 12)
+    torch.testing.assert_close(lat[0], ref.canvas[int(ref.overlap_error.argmin())])
+    assert seen.count("coarse") == 3 and seen.count("refine") == 2  # refinement from ⌊0.5·3⌋ = 1
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lam1'"):
+        pano.panorama(pipe, PROMPT, sampler="cofi", steps=1, lam1=0.5, **kw)
 
 
 def test_clear_errors(pipe):

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-_SUBMODULES = ("planning", "metrics", "testing", "viz", "video")
+_SUBMODULES = ("planning", "metrics", "testing", "viz", "video", "presets")
 
 
 def __getattr__(name: str):

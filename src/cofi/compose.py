@@ -11,16 +11,18 @@ from torch import Tensor
 
 from .coupling import Pins
 from .layout import Chain
+from .presets import resolve
 from .prior import LocalPrior
 from .samplers.base import Context, Generator
 
-__all__ = ["compose", "Composition", "Sampler", "resolve_sampler"]
+__all__ = ["compose", "Composition", "Sampler"]
 
 
 class Sampler(Protocol):
-    """What `compose` needs of a sampler config (see `cofi.GSC`, `cofi.CoFi`, `cofi.CDGS`)."""
+    """What `compose` needs of a sampler config (see `cofi.GSC`, `cofi.CoFi`, `cofi.CDGS`):
+    where x_T is drawn (``init_noise``: ``canvas`` or ``plans``), the NFE it will spend, and
+    ``sample(ctx, x_T) -> x_0``, both ``(B, N, *S)``."""
 
-    steps: int
     init_noise: str
 
     def nfe(self, layout: Chain, batch: int) -> int: ...
@@ -54,25 +56,6 @@ class Composition:
     def best_canvas(self) -> Tensor:
         """``(*G)`` the canvas of the best candidate."""
         return self.canvas[self.best]
-
-
-def resolve_sampler(sampler) -> Sampler:
-    """A sampler config, or the name of one with its paper defaults: ``"gsc"``
-    (also ``"multidiffusion"``), ``"cofi"``, ``"cdgs"``, ``"syncdiffusion"``."""
-    from .samplers import CDGS, GSC, CoFi, SyncDiffusion
-
-    names = {"gsc": GSC, "multidiffusion": GSC, "cofi": CoFi, "cdgs": CDGS, "syncdiffusion": SyncDiffusion}
-    if isinstance(sampler, str):
-        key = sampler.lower()
-        if key not in names:
-            raise TypeError(f"unknown sampler name {sampler!r}; valid names: {', '.join(names)}")
-        return names[key]()
-    if not (callable(getattr(sampler, "sample", None)) and callable(getattr(sampler, "nfe", None))):
-        raise TypeError(
-            f"sampler must be a sampler config (cofi.GSC(), cofi.CoFi(), cofi.CDGS(), cofi.SyncDiffusion(), or an "
-            f"object with sample() and nfe()) or one of the names {', '.join(names)}; got {type(sampler).__name__}"
-        )
-    return sampler
 
 
 def _initial_state(ctx: Context, x_T: Tensor | None, init_noise: str) -> Tensor:
@@ -113,7 +96,8 @@ def compose(
         prior: any `LocalPrior`.
         layout: the `Chain` of windows; its ``window`` must match the prior's plan shape.
         sampler: `GSC`, `CoFi`, `CDGS`, `SyncDiffusion` (or any object with ``sample`` and
-            ``nfe``), or the name of one (its paper defaults), see `resolve_sampler`.
+            ``nfe``), or the name of one with its class defaults (``cofi``, ``gsc`` or
+            ``multidiffusion``, ``cdgs``, ``syncdiffusion``; `cofi.presets.resolve`).
         batch: candidates B, composed together; the best has the lowest overlap error.
         generator: a ``torch.Generator`` or one per candidate (then every candidate depends
             on its own generator alone). The result is a function of the seed(s) only.
@@ -128,7 +112,7 @@ def compose(
     Returns:
         A `Composition`.
     """
-    sampler = resolve_sampler(sampler)
+    sampler = resolve("generic", sampler).sampler
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
     if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
@@ -155,5 +139,5 @@ def compose(
         grad_evals=ctx.grad_evals,
         overlap_error=err,
         best=int(torch.argmin(err)),
-        scaffold=ctx.scaffold,
+        scaffold=ctx.outputs.get("scaffold"),
     )

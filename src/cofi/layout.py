@@ -140,23 +140,38 @@ class Chain:
     def merge(self, plans: Tensor, weights: Tensor | None = None) -> Tensor:
         """Plans ``(B, N, *S)`` -> canvas ``(B, *G)``: the blend-weighted mean of the
         windows covering each position (Bethe averaging, eq. 10/26)."""
+        w = self.weights(plans.dtype, plans.device) if weights is None else weights
+        num, den = self._accumulate(plans, w)
+        return num / den
+
+    def blend_noise(self, z: Tensor) -> Tensor:
+        """Per-window standard normals ``(B, N, *S)`` -> one unit-variance canvas ``(B, *G)``:
+        ``Σ_i w_i z_i / √(Σ_i w_i²)`` with the blend weights (the authors' panorama noise; split
+        it and overlapping windows share it)."""
+        w = self.weights(z.dtype, z.device)
+        num, _ = self._accumulate(z, w)
+        _, den2 = self._accumulate(z, w.pow(2), weights_only=True)
+        return num / den2.sqrt()
+
+    def _accumulate(self, plans: Tensor, w: Tensor, weights_only: bool = False) -> tuple[Tensor | None, Tensor]:
+        """``Σ_i w_i plans_i`` on the canvas ``(B, *G)`` (None if ``weights_only``) and ``Σ_i w_i``
+        per canvas position, shaped to broadcast against it."""
         B, N = plans.shape[:2]
         if N != self.count:
             raise ValueError(f"plans must have count={self.count} windows on dim 1, got {N}")
         ax = 1 + self.axis  # chain axis of the canvas (B, *G)
-        w = self.weights(plans.dtype, plans.device) if weights is None else weights
         g = [B, *plans.shape[2:]]
         g[ax] = self.length
-        num = plans.new_zeros(g)
+        num = None if weights_only else plans.new_zeros(g)
         den = plans.new_zeros(self.length)
         bshape = [1] * len(g)
         bshape[ax] = self.window  # one window's weights broadcast over (B, *S)
         for i, s in enumerate(self.starts):
-            num.narrow(ax, s, self.window).add_(plans[:, i] * w[i].reshape(bshape))
+            if num is not None:
+                num.narrow(ax, s, self.window).add_(plans[:, i] * w[i].reshape(bshape))
             den[s : s + self.window] += w[i]
         bshape[ax] = self.length
-        den = den.reshape(bshape)
-        return num / den
+        return num, den.reshape(bshape)
 
     def fuse(self, plans: Tensor) -> Tensor:
         """``split(merge(plans))``: every overlap gets the blended value of its windows."""

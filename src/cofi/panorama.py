@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .compose import Composition, compose
 from .layout import Blend, Chain
+from .presets import Preset, get, methods, register, resolve
 from .samplers import CDGS, GSC, CoFi
 from .samplers.syncdiffusion import SyncDiffusion
 
@@ -35,64 +36,78 @@ __all__ = [
 
 WINDOW = 64  # SD 2.0 base: 512 px = 64 latent columns per window
 PAPER_SIZES = ((512, 2048), (512, 4608))  # (height, width) of the paper's panoramas
-METHODS = ("multidiffusion", "syncdiffusion", "cdgs", "cofi")
-_STRIDE = {"multidiffusion": 8, "syncdiffusion": 16, "cdgs": 32, "cofi": 32}
-_BLEND: dict[str, Blend] = {"multidiffusion": "uniform", "syncdiffusion": "uniform", "cdgs": "ramp", "cofi": "ramp"}
-
 Sampler = GSC | CoFi | CDGS | SyncDiffusion
 
 
 # ------------------------------------------------------------------ methods
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+def _steps(steps: int | None) -> int:
+    return 50 if steps is None else steps
+
+
+def _cofi(steps: int | None = None, **kw) -> CoFi:
+    return CoFi(**{**dict(steps=_steps(steps), lam0=0.8, schedule="linear", refine_at=0.3, refine_eta=1.0,
+                          fusion=True, coarse_update="renoise", noise="blend", refine_noise="shared"), **kw})
+
+
+def _cofi_ddim(steps: int | None = None, **kw) -> CoFi:
+    return CoFi(**{**dict(steps=_steps(steps), eta=1.0, lam0=0.8, schedule="linear", refine_at=0.3,
+                          refine_eta=1.0, fusion=True, noise="independent"), **kw})
+
+
+def _syncdiffusion(steps: int | None = None, **kw) -> SyncDiffusion:
+    return SyncDiffusion(**{**dict(steps=_steps(steps), sync_steps=max(1, round(_steps(steps) / 5))), **kw})
+
+
+for _name, _preset in {
+    "cofi": Preset(_cofi, CoFi, 32, "ramp",
+                   "the authors' panorama loop (DESIGN §2): coarse x̃ re-noised to the next level with blended "
+                   "noise, λ0 = 0.8 linear, ramp fusion; canvas renoise at ⌊0.3 K⌋ (15 of 50); DDIM η = 1 "
+                   "refinement with shared noise"),
+    "multidiffusion": Preset(lambda steps=None, **kw: GSC(steps=_steps(steps), **kw), GSC, 8, "uniform",
+                             "GSC, DDIM η = 0, uniform fusion at stride 8 (diffusers' panorama pipeline)"),
+    "syncdiffusion": Preset(_syncdiffusion, SyncDiffusion, 16, "uniform",
+                            "MultiDiffusion + LPIPS gradient to the middle window, weight 20 ×0.95 per step, "
+                            "first K/5 steps, stride 16 (public code); needs lpips="),
+    "cdgs": Preset(lambda steps=None, **kw: CDGS(**{**dict(steps=_steps(steps), inner=4, prune_at=0.0), **kw}),
+                   CDGS, 32, "ramp", "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
+    "cofi-ddim": Preset(_cofi_ddim, CoFi, 32, "ramp",
+                        "cofi's first preset, measured before the authors' loop was transcribed: DDIM η = 1 "
+                        "coarse steps with independent noise"),
+}.items():
+    register("panorama", _name, _preset)
+
+METHODS = methods("panorama")
 
 
 def reference_sampler(method: str = "cofi", steps: int = 50, lpips=None) -> Sampler:
-    """The sampler of each method in the paper's panorama comparison (Table 2).
+    """The sampler of each method in the paper's panorama comparison (Table 2); see `METHODS`
+    and ``cofi.presets.get("panorama", method).doc`` for where each value comes from.
 
+    - ``cofi``: the authors' loop (DESIGN §2, "Panorama"). Coarse stage over all K steps:
+      fuse x̂ (ramp), shrink with λ0 = 0.8 on a linear ramp to 1, re-noise x̃ straight to the
+      next level with a blended unit-variance noise (``coarse_update="renoise"``,
+      ``noise="blend"``). The merged scaffold is renoised at grid step ⌊0.3 K⌋ (15 of 50)
+      with one canvas draw; refinement is DDIM η = 1 with noise drawn on the canvas.
     - ``multidiffusion``: GSC, DDIM η = 0, x̂ averaged uniformly over the windows at every
       step (Bar-Tal et al. 2023; diffusers' `StableDiffusionPanoramaPipeline`).
     - ``syncdiffusion``: MultiDiffusion + LPIPS gradient toward the middle window, weight
       20 decaying ×0.95 per step, the first 10 of 50 steps (public defaults); needs ``lpips``.
     - ``cdgs``: CDGS with U = 4 inner iterations and no pruning (a population of one).
-    - ``cofi``: coarse stage (η = 1, independent directional noise) with λ0 = 0.8 on a linear
-      ramp to 1, ramp fusion; global renoise at step 15 of 50 (``refine_start = 3·steps/10``)
-      and 35 refinement steps with η = 1.
+    - ``cofi-ddim``: the preset measured before the reference loop was transcribed: DDIM η = 1
+      coarse steps with independent noise, otherwise as ``cofi``.
     """
-    _check_method(method)
-    if method == "multidiffusion":
-        return GSC(steps=steps)
-    if method == "syncdiffusion":
-        return SyncDiffusion(steps=steps, sync_steps=max(1, round(steps / 5)), lpips=lpips)
-    if method == "cdgs":
-        return CDGS(steps=steps, inner=4, prune_at=0.0)
-    refine = min(steps - 1, max(1, round(0.3 * steps)))  # 15 of 50
-    return CoFi(steps=steps, eta=1.0, lam0=0.8, schedule="linear", refine_start=refine, refine_eta=1.0,
-                fusion=True, noise="independent")
+    return resolve("panorama", method, steps=steps, **({"lpips": lpips} if method == "syncdiffusion" else {})).sampler
 
 
 def reference_stride(method: str = "cofi") -> int:
     """Window stride in latent columns: MultiDiffusion 8 (diffusers), SyncDiffusion 16 (its
     public code), CDGS and CoFi 32 (overlap 32, the CoFi authors' setting)."""
-    _check_method(method)
-    return _STRIDE[method]
+    return get("panorama", method).stride
 
 
 def reference_blend(method: str = "cofi") -> Blend:
     """Overlap blending: uniform for MultiDiffusion and SyncDiffusion, ramp (eq. 27) otherwise."""
-    _check_method(method)
-    return _BLEND[method]
-
-
-def _method_of(sampler: Sampler) -> str:
-    if isinstance(sampler, SyncDiffusion):
-        return "syncdiffusion"
-    if isinstance(sampler, CoFi):
-        return "cofi"
-    if isinstance(sampler, CDGS):
-        return "cdgs"
-    return "multidiffusion"
+    return get("panorama", method).blend
 
 
 # ------------------------------------------------------------------ geometry
@@ -186,15 +201,6 @@ def to_pil(images: Tensor) -> list:
 
 
 # ------------------------------------------------------------------ one-liners
-def _resolve(sampler: Sampler | str | None, steps: int, stride: int | None, blend: Blend | None, lpips):
-    if sampler is None or isinstance(sampler, str):
-        method = sampler or "cofi"
-        sampler = reference_sampler(method, steps, lpips=lpips)
-    else:
-        method = _method_of(sampler)
-    return sampler, (stride if stride is not None else reference_stride(method)), blend or reference_blend(method)
-
-
 def compose_panorama(
     pipe,
     prompt: str | Sequence[str],
@@ -212,14 +218,15 @@ def compose_panorama(
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     x_T: Tensor | None = None,
-    lpips=None,
-    steps: int = 50,
+    steps: int | None = None,
+    **overrides,
 ) -> Composition:
     """Compose the latent panorama (no decoding): ``Composition.canvas`` is ``(B, 4, H/8, W/8)``,
     diffusers' latents layout. Arguments as in `panorama`."""
     from .priors.stable_diffusion import StableDiffusionPrior
 
-    sampler, stride, blend = _resolve(sampler, steps, stride, blend, lpips)
+    r = resolve("panorama", sampler, steps=steps, stride=stride, blend=blend, **overrides)
+    sampler, stride, blend = r.sampler, r.stride, r.blend
     vsf = pipe.vae_scale_factor
     h = _check_size("height", height, vsf)
     window = pipe.unet.config.sample_size
@@ -257,10 +264,13 @@ def panorama(
     *,
     blend: Blend | None = None,
     batch: int = 1,
+    select: str = "best",
     max_batch: int | None = None,
-    lpips=None,
-    steps: int = 50,
+    callback: Callable[[dict], None] | None = None,
+    x_T: Tensor | None = None,
+    steps: int | None = None,
     output_type: str = "pil",
+    **overrides,
 ) -> list | Tensor:
     """A ``height × width`` panorama from a Stable Diffusion pipeline.
 
@@ -271,33 +281,41 @@ def panorama(
             Only ``scheduler.alphas_cumprod`` and its config are used: cofi runs its own DDIM.
         prompt: the text prompt, or a list with one prompt per window.
         height, width: panorama size in px, multiples of 8; ``width/8 = 64 + k·stride``.
-        sampler: a config (`cofi.CoFi`, `cofi.GSC`, `cofi.CDGS`, `SyncDiffusion`) or a method
-            name from `METHODS`; None: the paper's CoFi. A config gets its method's stride and
-            blend unless given (GSC → MultiDiffusion's stride 8, uniform).
+        sampler: a method name from `METHODS` (its preset), a config (`cofi.CoFi`, `cofi.GSC`,
+            `cofi.CDGS`, `SyncDiffusion`, or any sampler object), or None for ``"cofi"``. A
+            config takes the stride and blend of its class's first preset (CoFi → ``cofi``,
+            GSC → ``multidiffusion``), an unknown sampler class those of ``cofi``.
         generator: the only source of randomness; the result is a function of its seed.
         negative_prompt, guidance_scale: as in the pipeline (CFG 7.5).
         stride: window stride in latent columns (overlap = 64 − stride); default per method
             (`reference_stride`).
         progress: tqdm bars per sampler stage.
         blend: overlap blending (`reference_blend` by default).
-        batch: independent panoramas (one x_T each, all composed together).
+        batch: candidates B (one x_T each, all composed together).
+        select: ``"best"`` (the candidate with the lowest overlap error) or ``"all"``.
         max_batch: most windows per UNet call (each runs both CFG branches); None: all.
-        lpips: perceptual distance for ``sampler="syncdiffusion"``.
-        steps: DDIM steps when ``sampler`` is a method name (a config carries its own).
-        output_type: ``"pil"`` (a list of B images), ``"pt"`` (``(B, 3, H, W)`` in [0, 1]) or
-            ``"latent"`` (the canvas ``(B, 4, H/8, W/8)``).
+        callback: read-only ``callback(dict)`` after every step (see `cofi.compose`).
+        x_T: initial latents, a canvas ``(B, 4, H/8, W/8)`` or windows (like diffusers' ``latents=``).
+        steps: sampling steps (None: the preset's 50, or the config's own).
+        output_type: ``"pil"`` (a list of images), ``"pt"`` (``(n, 3, H, W)`` in [0, 1]) or
+            ``"latent"`` (the canvas ``(n, 4, H/8, W/8)``); n = 1 with ``select="best"``.
+        **overrides: sampler fields to change, e.g. ``lam0=0.5``, ``refine_at=0.2`` or, for
+            ``"syncdiffusion"``, ``lpips=...`` (its perceptual distance).
     Returns:
-        A list of B `PIL.Image`, or a tensor (see ``output_type``).
+        A list of `PIL.Image`, or a tensor (see ``output_type``).
     """
     if output_type not in ("pil", "pt", "latent"):
         raise ValueError(f"output_type must be 'pil', 'pt' or 'latent', got {output_type!r}")
+    if select not in ("best", "all"):
+        raise ValueError(f"select must be 'best' or 'all', got {select!r}")
     out = compose_panorama(pipe, prompt, height=height, width=width, sampler=sampler, generator=generator,
                            negative_prompt=negative_prompt, guidance_scale=guidance_scale, stride=stride,
-                           blend=blend, batch=batch, max_batch=max_batch, progress=progress, lpips=lpips,
-                           steps=steps)
+                           blend=blend, batch=batch, max_batch=max_batch, progress=progress, callback=callback,
+                           x_T=x_T, steps=steps, **overrides)
+    canvas = out.best_canvas[None] if select == "best" else out.canvas
     if output_type == "latent":
-        return out.canvas
-    images = decode(pipe.vae, out.canvas, tile=pipe.unet.config.sample_size)
+        return canvas
+    images = decode(pipe.vae, canvas, tile=pipe.unet.config.sample_size)
     return images if output_type == "pt" else to_pil(images)
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
 from torch import Tensor
 
-from .prior import append_dims
 
 Schedule = Literal["constant", "linear", "cosine"]
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .compose import Composition, compose
 from .layout import Blend, Chain
+from .presets import Preset, get, methods, register, resolve
 from .samplers import CDGS, GSC, CoFi
 
 __all__ = [
@@ -31,38 +32,65 @@ __all__ = [
 ]
 
 WINDOW, OVERLAP = 13, 6  # CogVideoX-2B: 13 latent frames per chunk, stride 7
-METHODS = ("native", "gen-l-video", "cdgs", "cofi")
-
-
 # ------------------------------------------------------------------ methods
-def reference_sampler(method: str = "cofi", steps: int = 50) -> GSC | CoFi | CDGS:
-    """The sampler of each method in the paper's long-video comparison (Table 3).
+def _steps(steps: int | None) -> int:
+    return 50 if steps is None else steps
 
+
+def _cofi(steps: int | None = None, **kw) -> CoFi:
+    return CoFi(**{**dict(steps=_steps(steps), eta=0.0, lam0=0.8, schedule="linear", direction="fused",
+                          refine_at=0.2, refine_eta=1.0, fusion=True, refine_noise="shared"), **kw})
+
+
+def _cofi_stochastic(steps: int | None = None, **kw) -> CoFi:
+    return CoFi(**{**dict(steps=_steps(steps), eta=1.0, lam0=0.8, schedule="cosine", refine_at=0.2,
+                          refine_eta=1.0, fusion=True, noise="shared"), **kw})
+
+
+def _gsc(steps: int | None = None, **kw) -> GSC:
+    return GSC(steps=_steps(steps), **kw)
+
+
+for _name, _preset in {
+    "cofi": Preset(_cofi, CoFi, None, "ramp",
+                   "the authors' video loop (DESIGN §2): deterministic coarse DDIM keeping the fused ε̂ as its "
+                   "direction, λ0 = 0.8 linear, ramp fusion; canvas renoise at ⌊0.2 K⌋ (10 of 50); DDIM η = 1 "
+                   "refinement with shared noise"),
+    "native": Preset(_gsc, GSC, None, "ramp", "CogVideoX on one chunk, plain DDIM (η = 0): the pipeline itself"),
+    "gen-l-video": Preset(_gsc, GSC, None, "uniform", "GSC with uniform fusion of x̂ at every step (Wang et al. 2023)"),
+    "cdgs": Preset(lambda steps=None, **kw: CDGS(**{**dict(steps=_steps(steps), inner=4, prune_at=0.0), **kw}),
+                   CDGS, None, "ramp", "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
+    "cofi-stochastic": Preset(_cofi_stochastic, CoFi, None, "ramp",
+                              "cofi's first preset, measured before the authors' loop was transcribed: coarse "
+                              "DDIM η = 1 with shared noise, cosine λ schedule"),
+}.items():
+    register("video", _name, _preset)
+
+METHODS = methods("video")
+
+
+def reference_sampler(method: str = "cofi", steps: int = 50) -> GSC | CoFi | CDGS:
+    """The sampler of each method in the paper's long-video comparison (Table 3); see
+    ``cofi.presets.get("video", method).doc`` for where each value comes from.
+
+    - ``cofi``: the authors' loop (DESIGN §2, "Long video"). Coarse stage over all K steps,
+      deterministic (η = 0): fuse x̂ and ε̂ (ramp), shrink x̂ with λ0 = 0.8 on a linear ramp to
+      1, step ``√ᾱ_s x̃ + √(1−ᾱ_s) ε̄`` with the fused ε̂ (``direction="fused"``). The merged
+      scaffold is renoised at grid step ⌊0.2 K⌋ (10 of 50); refinement is DDIM η = 1 with
+      noise drawn on the canvas (σ = 0 on the last step).
     - ``native``: CogVideoX on one chunk, plain DDIM (η = 0), exactly the pipeline.
-    - ``gen-l-video``: GSC, fusion of x̂ on the shared canvas at every step (pair with
-      ``reference_blend`` = uniform blending, Wang et al. 2023).
+    - ``gen-l-video``: GSC, fusion of x̂ on the shared canvas at every step (with uniform
+      blending, Wang et al. 2023).
     - ``cdgs``: CDGS with U = 4 inner iterations, no pruning (a population of one).
-    - ``cofi``: coarse stage (η = 1) with λ0 = 0.8 on a cosine schedule, shared directional noise,
-      ramp fusion; global renoise at step 10 of 50 (``refine_start = steps // 5``, at least 1)
-      and 40 refinement steps with η = 1.
+    - ``cofi-stochastic``: the preset measured before the reference loop was transcribed
+      (coarse η = 1 with shared noise, cosine λ schedule).
     """
-    if method in ("native", "gen-l-video"):
-        return GSC(steps=steps)
-    if method == "cdgs":
-        return CDGS(steps=steps, inner=4, prune_at=0.0)
-    if method == "cofi":
-        refine = min(steps - 1, max(1, steps // 5))  # 10 of 50
-        # coarse η = 1: the shared directional noise the paper calls critical acts through σz
-        return CoFi(steps=steps, eta=1.0, lam0=0.8, schedule="cosine", refine_start=refine,
-                    refine_eta=1.0, fusion=True, noise="shared")
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return resolve("video", method, steps=steps).sampler
 
 
 def reference_blend(method: str = "cofi") -> Blend:
     """Overlap blending of each method: uniform for Gen-L-Video, ramp (eq. 28) otherwise."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return "uniform" if method == "gen-l-video" else "ramp"
+    return get("video", method).blend
 
 
 def video_layout(chunks: int = 9, window: int = WINDOW, overlap: int = OVERLAP, blend: Blend = "ramp") -> Chain:
@@ -194,22 +222,13 @@ def _check_frames(frames: np.ndarray) -> None:
 
 
 # ------------------------------------------------------------------ one-liners
-def _resolve(sampler, chunks: int, blend: Blend | None):
-    if isinstance(sampler, str):
-        method = sampler
-        if method == "native" and chunks != 1:
-            raise ValueError(f"method 'native' is one CogVideoX clip: chunks must be 1, got {chunks}")
-        return reference_sampler(method), blend or reference_blend(method)
-    return (sampler if sampler is not None else reference_sampler("cofi")), blend or "ramp"
-
-
 def compose_video(
     pipe,
     prompt: str,
     *,
     chunks: int = 9,
     sampler: GSC | CoFi | CDGS | str | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     negative_prompt: str = "",
     guidance_scale: float = 6.0,
     height: int = 480,
@@ -221,19 +240,23 @@ def compose_video(
     progress: bool = True,
     callback=None,
     x_T: Tensor | None = None,
+    steps: int | None = None,
+    **overrides,
 ) -> Composition:
     """Compose the latent video (no decoding): ``Composition.canvas`` is ``(B, L, C, h, w)``,
     diffusers' latents layout. Arguments as in `long_video`."""
     from .priors.cogvideox import CogVideoXPrior
 
-    sampler, blend = _resolve(sampler, chunks, blend)
+    r = resolve("video", sampler, steps=steps, blend=blend, **overrides)
+    if r.method == "native" and isinstance(sampler, str) and chunks != 1:
+        raise ValueError(f"method 'native' is one CogVideoX clip: chunks must be 1, got {chunks}")
     cfg = pipe.transformer.config
     window = (cfg.sample_frames - 1) // pipe.vae_scale_factor_temporal + 1
-    layout = video_layout(chunks, window, overlap, blend)
+    layout = video_layout(chunks, window, overlap, r.blend)
     check_decodable(layout.length, pipe.vae)  # fail before sampling, not after
     prior = CogVideoXPrior.from_pipe(pipe, prompt, negative_prompt, guidance_scale, frames=window,
                                      height=height, width=width)
-    return compose(prior, layout, sampler, batch=batch, generator=generator, max_batch=max_batch,
+    return compose(prior, layout, r.sampler, batch=batch, generator=generator, max_batch=max_batch,
                    progress=progress, callback=callback, x_T=x_T)
 
 
@@ -242,7 +265,7 @@ def long_video(
     prompt: str,
     chunks: int = 9,
     sampler: GSC | CoFi | CDGS | str | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     negative_prompt: str = "",
     guidance_scale: float = 6.0,
     height: int = 480,
@@ -252,28 +275,49 @@ def long_video(
     overlap: int = OVERLAP,
     blend: Blend | None = None,
     batch: int = 1,
+    select: str = "best",
     max_batch: int | None = None,
-) -> np.ndarray:
+    callback=None,
+    x_T: Tensor | None = None,
+    steps: int | None = None,
+    output_type: str = "np",
+    **overrides,
+) -> np.ndarray | Tensor:
     """A long video from a `CogVideoXPipeline`: compose ``chunks`` latent chunks, decode once.
 
     Args:
         pipe: a diffusers `CogVideoXPipeline` (CogVideoX-2B: fp16 on CUDA recommended).
         prompt: the text prompt; ``negative_prompt`` and ``guidance_scale`` as in the pipeline.
         chunks: latent chunks N (9 → 69 latent frames → 273 frames); must make L odd.
-        sampler: a config (`cofi.CoFi`, `cofi.GSC`, `cofi.CDGS`) or a method name from
-            `METHODS` (its `reference_sampler` and blend); None: the paper's CoFi.
+        sampler: a method name from `METHODS` (its preset and blend), a config (`cofi.CoFi`,
+            `cofi.GSC`, `cofi.CDGS`, or any sampler object), or None for ``"cofi"``.
         generator: the only source of randomness; the video is a function of its seed.
         height, width: video size (multiples of 16).
         progress: tqdm bars per sampler stage.
         overlap: latent frames shared by adjacent chunks (6; stride 7).
         blend: overlap blending (default: ``uniform`` for ``"gen-l-video"``, else ``ramp``).
-        batch: candidates; the one with the lowest overlap error is decoded.
+        batch: candidates B, composed together.
+        select: ``"best"`` (the candidate with the lowest overlap error) or ``"all"``.
         max_batch: most chunks per transformer call (each runs both CFG branches); None: all.
+        callback: read-only ``callback(dict)`` after every step (see `cofi.compose`).
+        x_T: initial latents, a canvas ``(B, L, C, h, w)`` or chunks.
+        steps: sampling steps (None: the preset's 50, or the config's own).
+        output_type: ``"np"`` (uint8 frames) or ``"latent"`` (the canvas).
+        **overrides: sampler fields to change, e.g. ``lam0=0.5``, ``refine_at=0.3``.
     Returns:
-        uint8 frames ``(4L − 3, height, width, 3)``.
+        uint8 frames ``(4L − 3, height, width, 3)`` (``select="best"``) or ``(B, 4L − 3, ...)``;
+        with ``output_type="latent"`` the canvas ``(1 or B, L, C, h, w)``.
     """
+    if output_type not in ("np", "latent"):
+        raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
+    if select not in ("best", "all"):
+        raise ValueError(f"select must be 'best' or 'all', got {select!r}")
     out = compose_video(pipe, prompt, chunks=chunks, sampler=sampler, generator=generator,
                         negative_prompt=negative_prompt, guidance_scale=guidance_scale, height=height,
                         width=width, overlap=overlap, blend=blend, batch=batch, max_batch=max_batch,
-                        progress=progress)
-    return decode(pipe.vae, out.best_canvas)
+                        progress=progress, callback=callback, x_T=x_T, steps=steps, **overrides)
+    if output_type == "latent":
+        return out.best_canvas[None] if select == "best" else out.canvas
+    if select == "best":
+        return decode(pipe.vae, out.best_canvas)
+    return np.stack([decode(pipe.vae, c) for c in out.canvas])

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 __all__ = [
-    "MAZES", "make_env", "free_cells", "cells_at_distance", "generate_episodes", "generate_dataset",
+    "MAZES", "make_data_env", "free_cells", "cells_at_distance", "generate_episodes", "generate_dataset",
     "PAD", "STRIDE", "HORIZON_STEPS", "OVERLAP_STEPS", "load_episodes", "pad_episodes", "cut_windows", "window_stats",
 ]
 
@@ -36,7 +36,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def make_env(name: str):
+def make_data_env(name: str):
     """The OGBench environment for ``name`` (one of `MAZES`), without its dataset."""
     import ogbench
 
@@ -104,7 +104,7 @@ def generate_episodes(name: str, episodes: int, seed: int = 0, progress: bool = 
     """``episodes`` stitch episodes of `name`, concatenated in OGBench's flat layout."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    env = make_env(name)
+    env = make_data_env(name)
     rng = np.random.default_rng(seed)
     cells = free_cells(env.unwrapped.maze_map)
     eps = [_episode(env, rng, cells) for _ in tqdm(range(episodes), desc=name, disable=not progress)]

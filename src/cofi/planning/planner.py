@@ -8,6 +8,7 @@ stages); no fusion in the loop: the final plans are composed by exponential blen
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ import torch
 from ..compose import Composition, compose
 from ..coupling import Pins
 from ..layout import Chain
+from ..presets import Preset, register, resolve
+from ..presets import get as get_preset
 from ..samplers import CDGS, GSC, CoFi
 from .data import HORIZON_STEPS, OVERLAP_STEPS
 from .maze import Maze, parse_env_name
@@ -36,7 +39,7 @@ _COUNT = {"medium": 3, "large": 6, "giant": 8}
 STEPS = 20
 GUIDANCE = 20.0
 LAM0 = 0.9
-REFINE_START = 8
+REFINE_AT = 0.4  # refinement re-runs the last 60 % of the grid (step 8 of 20)
 CDGS_INNER = 10
 CDGS_POPULATION = 40
 BATCH = 16
@@ -74,35 +77,36 @@ def upsample(xy: np.ndarray, stride: int) -> np.ndarray:
 
 
 def _method(name: str) -> str:
-    key = str(name).lower()
-    if key not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {name!r}")
-    return key
+    get_preset("planning", name)  # ValueError listing the methods
+    return str(name).lower()
 
 
-def planning_sampler(method: str = "cofi", *, steps: int = STEPS, guidance: float = GUIDANCE, **overrides):
+def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidance: float = GUIDANCE, **overrides):
     """The planning preset of a sampler: ``cofi``, ``gsc`` or ``cdgs``.
 
     All three: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
     guidance of weight ``guidance`` at every step, pins for start and goal.
       - ``gsc``: ``GSC(fusion=False)``; the final plans are blended.
-      - ``cofi``: ``CoFi(fusion=False, lam0=0.9, schedule="linear", refine_start=8 of 20,
+      - ``cofi``: ``CoFi(fusion=False, lam0=0.9, schedule="linear", refine_at=0.4,
         refine_eta=1)``: the coarse stage shrinks toward the scaffold, λ ramping linearly to 1;
         refinement re-runs the last 12 steps from the renoised global scaffold.
       - ``cdgs``: ``CDGS(inner=10, fusion=True)`` with its maze defaults (population P = 40
         via ``batch``, pruning in the last 6 % keeping 10 %); fusion is CDGS's message passing.
-    ``refine_start`` scales with ``steps`` (r = round(0.4 K)) unless given. Any other field
-    of the sampler's dataclass may be overridden by keyword.
+    Any field of the sampler's dataclass may be overridden by keyword.
     """
     method = _method(method)
-    base = dict(steps=int(steps), eta=1.0, guidance=float(guidance))
+    base = dict(steps=STEPS if steps is None else int(steps), eta=1.0, guidance=float(guidance))
     if method == "gsc":
         return GSC(**{**base, "fusion": False, **overrides})
     if method == "cdgs":
         return CDGS(**{**base, "inner": CDGS_INNER, "fusion": True, **overrides})
-    refine = max(0, min(int(steps) - 1, round(REFINE_START * int(steps) / STEPS)))
-    return CoFi(**{**base, "fusion": False, "lam0": LAM0, "schedule": "linear", "refine_start": refine,
+    return CoFi(**{**base, "fusion": False, "lam0": LAM0, "schedule": "linear", "refine_at": REFINE_AT,
                    "refine_eta": 1.0, **overrides})
+
+
+for _name, _cls in (("cofi", CoFi), ("gsc", GSC), ("cdgs", CDGS)):
+    register("planning", _name, Preset(functools.partial(planning_sampler, _name), _cls, None, "exp",
+                                       f"planning_sampler({_name!r})"))
 
 
 @dataclass
@@ -218,11 +222,8 @@ def plan(
         if maze_ is None or not maze_.name:
             raise ValueError("count is None and the maze is unknown: pass count= or maze='pointmaze-...-v0'")
         count = default_count(maze_.name)
-    if sampler is None or isinstance(sampler, str):
-        method = _method(sampler or "cofi")
-        sampler = planning_sampler(method)
-    else:
-        method = type(sampler).__name__.lower()
+    resolved = resolve("planning", sampler)
+    sampler, method = resolved.sampler, resolved.method or type(sampler).__name__.lower()
     batch = default_batch(method) if batch is None and method in METHODS else (batch or BATCH)
     layout = planning_layout(int(count), stride)
 

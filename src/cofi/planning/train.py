@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..prior import append_dims, to_x0
+from ..prior import append_dims
 from ..priors.empirical import EmpiricalPrior
 from ..priors.trajectory import TrajectoryPrior, XYNormalizer, cosine_alphas_cumprod
 from ..priors.unet1d import TemporalUNet, UNet1DConfig

@@ -17,14 +17,17 @@ from tqdm.auto import tqdm
 
 from ..coupling import Pins, apply_pins, overlap_reward, pin_mask
 from ..layout import Chain
-from ..prior import LocalPrior, timestep_grid
+from ..prior import LocalPrior, eps_from_x0, timestep_grid
 from ..scaffold import shrink
 from .ddim import ddim_step, renoise
 
-Noise = Literal["independent", "shared"]
+Noise = Literal["independent", "shared", "blend"]
+NOISE_MODES = ("independent", "shared", "blend")
+Update = Literal["ddim", "renoise"]
+Direction = Literal["recompute", "fused"]
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
-__all__ = ["Context", "denoise_pass", "Noise", "check_common"]
+__all__ = ["Context", "denoise_pass", "Noise", "NOISE_MODES", "Update", "Direction", "check_common"]
 
 
 def check_common(steps: int, eta: float, guidance: float, noise: str, init_noise: str) -> None:
@@ -35,16 +38,17 @@ def check_common(steps: int, eta: float, guidance: float, noise: str, init_noise
         raise ValueError(f"eta must be >= 0, got {eta}")
     if guidance < 0:
         raise ValueError(f"guidance must be >= 0, got {guidance}")
-    if noise not in ("independent", "shared"):
-        raise ValueError(f"noise must be 'independent' or 'shared', got {noise!r}")
+    if noise not in NOISE_MODES:
+        raise ValueError(f"noise must be one of {', '.join(map(repr, NOISE_MODES))}, got {noise!r}")
     if init_noise not in ("canvas", "plans"):
         raise ValueError(f"init_noise must be 'canvas' or 'plans', got {init_noise!r}")
 
 
 @dataclass
 class Context:
-    """Everything a sampler needs besides its config; holds the counters and nothing else
-    that changes (solver state stays in the samplers' local variables)."""
+    """Everything a sampler needs besides its config. What changes during a run is only the
+    counters (``nfe``, ``grad_evals``) and ``outputs``, the by-products a sampler reports for
+    `Composition` (CoFi's ``scaffold``); solver state stays in the samplers' local variables."""
 
     prior: LocalPrior
     layout: Chain
@@ -59,7 +63,7 @@ class Context:
     progress: bool = True
     nfe: int = 0
     grad_evals: int = 0
-    scaffold: Tensor | None = None
+    outputs: dict[str, Tensor] = field(default_factory=dict)
 
     # ------------------------------------------------------------- schedule
     def grid(self, steps: int) -> Tensor:
@@ -93,24 +97,33 @@ class Context:
         return torch.randn((self.batch, *shape), generator=g, device=dev, dtype=self.dtype).to(self.device)
 
     def noise(self, mode: Noise) -> Tensor:
-        """Noise for the plans ``(B, N, *S)``: per plan, or one canvas draw split into windows."""
+        """Noise for the plans ``(B, N, *S)``: ``independent`` per plan; ``shared``: one canvas
+        draw split into windows; ``blend``: per-plan draws merged into a unit-variance canvas
+        with the blend weights (`Chain.blend_noise`), then split. Overlaps share the last two."""
         if mode == "shared":
             return self.layout.split(self.randn(self.layout.global_shape(self.prior.sample_shape)))
-        return self.randn(self.plan_shape[1:])
+        z = self.randn(self.plan_shape[1:])
+        return self.layout.split(self.layout.blend_noise(z)) if mode == "blend" else z
 
     # ------------------------------------------------------------- prior calls
-    def predict(self, x: Tensor, t: int, *, stage: str, step: int, grad: bool = False) -> Tensor:
-        """x̂ for all B·N plans at timestep t, micro-batched by ``max_batch``: ``(B, N, *S)``."""
-        B, N = x.shape[:2]
+    def predict(self, x: Tensor, t: int, *, stage: str, step: int, grad: bool = False,
+                windows: Tensor | None = None) -> Tensor:
+        """x̂ for the plans ``x (B, n, *S)`` at timestep t, micro-batched by ``max_batch``, with
+        shape and NaN checks and NFE counting. ``windows (n,)``: the window index of each of
+        the n plans (default: all N windows in order; SyncDiffusion passes a subset)."""
+        B, n = x.shape[:2]
         S = tuple(self.prior.sample_shape)
-        flat = x.reshape(B * N, *S)
-        tt = torch.full((B * N,), int(t), device=self.device, dtype=torch.long)
-        win = self.layout.window_index(B, device=self.device)
-        obs = self._observations(B)
-        mb = self.max_batch or B * N
+        if windows is None:
+            windows = torch.arange(self.layout.count, device=self.device)
+        flat = x.reshape(B * n, *S)
+        tt = torch.full((B * n,), int(t), device=self.device, dtype=torch.long)
+        win = windows.to(self.device).repeat(B)
+        obs = {k: v.reshape(B, self.layout.count, *S)[:, windows].flatten(0, 1)
+               for k, v in self._observations(B).items()}
+        mb = self.max_batch or B * n
         outs = []
         with torch.set_grad_enabled(grad):
-            for i in range(0, B * N, mb):
+            for i in range(0, B * n, mb):
                 extra = {k: v[i : i + mb] for k, v in obs.items()}
                 out = self.prior.denoise(flat[i : i + mb], tt[i : i + mb], window=win[i : i + mb], **extra,
                                          **self.cond)
@@ -121,8 +134,8 @@ class Context:
                         f"(the input's), got {got}"
                     )
                 outs.append(out.to(self.dtype))
-        x0 = torch.cat(outs).reshape(B, N, *S)
-        self.nfe += B * N
+        x0 = torch.cat(outs).reshape(B, n, *S)
+        self.nfe += B * n
         if not torch.isfinite(x0.detach()).all():
             raise FloatingPointError(
                 f"prior.denoise returned NaN or inf at stage '{stage}', step {step} (t={int(t)})"
@@ -177,14 +190,21 @@ def denoise_pass(
     lams: Sequence[float] | None = None,
     inner: int = 1,
     weights: Tensor | None = None,
-    step_hook: Callable[[int, Tensor, Tensor], Tensor] | None = None,
-    final_t: int = -1,
+    update: Update = "ddim",
+    direction: Direction = "recompute",
+    end: int = -1,
+    first_step: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    """One stage over ``timesteps`` (descending); per step: predict → couple (guidance,
-    fusion) → shrink with λ_k → pins → DDIM step. Guidance is skipped on a step that lands
-    on ᾱ = 1 (the final step of a grid ending at clean data). ``inner > 1`` repeats denoise t→s /
-    re-noise s→t (CDGS). ``step_hook(k, x_s, x0)`` may replace the state after a step
-    (CDGS pruning). Returns the final state and the last x̂, both ``(B, N, *S)``.
+    """One stage over ``timesteps`` (descending), ending at timestep ``end`` (−1: clean
+    data); per step: predict → couple (guidance, fusion) → shrink with λ_k → pins → update.
+
+    ``update="ddim"`` is the DDIM step with η and a direction ε̃ that is ``recompute``d from
+    the final x̃ or, with ``direction="fused"``, the prior's own ε̂ fused with the layout's
+    blend (the authors' video coarse stage). ``update="renoise"`` re-noises x̃ straight to the
+    next level, ``√ᾱ_s x̃ + √(1−ᾱ_s) z`` (the authors' panorama coarse stage). Guidance is
+    skipped on a step that lands on ᾱ = 1 (the final step of a grid ending at clean data).
+    ``inner > 1`` repeats denoise t→s / re-noise s→t (CDGS). ``first_step`` offsets the step
+    numbers reported to the callback. Returns the final state and the last x̂, ``(B, N, *S)``.
     """
     mask = pin_mask(ctx.pins, ctx.layout, x.shape, ctx.device)
     K = len(timesteps)
@@ -192,20 +212,26 @@ def denoise_pass(
     bar = tqdm(total=K * inner, desc=stage, disable=not ctx.progress, leave=False)
     for k in range(K):
         t = int(timesteps[k])
-        s = int(timesteps[k + 1]) if k + 1 < K else final_t
+        s = int(timesteps[k + 1]) if k + 1 < K else end
         a_t, a_s = ctx.alpha(t), ctx.alpha(s)
         # no gradient step onto clean data: at ᾱ_s = 1 the state *is* x̂, and a sharp prior's
         # gradient there is orders of magnitude larger than at any noise level
         w = guidance if float(a_s) < 1.0 else 0.0
         for u in range(inner):
-            x0, g = _guided_predict(ctx, x, t, w, stage, k, mask)
+            x0, g = _guided_predict(ctx, x, t, w, stage, first_step + k, mask)
+            eps = None
+            if direction == "fused":  # the prior's ε̂, fused like x̂, before any shrinkage
+                eps = eps_from_x0(x0, x, a_t.expand(x.shape[0]))
+                eps = ctx.layout.fuse(eps) if fusion else eps
             if fusion:
                 x0 = ctx.layout.fuse(x0)
             if lams is not None and lams[k] < 1.0:
                 x0 = shrink(x0, lams[k], dim=1, weights=weights)
             x0 = apply_pins(x0, ctx.pins, ctx.layout)
-            z = ctx.noise(noise) if eta > 0 else None
-            x_s = ddim_step(x, x0, a_t, a_s, eta, z)
+            if update == "renoise":
+                x_s = a_s.sqrt() * x0 + (1 - a_s).sqrt() * ctx.noise(noise)  # drawn on every step
+            else:
+                x_s = ddim_step(x, x0, a_t, a_s, eta, ctx.noise(noise) if eta > 0 else None, eps=eps)
             if g is not None:
                 x_s = x_s + w * (g if mask is None else g.masked_fill(mask, 0.0))
             if ctx.pins is not None and ctx.pins.hard:
@@ -214,8 +240,6 @@ def denoise_pass(
                 x = renoise(x_s, a_s, a_t, ctx.noise(noise))
             bar.update(1)
         x = x_s
-        if step_hook is not None:
-            x = step_hook(k, x, x0)
-        ctx.emit(stage=stage, step=k, t=t, x=x, x0=x0)
+        ctx.emit(stage=stage, step=first_step + k, t=t, x=x, x0=x0)
     bar.close()
     return x, x0

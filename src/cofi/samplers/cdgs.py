@@ -73,19 +73,21 @@ class CDGS:
 
     def sample(self, ctx: Context, x: Tensor) -> Tensor:
         ts = ctx.grid(self.steps)
-
-        def prune(k: int, x_s: Tensor, x0: Tensor) -> Tensor:
-            if k != self.prune_step:
-                return x_s
-            score = inversion_score(ctx, x0, ts[-self.inversion_steps:])
-            n_keep = max(1, math.ceil(self.keep * x_s.shape[0]))
-            best = torch.argsort(score, descending=True)[:n_keep]
-            idx = best[torch.arange(x_s.shape[0], device=best.device) % n_keep]
-            return x_s[idx]
-
-        x, _ = denoise_pass(ctx, x, ts, stage="cdgs", eta=self.eta, fusion=self.fusion,
-                            guidance=self.guidance, noise=self.noise, inner=self.inner,
-                            step_hook=prune)
+        kw = dict(stage="cdgs", eta=self.eta, fusion=self.fusion, guidance=self.guidance, noise=self.noise,
+                  inner=self.inner)
+        p = self.prune_step
+        if p is None:
+            x, _ = denoise_pass(ctx, x, ts, **kw)
+            return x
+        # steps 0 … p, then prune the population by the likelihood proxy, then the rest
+        last = p + 1 >= len(ts)
+        x, x0 = denoise_pass(ctx, x, ts[: p + 1], end=-1 if last else int(ts[p + 1]), **kw)
+        score = inversion_score(ctx, x0, ts[-self.inversion_steps:])
+        n_keep = max(1, math.ceil(self.keep * x.shape[0]))
+        best = torch.argsort(score, descending=True)[:n_keep]
+        x = x[best[torch.arange(x.shape[0], device=best.device) % n_keep]]
+        if not last:
+            x, _ = denoise_pass(ctx, x, ts[p + 1:], first_step=p + 1, **kw)
         return x
 
 

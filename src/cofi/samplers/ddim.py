@@ -14,12 +14,15 @@ def ddim_sigma(a_t: Tensor, a_s: Tensor, eta: float) -> Tensor:
     return eta * ((1 - a_s) / (1 - a_t)).sqrt() * (1 - a_t / a_s).sqrt()
 
 
-def ddim_step(x_t: Tensor, x0: Tensor, a_t: Tensor, a_s: Tensor, eta: float, z: Tensor | None) -> Tensor:
-    """``x_s = √ᾱ_s x̃ + √(1−ᾱ_s−σ²) ε̃ + σ z`` with ``ε̃`` recomputed from ``x̃ = x0``.
+def ddim_step(x_t: Tensor, x0: Tensor, a_t: Tensor, a_s: Tensor, eta: float, z: Tensor | None,
+              eps: Tensor | None = None) -> Tensor:
+    """``x_s = √ᾱ_s x̃ + √(1−ᾱ_s−σ²) ε̃ + σ z`` with ``ε̃`` recomputed from ``x̃ = x0``
+    unless given as ``eps``.
 
     ``a_t``, ``a_s`` are 0-dim tensors; ``z`` may be None when ``eta == 0``.
     """
-    eps = eps_from_x0(x0, x_t, a_t.expand(x_t.shape[0]))
+    if eps is None:
+        eps = eps_from_x0(x0, x_t, a_t.expand(x_t.shape[0]))
     sigma = ddim_sigma(a_t, a_s, eta)
     x_s = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt() * eps
     if eta > 0:

@@ -127,7 +127,7 @@ class SyncDiffusion:
             t = int(ts[k])
             a_t, a_s = ctx.alpha(t), ctx.alpha(int(ts[k + 1]) if k + 1 < K else -1)
             if dist is not None and self.synced(k) and self.weight > 0:
-                x = self._synchronise(ctx, x, t, self.weight * self.decay**k, a, dist, decode)
+                x = self._synchronise(ctx, x, t, k, self.weight * self.decay**k, a, dist, decode)
             x0 = ctx.predict(x, t, stage="syncdiffusion", step=k)
             z = ctx.noise(self.noise) if self.eta > 0 else None
             # MultiDiffusion: a DDIM step per window, then the windows averaged on the canvas
@@ -135,29 +135,26 @@ class SyncDiffusion:
             ctx.emit(stage="syncdiffusion", step=k, t=t, x=x, x0=x0)
         return x
 
-    def _synchronise(self, ctx: Context, x: Tensor, t: int, w: float, a: int, dist: Distance,
+    def _synchronise(self, ctx: Context, x: Tensor, t: int, k: int, w: float, a: int, dist: Distance,
                      decode: Callable[[Tensor], Tensor]) -> Tensor:
         """``x_t^i ← x_t^i − w ∇ LPIPS(decode(x̂_i), decode(x̂_a))`` for every window i ≠ a."""
         B, N = x.shape[:2]
         S = tuple(x.shape[2:])
         dev = ctx.device
+        x0_a = ctx.predict(x[:, a : a + 1], t, stage="syncdiffusion-anchor", step=k,
+                           windows=torch.tensor([a], device=dev))
         with torch.no_grad():
-            x0_a = ctx.prior.denoise(x[:, a], torch.full((B,), t, device=dev, dtype=torch.long),
-                                     window=torch.full((B,), a, device=dev, dtype=torch.long), **ctx.cond)
-            img_a = decode(x0_a.to(ctx.dtype))
-        ctx.nfe += B
+            img_a = decode(x0_a[:, 0])
         others = [i for i in range(N) if i != a]
         out = x.clone()
         for j in range(0, len(others), self.grad_batch):
             idx = torch.tensor(others[j : j + self.grad_batch], device=dev)
             n = idx.numel()
-            xg = x[:, idx].reshape(B * n, *S).detach().requires_grad_(True)
+            xg = x[:, idx].detach().requires_grad_(True)
             with torch.enable_grad():
-                x0 = ctx.prior.denoise(xg, torch.full((B * n,), t, device=dev, dtype=torch.long),
-                                       window=idx.repeat(B), **ctx.cond)
-                loss = dist(decode(x0), img_a.repeat_interleave(n, dim=0)).sum()
+                x0 = ctx.predict(xg, t, stage="syncdiffusion-sync", step=k, grad=True, windows=idx)
+                loss = dist(decode(x0.reshape(B * n, *S)), img_a.repeat_interleave(n, dim=0)).sum()
                 (g,) = torch.autograd.grad(loss, xg)
-            out[:, idx] = (xg.detach() - w * g.to(xg.dtype)).reshape(B, n, *S)
-            ctx.nfe += B * n
+            out[:, idx] = xg.detach() - w * g.to(xg.dtype)
             ctx.grad_evals += B * n
         return out
