@@ -45,7 +45,7 @@ def main() -> None:
     frames = cofi.long_video(pipe, args.prompt, chunks=chunks, sampler=args.method, steps=args.steps,
                              generator=torch.Generator().manual_seed(args.seed),
                              negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale,
-                             max_batch=args.max_batch, progress=True)
+                             max_batch=args.max_batch, progress=True).best_frames
     stem = args.out / f"{args.method}-seed{args.seed}-{len(frames)}f"
     print("wrote", video.export_mp4(frames, stem.with_suffix(".mp4"), fps=args.fps))
     print("wrote", video.save_frame_grid(frames, stem.with_suffix(".png")))

@@ -52,14 +52,14 @@ def main() -> None:
         from cofi.metrics.image import LPIPS
 
         lpips = LPIPS.from_pretrained(lin_path=args.lpips_lin).to(pipe.device)
-    images = cofi.panorama(pipe, args.prompt, height=args.height, width=args.width, sampler=args.method,
+    out = cofi.panorama(pipe, args.prompt, height=args.height, width=args.width, sampler=args.method,
                            steps=args.steps, generator=torch.Generator().manual_seed(args.seed),
                            negative_prompt=args.negative_prompt, guidance_scale=args.guidance_scale,
                            stride=args.stride, max_batch=args.max_batch, progress=True,
                            **({"lpips": lpips} if lpips is not None else {}))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"panorama-{args.method}-seed{args.seed}-{args.height}x{args.width}.png"
-    images[0].save(path)
+    out.best_image.save(path)
     print("wrote", path)
 
 

@@ -163,9 +163,16 @@ def test_nfe_per_method(pipe, method, nfe):
 
 
 def test_long_video_end_to_end(pipe, tmp_path):
-    frames = video.long_video(pipe, PROMPT, chunks=2, sampler=cofi.GSC(steps=2), generator=gen(2),
-                              height=H, width=W, progress=False, overlap=1)
+    out = video.long_video(pipe, PROMPT, chunks=2, sampler=cofi.GSC(steps=2), generator=gen(2),
+                           height=H, width=W, progress=False, overlap=1, batch=2)
+    assert isinstance(out, video.VideoOutput) and out.frames.shape == (2, 4 * 5 - 3, H, W, 3)
+    assert out.best == int(out.composition.overlap_error.argmin())
+    frames = out.best_frames
     assert frames.shape == (4 * 5 - 3, H, W, 3) and frames.dtype == np.uint8
+    lat = video.long_video(pipe, PROMPT, chunks=2, sampler="gen-l-video", steps=2, generator=gen(2), height=H,
+                           width=W, progress=False, overlap=1, batch=2, output_type="latent")
+    # the name and the config agree: at overlap 1 the ramp's two weights are equal, as uniform's
+    torch.testing.assert_close(lat.frames, out.composition.canvas)
     mp4 = video.export_mp4(frames, tmp_path / "v.mp4")
     png = video.save_frame_grid(frames, tmp_path / "v.png")
     assert mp4.stat().st_size > 0 and png.stat().st_size > 0

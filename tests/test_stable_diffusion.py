@@ -116,8 +116,8 @@ def test_per_window_prompts_follow_the_window_index(pipe):
     with pytest.raises(ValueError, match="4 windows"):
         pr.check_layout(cofi.Chain(WIN, 4, 4, axis=2))
     img = pano.panorama(pipe, prompts, height=H, width=128, sampler=cofi.GSC(steps=2), stride=4,
-                        generator=gen(0), progress=False)
-    assert img[0].size == (128, H)
+                        generator=gen(0), progress=False).best_image
+    assert img.size == (128, H)
 
 
 # ------------------------------------------------------------------ the authors' loop
@@ -301,30 +301,31 @@ def test_tiled_decode(pipe):
 
 def test_panorama_one_liner(pipe):
     kw = dict(height=H, width=96, stride=4, generator=gen(7), progress=False)
-    images = cofi.panorama(pipe, PROMPT, sampler=cofi.CoFi(steps=2, refine_at=0.5), **kw)
-    assert len(images) == 1 and images[0].size == (96, H) and images[0].mode == "RGB"
-    pt = pano.panorama(pipe, PROMPT, sampler="multidiffusion", steps=2, batch=2, select="all", output_type="pt", **kw)
-    assert pt.shape == (2, 3, H, 96) and not torch.allclose(pt[0], pt[1])
-    with pytest.raises(ValueError, match="select must be 'best' or 'all'"):
-        pano.panorama(pipe, PROMPT, sampler="multidiffusion", steps=1, select="first", **kw)
+    out = cofi.panorama(pipe, PROMPT, sampler=cofi.CoFi(steps=2, refine_at=0.5), **kw)
+    assert isinstance(out, pano.PanoramaOutput) and len(out.images) == 1 and out.best == 0
+    assert out.best_image.size == (96, H) and out.best_image.mode == "RGB"
+    pt = pano.panorama(pipe, PROMPT, sampler="multidiffusion", steps=2, batch=2, output_type="pt", **kw)
+    assert pt.images.shape == (2, 3, H, 96) and not torch.allclose(pt.images[0], pt.images[1])
+    assert pt.best == int(pt.composition.overlap_error.argmin())
     assert cofi.panorama is pano and callable(cofi.panorama)  # the module forwards calls to the one-liner
-    latents = cofi.panorama(pipe, PROMPT, sampler=cofi.GSC(steps=1), output_type="latent", **kw)
+    latents = cofi.panorama(pipe, PROMPT, sampler=cofi.GSC(steps=1), output_type="latent", **kw).images
     assert latents.shape == (1, 4, H // 8, 12)
 
 
 def test_one_liner_forwards_like_compose(pipe):
-    """steps, sampler overrides, x_T, callback and batch reach compose the same way; select="best"
-    is the candidate with the lowest overlap error."""
+    """steps, sampler overrides, x_T, callback and batch reach compose the same way; ``best`` is
+    the candidate with the lowest overlap error."""
     kw = dict(height=H, width=96, stride=4, progress=False)
     x_T = torch.randn(3, 4, H // 8, 12, generator=gen(11))
     seen = []
     lat = pano.panorama(pipe, PROMPT, sampler="cofi", steps=3, lam0=0.5, refine_at=0.5, batch=3, x_T=x_T,
-                        generator=gen(12), callback=lambda d: seen.append(d["stage"]), output_type="latent", **kw)
+                        generator=gen(12), callback=lambda d: seen.append(d["stage"]), output_type="latent",
+                        **kw)
     ref = pano.compose_panorama(pipe, PROMPT, sampler=pano.reference_sampler("cofi", steps=3).__class__(
         **{**vars(pano.reference_sampler("cofi", steps=3)), "lam0": 0.5, "refine_at": 0.5}), batch=3, x_T=x_T,
         generator=gen(12), blend="ramp", **kw)
-    assert lat.shape == (1, 4, H // 8, 12)
-    torch.testing.assert_close(lat[0], ref.canvas[int(ref.overlap_error.argmin())])
+    torch.testing.assert_close(lat.images, ref.canvas)
+    assert lat.best == int(ref.overlap_error.argmin())
     assert seen.count("coarse") == 3 and seen.count("refine") == 2  # refinement from ⌊0.5·3⌋ = 1
     with pytest.raises(TypeError, match="unexpected keyword argument 'lam1'"):
         pano.panorama(pipe, PROMPT, sampler="cofi", steps=1, lam1=0.5, **kw)
@@ -362,7 +363,7 @@ def test_tall_images_chain_windows_along_the_height(pipe):
     assert out.canvas.shape == (1, 4, h, pipe.unet.config.sample_size)
     assert out.plans.shape[1] == 1 + (h - pipe.unet.config.sample_size) // 4
     img = pano.panorama(pipe, PROMPT, height=2 * window_px, width=window_px, stride=4,
-                        sampler=cofi.GSC(steps=1), generator=gen(0), progress=False)[0]
+                        sampler=cofi.GSC(steps=1), generator=gen(0), progress=False).best_image
     assert img.size == (window_px, 2 * window_px)
     with pytest.raises(ValueError, match="both exceed one window"):
         pano.compose_panorama(pipe, PROMPT, height=2 * window_px, width=2 * window_px, stride=4,

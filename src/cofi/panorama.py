@@ -19,6 +19,7 @@ import math
 import sys
 import types
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -31,7 +32,7 @@ from .samplers.syncdiffusion import SyncDiffusion
 
 __all__ = [
     "METHODS", "PAPER_SIZES", "WINDOW", "reference_sampler", "reference_stride", "reference_blend",
-    "windows_for_width", "panorama_layout", "decode", "to_pil", "compose_panorama", "panorama",
+    "windows_for_width", "panorama_layout", "decode", "to_pil", "compose_panorama", "panorama", "PanoramaOutput",
 ]
 
 WINDOW = 64  # SD 2.0 base: 512 px = 64 latent columns per window
@@ -250,6 +251,27 @@ def compose_panorama(
                    progress=progress, callback=callback, x_T=x_T)
 
 
+@dataclass
+class PanoramaOutput:
+    """What `panorama` returns: every candidate and the index of the best.
+
+    Attributes:
+        images: the B candidates: a list of `PIL.Image` (``output_type="pil"``), a tensor
+            ``(B, 3, H, W)`` in [0, 1] (``"pt"``) or the latent canvas ``(B, 4, H/8, W/8)`` (``"latent"``).
+        best: index of the candidate with the lowest overlap error.
+        composition: the `cofi.Composition` (plans, NFE, overlap errors, CoFi's scaffold).
+    """
+
+    images: list | Tensor
+    best: int
+    composition: Composition
+
+    @property
+    def best_image(self):
+        """``images[best]``."""
+        return self.images[self.best]
+
+
 def panorama(
     pipe,
     prompt: str | Sequence[str],
@@ -264,14 +286,13 @@ def panorama(
     *,
     blend: Blend | None = None,
     batch: int = 1,
-    select: str = "best",
     max_batch: int | None = None,
     callback: Callable[[dict], None] | None = None,
     x_T: Tensor | None = None,
     steps: int | None = None,
     output_type: str = "pil",
     **overrides,
-) -> list | Tensor:
+) -> PanoramaOutput:
     """A ``height × width`` panorama from a Stable Diffusion pipeline.
 
     Args:
@@ -292,31 +313,28 @@ def panorama(
         progress: tqdm bars per sampler stage.
         blend: overlap blending (`reference_blend` by default).
         batch: candidates B (one x_T each, all composed together).
-        select: ``"best"`` (the candidate with the lowest overlap error) or ``"all"``.
         max_batch: most windows per UNet call (each runs both CFG branches); None: all.
         callback: read-only ``callback(dict)`` after every step (see `cofi.compose`).
         x_T: initial latents, a canvas ``(B, 4, H/8, W/8)`` or windows (like diffusers' ``latents=``).
         steps: sampling steps (None: the preset's 50, or the config's own).
-        output_type: ``"pil"`` (a list of images), ``"pt"`` (``(n, 3, H, W)`` in [0, 1]) or
-            ``"latent"`` (the canvas ``(n, 4, H/8, W/8)``); n = 1 with ``select="best"``.
+        output_type: ``"pil"``, ``"pt"`` or ``"latent"`` (see `PanoramaOutput`).
         **overrides: sampler fields to change, e.g. ``lam0=0.5``, ``refine_at=0.2`` or, for
             ``"syncdiffusion"``, ``lpips=...`` (its perceptual distance).
     Returns:
-        A list of `PIL.Image`, or a tensor (see ``output_type``).
+        `PanoramaOutput`: every candidate (``.images``) and the index of the best (``.best``,
+        ``.best_image``).
     """
     if output_type not in ("pil", "pt", "latent"):
         raise ValueError(f"output_type must be 'pil', 'pt' or 'latent', got {output_type!r}")
-    if select not in ("best", "all"):
-        raise ValueError(f"select must be 'best' or 'all', got {select!r}")
     out = compose_panorama(pipe, prompt, height=height, width=width, sampler=sampler, generator=generator,
                            negative_prompt=negative_prompt, guidance_scale=guidance_scale, stride=stride,
                            blend=blend, batch=batch, max_batch=max_batch, progress=progress, callback=callback,
                            x_T=x_T, steps=steps, **overrides)
-    canvas = out.best_canvas[None] if select == "best" else out.canvas
-    if output_type == "latent":
-        return canvas
-    images = decode(pipe.vae, canvas, tile=pipe.unet.config.sample_size)
-    return images if output_type == "pt" else to_pil(images)
+    images = out.canvas
+    if output_type != "latent":
+        images = decode(pipe.vae, out.canvas, tile=pipe.unet.config.sample_size)
+        images = images if output_type == "pt" else to_pil(images)
+    return PanoramaOutput(images, out.best, out)
 
 
 class _CallableModule(types.ModuleType):

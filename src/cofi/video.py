@@ -14,6 +14,7 @@ the causal VAE decodes it once into ``4L − 3`` frames (9 chunks: 69 → 273 fr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from .samplers import CDGS, GSC, CoFi
 __all__ = [
     "METHODS", "reference_sampler", "reference_blend", "video_layout", "latent_frames",
     "frames_for_latents", "chunks_for_frames", "check_decodable", "decode", "export_mp4",
-    "save_frame_grid", "grid_indices", "compose_video", "long_video",
+    "save_frame_grid", "grid_indices", "compose_video", "long_video", "VideoOutput",
 ]
 
 WINDOW, OVERLAP = 13, 6  # CogVideoX-2B: 13 latent frames per chunk, stride 7
@@ -260,6 +261,27 @@ def compose_video(
                    progress=progress, callback=callback, x_T=x_T)
 
 
+@dataclass
+class VideoOutput:
+    """What `long_video` returns: every candidate and the index of the best.
+
+    Attributes:
+        frames: the B candidates: uint8 ``(B, 4L − 3, H, W, 3)`` (``output_type="np"``) or the
+            latent canvas ``(B, L, C, h, w)`` (``"latent"``).
+        best: index of the candidate with the lowest overlap error.
+        composition: the `cofi.Composition` (chunks, NFE, overlap errors, CoFi's scaffold).
+    """
+
+    frames: np.ndarray | Tensor
+    best: int
+    composition: Composition
+
+    @property
+    def best_frames(self):
+        """``frames[best]``: one video."""
+        return self.frames[self.best]
+
+
 def long_video(
     pipe,
     prompt: str,
@@ -275,14 +297,13 @@ def long_video(
     overlap: int = OVERLAP,
     blend: Blend | None = None,
     batch: int = 1,
-    select: str = "best",
     max_batch: int | None = None,
     callback=None,
     x_T: Tensor | None = None,
     steps: int | None = None,
     output_type: str = "np",
     **overrides,
-) -> np.ndarray | Tensor:
+) -> VideoOutput:
     """A long video from a `CogVideoXPipeline`: compose ``chunks`` latent chunks, decode once.
 
     Args:
@@ -296,28 +317,22 @@ def long_video(
         progress: tqdm bars per sampler stage.
         overlap: latent frames shared by adjacent chunks (6; stride 7).
         blend: overlap blending (default: ``uniform`` for ``"gen-l-video"``, else ``ramp``).
-        batch: candidates B, composed together.
-        select: ``"best"`` (the candidate with the lowest overlap error) or ``"all"``.
+        batch: candidates B, composed together (each is decoded).
         max_batch: most chunks per transformer call (each runs both CFG branches); None: all.
         callback: read-only ``callback(dict)`` after every step (see `cofi.compose`).
         x_T: initial latents, a canvas ``(B, L, C, h, w)`` or chunks.
         steps: sampling steps (None: the preset's 50, or the config's own).
-        output_type: ``"np"`` (uint8 frames) or ``"latent"`` (the canvas).
+        output_type: ``"np"`` (uint8 frames) or ``"latent"`` (the canvas, no decoding).
         **overrides: sampler fields to change, e.g. ``lam0=0.5``, ``refine_at=0.3``.
     Returns:
-        uint8 frames ``(4L − 3, height, width, 3)`` (``select="best"``) or ``(B, 4L − 3, ...)``;
-        with ``output_type="latent"`` the canvas ``(1 or B, L, C, h, w)``.
+        `VideoOutput`: every candidate (``.frames``) and the index of the best (``.best``,
+        ``.best_frames``).
     """
     if output_type not in ("np", "latent"):
         raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
-    if select not in ("best", "all"):
-        raise ValueError(f"select must be 'best' or 'all', got {select!r}")
     out = compose_video(pipe, prompt, chunks=chunks, sampler=sampler, generator=generator,
                         negative_prompt=negative_prompt, guidance_scale=guidance_scale, height=height,
                         width=width, overlap=overlap, blend=blend, batch=batch, max_batch=max_batch,
                         progress=progress, callback=callback, x_T=x_T, steps=steps, **overrides)
-    if output_type == "latent":
-        return out.best_canvas[None] if select == "best" else out.canvas
-    if select == "best":
-        return decode(pipe.vae, out.best_canvas)
-    return np.stack([decode(pipe.vae, c) for c in out.canvas])
+    frames = out.canvas if output_type == "latent" else np.stack([decode(pipe.vae, c) for c in out.canvas])
+    return VideoOutput(frames, out.best, out)
