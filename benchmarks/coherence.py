@@ -60,8 +60,8 @@ def methods(steps: int):
     return {
         "GSC": (cofi.GSC(steps=steps), None),
         "CDGS (P=40, U=10)": (cofi.CDGS(steps=steps), 40),
-        "CoFi (λ0=0.8 linear, r=15)": (cofi.CoFi(steps=steps, refine_at=0.3), None),
-        "CoFi (λ0=0.2 const, r=30)": (cofi.CoFi(steps=steps, lam0=0.2, schedule="constant",
+        f"CoFi (λ0=0.8 linear, refine_at=0.3: r={math.floor(0.3 * steps)})": (cofi.CoFi(steps=steps, refine_at=0.3), None),
+        f"CoFi (λ0=0.2 const, refine_at=0.6: r={math.floor(0.6 * steps)})": (cofi.CoFi(steps=steps, lam0=0.2, schedule="constant",
                                               refine_at=0.6), None),
     }
 
