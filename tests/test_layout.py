@@ -85,3 +85,101 @@ def test_canvas_of_wrong_length():
         ch.split(torch.zeros(1, ch.length + 1, 2))
     with pytest.raises(ValueError, match="sample_shape"):
         ch.global_shape((9, 2))
+
+
+# ---------------------------------------------------------------- 2-D grids
+def _grid(blend="ramp", counts=(3, 4), overlaps=(2, 3), windows=(6, 8)):
+    return cofi.Grid(tuple(cofi.Chain(w, o, n, axis=a, blend=blend) for a, (w, o, n) in
+                           enumerate(zip(windows, overlaps, counts))))
+
+
+@pytest.mark.parametrize("blend", ["uniform", "ramp", "exp"])
+def test_grid_split_merge_round_trip_and_partition_of_unity(blend):
+    g = _grid(blend)
+    assert g.count == 12 and g.lengths == (14, 23) and g.global_shape((6, 8, 2)) == (14, 23, 2)
+    canvas = torch.randn(2, 14, 23, 2, dtype=torch.float64)
+    plans = g.split(canvas)
+    assert plans.shape == (2, 12, 6, 8, 2)
+    torch.testing.assert_close(plans[:, 5], canvas[:, 4:10, 5:13])  # window (1, 1): row-major order
+    torch.testing.assert_close(g.merge(plans), canvas)
+    torch.testing.assert_close(g.fuse(plans), plans)
+    # product weights, summed over the windows covering each position (computed here by hand)
+    ws = g.weights(torch.float64)
+    cover = torch.zeros(14, 23, dtype=torch.float64)
+    for (i, j), (s0, s1) in zip(g.index, g.starts):
+        cover[s0 : s0 + 6, s1 : s1 + 8] += ws[0][i][:, None] * ws[1][j][None, :]
+    if blend == "uniform":
+        assert cover.min() == 1 and cover.max() == 4
+    else:
+        torch.testing.assert_close(cover, torch.ones_like(cover))
+    M = g.blend_noise(torch.eye(12 * 48, dtype=torch.float64).reshape(-1, 12, 6, 8))  # exact unit variance
+    torch.testing.assert_close(M.pow(2).sum(0), torch.ones(14, 23, dtype=torch.float64))
+
+
+def test_grid_with_one_row_is_the_chain_bit_for_bit():
+    chain = cofi.Chain(16, 4, 5, axis=0, blend="ramp")
+    grid = cofi.Grid((chain, cofi.Chain(2, 0, 1, axis=1, blend="ramp")))
+    x = torch.randn(2, 5, 16, 2)
+    for f in ("merge", "fuse", "overlap_error", "blend_noise"):
+        assert torch.equal(getattr(grid, f)(x), getattr(chain, f)(x)), f
+    assert torch.equal(grid.split(chain.merge(x)), chain.split(chain.merge(x)))
+    gmm = cofi.priors.GaussianMixturePrior.chain_benchmark(window=16)
+    for s in (cofi.GSC(steps=6), cofi.CoFi(steps=6, refine_at=0.5), cofi.CDGS(steps=4, inner=2)):
+        a = cofi.compose(gmm, chain, s, batch=3, generator=torch.Generator().manual_seed(1), progress=False)
+        b = cofi.compose(gmm, grid, s, batch=3, generator=torch.Generator().manual_seed(1), progress=False)
+        assert torch.equal(a.canvas, b.canvas) and a.nfe == b.nfe, type(s).__name__
+
+
+def test_grid_overlap_pairs_cover_both_axes():
+    g = _grid("uniform", counts=(2, 2), overlaps=(2, 3), windows=(4, 5))
+    plans = torch.randn(1, 4, 4, 5)
+    rows, cols = g.overlap_pairs(plans)
+    assert rows.shape == (1, 2, 2, 5) and cols.shape == (1, 2, 4, 3)
+    # window 0 = (0, 0) above window 2 = (1, 0); window 0 left of window 1 = (0, 1)
+    torch.testing.assert_close(rows[0, 0], plans[0, 0, 2:] - plans[0, 2, :2])
+    torch.testing.assert_close(cols[0, 0], plans[0, 0, :, 2:] - plans[0, 1, :, :3])
+    expected = torch.cat([rows.pow(2).flatten(2).mean(2), cols.pow(2).flatten(2).mean(2)], 1).mean(1)
+    torch.testing.assert_close(g.overlap_error(plans), expected)
+    torch.testing.assert_close(cofi.overlap_reward(plans, g),
+                               -(rows.pow(2).flatten(2).mean(2).sum(1) + cols.pow(2).flatten(2).mean(2).sum(1)))
+
+
+def test_grid_pins_and_errors():
+    g = _grid("ramp")
+    pins = cofi.Pins(positions=[(0, 0), (-1, -1), (5, 6)], values=torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    x0 = cofi.apply_pins(torch.zeros(1, 12, 6, 8, 2), pins, g)
+    covering = [i for i, (s0, s1) in enumerate(g.starts) if s0 <= 5 < s0 + 6 and s1 <= 6 < s1 + 8]
+    assert covering == [0, 1, 4, 5]  # rows 0-1 × columns 0-1 contain canvas point (5, 6)
+    for i in covering:
+        s0, s1 = g.starts[i]
+        torch.testing.assert_close(x0[0, i, 5 - s0, 6 - s1], torch.tensor([5.0, 6.0]))
+    assert x0.abs().sum() == (1 + 2) + (3 + 4) + 4 * (5 + 6)
+    with pytest.raises(ValueError, match="one index per tiled axis"):
+        cofi.apply_pins(torch.zeros(1, 12, 6, 8, 2), cofi.Pins([3], torch.zeros(1, 2)), g)
+    with pytest.raises(ValueError, match=r"outside the canvas \[0, 13\], \[0, 22\]"):
+        cofi.apply_pins(torch.zeros(1, 12, 6, 8, 2), cofi.Pins([(14, 0)], torch.zeros(1, 2)), g)
+    with pytest.raises(ValueError, match="distinct axes"):
+        cofi.Grid((cofi.Chain(4, 1, 2), cofi.Chain(4, 1, 2)))
+    with pytest.raises(ValueError, match="non-empty sequence of Chain"):
+        cofi.Grid(())
+    with pytest.raises(ValueError, match="canvas must have 14 positions on dim 1"):
+        g.split(torch.zeros(1, 13, 23, 2))
+    with pytest.raises(ValueError, match="plans must have count=12"):
+        g.merge(torch.zeros(1, 11, 6, 8, 2))
+
+
+def test_every_sampler_composes_on_a_grid():
+    """An exact prior over 8 × 8 image windows (the posterior mean over a random bank) on a
+    3 × 3 grid: all samplers run, fusion makes the overlaps agree, pins hold."""
+    bank = torch.randn(64, 1, 8, 8)
+    prior = cofi.priors.EmpiricalPrior(bank, cofi.priors.trajectory.cosine_alphas_cumprod(100))
+    g = cofi.Grid((cofi.Chain(8, 4, 3, axis=1, blend="ramp"), cofi.Chain(8, 4, 3, axis=2, blend="ramp")))
+    pins = cofi.Pins(positions=[(0, 0)], values=torch.tensor([[0.5]]))
+    for s in (cofi.GSC(steps=5), cofi.CoFi(steps=5, noise="blend"), cofi.CDGS(steps=4, inner=2, prune_at=0.0)):
+        out = cofi.compose(prior, g, s, batch=2, generator=torch.Generator().manual_seed(0), pins=pins, progress=False)
+        assert out.canvas.shape == (2, 1, 16, 16) and out.nfe == s.nfe(g, 2)
+        assert out.overlap_error.max() < 1e-10  # fused at every step
+        torch.testing.assert_close(out.canvas[:, 0, 0, 0], torch.full((2,), 0.5))
+    guided = cofi.compose(prior, g, cofi.GSC(steps=5, fusion=False, guidance=0.5), batch=2,
+                          generator=torch.Generator().manual_seed(0), progress=False)
+    assert guided.grad_evals == 5 * 9 * 2 - 9 * 2  # every step but the one landing on clean data

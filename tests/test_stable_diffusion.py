@@ -355,7 +355,7 @@ def test_clear_errors(pipe):
         StableDiffusionPrior.from_pipe(pipe, PROMPT).denoise(torch.zeros(1, 4, 8, 9), torch.tensor([1]))
 
 
-def test_tall_images_chain_windows_along_the_height(pipe):
+def test_tall_images_chain_windows_along_the_height_and_large_ones_use_a_grid(pipe):
     window_px = 8 * pipe.unet.config.sample_size
     out = pano.compose_panorama(pipe, PROMPT, height=2 * window_px, width=window_px, stride=4,
                                 sampler=cofi.GSC(steps=2), generator=gen(0), progress=False)
@@ -365,6 +365,12 @@ def test_tall_images_chain_windows_along_the_height(pipe):
     img = pano.panorama(pipe, PROMPT, height=2 * window_px, width=window_px, stride=4,
                         sampler=cofi.GSC(steps=1), generator=gen(0), progress=False).best_image
     assert img.size == (window_px, 2 * window_px)
-    with pytest.raises(ValueError, match="both exceed one window"):
-        pano.compose_panorama(pipe, PROMPT, height=2 * window_px, width=2 * window_px, stride=4,
+    # both sides larger than a window: a 2-D grid, the same stride both ways
+    grid = pano.compose_panorama(pipe, PROMPT, height=2 * window_px, width=window_px + 32, stride=4,
+                                 sampler="cofi", steps=2, generator=gen(0), progress=False)
+    n = 1 + (h - pipe.unet.config.sample_size) // 4
+    assert grid.canvas.shape == (1, 4, h, pipe.unet.config.sample_size + 4)
+    assert grid.plans.shape[1] == n * 2 and grid.overlap_error.item() < 1e-8  # cofi fuses: overlaps agree
+    with pytest.raises(ValueError, match=r"2 prompts but a 128 × 96 px panorama at stride 4 has 6 windows"):
+        pano.compose_panorama(pipe, [PROMPT, PROMPT], height=2 * window_px, width=window_px + 32, stride=4,
                               sampler=cofi.GSC(steps=1), progress=False)

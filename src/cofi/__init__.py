@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import priors
 from .compose import Composition, Sampler, compose
 from .coupling import Pins, apply_pins, fuse, overlap_reward
-from .layout import Chain
+from .layout import Chain, Grid, Layout
 from .prior import LocalPrior, eps_from_x0, timestep_grid, to_x0
 from .samplers import CDGS, GSC, CoFi, SyncDiffusion
 from .scaffold import lam_schedule, shrink
@@ -17,7 +17,7 @@ from .scaffold import lam_schedule, shrink
 __version__ = "0.1.0"
 
 __all__ = [
-    "compose", "Composition", "Sampler", "Chain", "Pins", "LocalPrior",
+    "compose", "Composition", "Sampler", "Chain", "Grid", "Layout", "Pins", "LocalPrior",
     "GSC", "CoFi", "CDGS", "SyncDiffusion", "shrink", "lam_schedule", "fuse", "overlap_reward", "apply_pins",
     "to_x0", "eps_from_x0", "timestep_grid", "priors",
 ]

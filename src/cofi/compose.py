@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .coupling import Pins
-from .layout import Chain
+from .layout import Layout
 from .presets import resolve
 from .prior import LocalPrior
 from .samplers.base import Context, Generator
@@ -25,7 +25,7 @@ class Sampler(Protocol):
 
     init_noise: str
 
-    def nfe(self, layout: Chain, batch: int) -> int: ...
+    def nfe(self, layout: Layout, batch: int) -> int: ...
 
     def sample(self, ctx: Context, x: Tensor) -> Tensor: ...
 
@@ -77,7 +77,7 @@ def _initial_state(ctx: Context, x_T: Tensor | None, init_noise: str) -> Tensor:
 
 def compose(
     prior: LocalPrior,
-    layout: Chain,
+    layout: Layout,
     sampler: Sampler,
     *,
     batch: int = 1,
@@ -94,7 +94,7 @@ def compose(
 
     Args:
         prior: any `LocalPrior`.
-        layout: the `Chain` of windows; its ``window`` must match the prior's plan shape.
+        layout: a `Chain` or `Grid` of windows; its windows must match the prior's plan shape.
         sampler: `GSC`, `CoFi`, `CDGS`, `SyncDiffusion` (or any object with ``sample`` and
             ``nfe``), or the name of one with its class defaults (``cofi``, ``gsc`` or
             ``multidiffusion``, ``cdgs``, ``syncdiffusion``; `cofi.presets.resolve`).

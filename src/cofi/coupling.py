@@ -8,60 +8,88 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .layout import Chain
+from .layout import Layout
 
 __all__ = ["Pins", "fuse", "overlap_reward", "apply_pins", "pin_mask"]
 
 
 @dataclass(frozen=True)
 class Pins:
-    """Known canvas positions along the chain axis (inpainting), e.g. a plan's start and goal.
+    """Known canvas positions (inpainting), e.g. a plan's start and goal.
 
     Args:
-        positions: canvas indices along the chain axis (negative counts from the end).
+        positions: canvas indices along the tiled axis of a `Chain` (negative counts from
+            the end), or, for a `Grid`, tuples with one index per tiled axis.
         values: ``(P, *rest)`` shared by all candidates, or ``(B, P, *rest)``, where
-            ``rest`` is the canvas shape without the chain axis (for a ``(L, 2)``
+            ``rest`` is the canvas shape without the tiled axes (for a ``(L, 2)``
             trajectory canvas: ``(P, 2)``).
         hard: also overwrite the *state* x_t at the pinned entries with the clean values
             after every step (Janner et al. 2022's inpainting). The default writes them into
             x̂ only, so the state carries them at the matching noise level.
     """
 
-    positions: Sequence[int]
+    positions: Sequence[int | tuple[int, ...]]
     values: Tensor
     hard: bool = False
 
-    def resolve(self, layout: Chain) -> list[int]:
+    def resolve(self, layout: Layout) -> list[tuple[int, ...]]:
+        """Every position as a tuple of non-negative canvas indices, one per tiled axis."""
         out = []
+        lengths = layout.lengths
         for p in self.positions:
-            q = int(p) + layout.length if int(p) < 0 else int(p)
-            if not 0 <= q < layout.length:
-                raise ValueError(
-                    f"pin position {p} outside the canvas [0, {layout.length - 1}] (or negative from its end)"
-                )
+            idx = tuple(p) if isinstance(p, (tuple, list)) else (p,)
+            if len(idx) != len(lengths):
+                raise ValueError(f"pin position {p!r} must have one index per tiled axis ({len(lengths)})")
+            q = tuple(int(i) + n if int(i) < 0 else int(i) for i, n in zip(idx, lengths))
+            if not all(0 <= i < n for i, n in zip(q, lengths)):
+                bounds = ", ".join(f"[0, {n - 1}]" for n in lengths)
+                raise ValueError(f"pin position {p} outside the canvas {bounds} (or negative from its end)")
             out.append(q)
         return out
 
 
-def fuse(x0: Tensor, layout: Chain) -> Tensor:
+def fuse(x0: Tensor, layout: Layout) -> Tensor:
     """Bethe averaging (eq. 10/26): ``split(merge(x̂))`` with the layout's blend."""
     return layout.fuse(x0)
 
 
-def overlap_reward(x0: Tensor, layout: Chain) -> Tensor:
-    """``R = −Σ_i mean‖R(x̂_i) − L(x̂_{i+1})‖²`` (eq. 9/22) per candidate, ``(B,)``."""
-    if layout.count < 2 or layout.overlap == 0:
+def overlap_reward(x0: Tensor, layout: Layout) -> Tensor:
+    """``R = −Σ_pairs mean‖R(x̂_i) − L(x̂_j)‖²`` (eq. 9/22) over adjacent windows, per candidate, ``(B,)``."""
+    pairs = layout.overlap_pairs(x0)
+    if not pairs:
         return x0.new_zeros(x0.shape[0])
-    d = layout.right(x0)[:, :-1] - layout.left(x0)[:, 1:]
-    return -d.pow(2).flatten(2).mean(2).sum(1)
+    return -sum(d.pow(2).flatten(2).mean(2).sum(1) for d in pairs)
 
 
-def _canvas_pin_values(pins: Pins, layout: Chain, canvas_shape: Sequence[int], like: Tensor) -> Tensor:
-    """Pin values laid out as ``(B, P, *rest)`` in the canvas dtype."""
-    B = canvas_shape[0]
-    rest = list(canvas_shape[1:])
-    del rest[layout.axis]
-    v = pins.values.to(like)
+def _canvas_shape(layout: Layout, plans_shape: Sequence[int]) -> list[int]:
+    G = list(plans_shape[2:])
+    for ax, n in zip(layout.tiled_axes, layout.lengths):
+        G[ax] = n
+    return G
+
+
+def _select(t: Tensor, layout: Layout, q: tuple[int, ...]) -> Tensor:
+    """The view of a canvas ``(B, *G)`` at pin position ``q`` (all other axes kept)."""
+    for ax, i in sorted(zip(layout.tiled_axes, q), reverse=True):  # from the last axis down
+        t = t.select(1 + ax, i)
+    return t
+
+
+def _pin_mask_canvas(pins: Pins, layout: Layout, G: Sequence[int], device) -> Tensor:
+    mask = torch.zeros(1, *G, dtype=torch.bool, device=device)
+    for q in pins.resolve(layout):
+        _select(mask, layout, q).fill_(True)
+    return mask
+
+
+def apply_pins(x0: Tensor, pins: Pins | None, layout: Layout) -> Tensor:
+    """Write the pinned canvas values into every plan covering them, ``(B, N, *S)``."""
+    if pins is None:
+        return x0
+    B = x0.shape[0]
+    G = _canvas_shape(layout, x0.shape)
+    rest = [n for a, n in enumerate(G) if a not in layout.tiled_axes]
+    v = pins.values.to(x0)
     P = len(pins.positions)
     if v.shape == (P, *rest):
         v = v.unsqueeze(0).expand(B, *v.shape)
@@ -70,33 +98,15 @@ def _canvas_pin_values(pins: Pins, layout: Chain, canvas_shape: Sequence[int], l
             f"pins.values must have shape ({P}, {', '.join(map(str, rest))}) or "
             f"({B}, {P}, {', '.join(map(str, rest))}), got {tuple(pins.values.shape)}"
         )
-    return v
+    vals = x0.new_zeros(B, *G)
+    for k, q in enumerate(pins.resolve(layout)):
+        _select(vals, layout, q).copy_(v[:, k])
+    mask = layout.split(_pin_mask_canvas(pins, layout, G, x0.device))
+    return torch.where(mask, layout.split(vals), x0)
 
 
-def apply_pins(x0: Tensor, pins: Pins | None, layout: Chain) -> Tensor:
-    """Write the pinned canvas values into every plan covering them, ``(B, N, *S)``."""
-    if pins is None:
-        return x0
-    B = x0.shape[0]
-    ax = 1 + layout.axis  # chain axis inside one plan slice (B, *S)
-    canvas_shape = [B, *x0.shape[2:]]
-    canvas_shape[ax] = layout.length
-    vals = _canvas_pin_values(pins, layout, canvas_shape, x0)
-    out = x0.clone()
-    for k, p in enumerate(pins.resolve(layout)):
-        for i, s in enumerate(layout.starts):
-            if s <= p < s + layout.window:
-                out[:, i].select(ax, p - s).copy_(vals[:, k])
-    return out
-
-
-def pin_mask(pins: Pins | None, layout: Chain, plan_shape: Sequence[int], device=None) -> Tensor | None:
+def pin_mask(pins: Pins | None, layout: Layout, plan_shape: Sequence[int], device=None) -> Tensor | None:
     """Boolean mask ``(1, N, *S)`` of plan entries that are pinned (None without pins)."""
     if pins is None:
         return None
-    m = torch.zeros(1, *plan_shape[1:], dtype=torch.bool, device=device)
-    for p in pins.resolve(layout):
-        for i, s in enumerate(layout.starts):
-            if s <= p < s + layout.window:
-                m[:, i].select(1 + layout.axis, p - s).fill_(True)
-    return m
+    return layout.split(_pin_mask_canvas(pins, layout, _canvas_shape(layout, plan_shape), device))

@@ -1,4 +1,5 @@
-"""`Chain`: N overlapping windows along one axis of a local plan (DESIGN §1, §2).
+"""`Chain`: N overlapping windows along one axis of a local plan; `Grid`: chains along several
+axes at once, windows on a lattice (DESIGN §1, §2).
 
 Shapes: a local plan is ``S = sample_shape``; plans are ``(B, N, *S)``; the canvas is
 ``(B, *G)`` where ``G`` is ``S`` with the chain axis stretched to ``length``.
@@ -6,6 +7,7 @@ Shapes: a local plan is ``S = sample_shape``; plans are ``(B, N, *S)``; the canv
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -15,7 +17,7 @@ from torch import Tensor
 
 Blend = Literal["uniform", "ramp", "exp"]
 
-__all__ = ["Chain", "Blend"]
+__all__ = ["Chain", "Grid", "Layout", "Blend"]
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,23 @@ class Chain:
         """Last ``overlap`` positions of each plan along the axis, ``(B, N, ...)``."""
         return plans.narrow(2 + self.axis, self.window - self.overlap, self.overlap)
 
+    @property
+    def tiled_axes(self) -> tuple[int, ...]:
+        """The axes of the local plan that windows tile (one for a chain)."""
+        return (self.axis,)
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """Canvas length along each tiled axis."""
+        return (self.length,)
+
+    def overlap_pairs(self, plans: Tensor) -> list[Tensor]:
+        """Differences of neighbouring windows on their shared positions, one tensor per tiled
+        axis, ``(B, pairs, ...)``: here ``R(x_i) − L(x_{i+1})``; empty without overlaps."""
+        if self.count < 2 or self.overlap == 0:
+            return []
+        return [self.right(plans)[:, :-1] - self.left(plans)[:, 1:]]
+
     def overlap_error(self, plans: Tensor) -> Tensor:
         """Per-candidate overlap MSE ``mean_i mean ‖R(x_i) − L(x_{i+1})‖²`` (eq. 22), ``(B,)``."""
         if self.count < 2 or self.overlap == 0:
@@ -195,3 +214,161 @@ class Chain:
     def window_index(self, batch: int, device=None) -> Tensor:
         """Window index of each of the ``batch·N`` flattened plans, ``(batch·N,)``."""
         return torch.arange(self.count, device=device).repeat(batch)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Windows on a lattice: one `Chain` per tiled axis of the local plan, windows in
+    row-major order of the chains (the first chain's index varies slowest).
+
+    A window's blend weight is the product of its chains' 1-D weights, so ``merge`` is a
+    partition of unity at every canvas position, as for a chain. A grid whose other chains
+    have one window each reproduces its one real chain bit for bit. Example: 4 × 6 windows of
+    a ``(4, 64, 64)`` latent, overlap 32 both ways::
+
+        cofi.Grid((cofi.Chain(64, 32, 4, axis=1, blend="ramp"), cofi.Chain(64, 32, 6, axis=2, blend="ramp")))
+    """
+
+    chains: tuple[Chain, ...]
+
+    def __post_init__(self) -> None:
+        chains = tuple(self.chains)
+        if not chains or not all(isinstance(c, Chain) for c in chains):
+            raise ValueError(f"chains must be a non-empty sequence of Chain, got {self.chains!r}")
+        axes = [c.axis for c in chains]
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"chains must run along distinct axes, got axes {axes}")
+        object.__setattr__(self, "chains", chains)
+
+    # ---------------------------------------------------------------- geometry
+    @property
+    def count(self) -> int:
+        """Number of windows N (the product of the chains' counts)."""
+        return math.prod(c.count for c in self.chains)
+
+    @property
+    def tiled_axes(self) -> tuple[int, ...]:
+        return tuple(c.axis for c in self.chains)
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        return tuple(c.length for c in self.chains)
+
+    @property
+    def index(self) -> list[tuple[int, ...]]:
+        """Lattice index of every window, in window order."""
+        return list(itertools.product(*(range(c.count) for c in self.chains)))
+
+    @property
+    def starts(self) -> list[tuple[int, ...]]:
+        """Canvas start of every window along each tiled axis."""
+        return [tuple(c.starts[i] for c, i in zip(self.chains, idx)) for idx in self.index]
+
+    def global_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+        g = list(sample_shape)
+        for c in self.chains:
+            c.global_shape(sample_shape)  # validates axis and window
+            g[c.axis] = c.length
+        return tuple(g)
+
+    def window_index(self, batch: int, device=None) -> Tensor:
+        """Window index of each of the ``batch·N`` flattened plans, ``(batch·N,)``."""
+        return torch.arange(self.count, device=device).repeat(batch)
+
+    # ---------------------------------------------------------------- weights
+    def weights(self, dtype: torch.dtype = torch.float32, device=None) -> list[Tensor]:
+        """Each chain's 1-D weights ``(count_a, window_a)``; a window's weight is their product."""
+        return [c.weights(dtype, device) for c in self.chains]
+
+    def _window_weight(self, ws: list[Tensor], idx: tuple[int, ...], ndim: int) -> Tensor:
+        """The product weight of window ``idx``, shaped to broadcast over ``(B, *S)`` (``ndim`` dims)."""
+        out = None
+        for c, w, i in zip(self.chains, ws, idx):
+            shape = [1] * ndim
+            shape[1 + c.axis] = c.window
+            wi = w[i].reshape(shape)
+            out = wi if out is None else out * wi
+        return out
+
+    # ---------------------------------------------------------------- transforms
+    def _slices(self, t: Tensor, start: tuple[int, ...]) -> Tensor:
+        for c, s in zip(self.chains, start):
+            t = t.narrow(1 + c.axis, s, c.window)
+        return t
+
+    def split(self, canvas: Tensor) -> Tensor:
+        """Canvas ``(B, *G)`` -> plans ``(B, N, *S)``."""
+        for c in self.chains:
+            ax = 1 + c.axis
+            if canvas.ndim <= ax or canvas.shape[ax] != c.length:
+                raise ValueError(f"canvas must have {c.length} positions on dim {ax} (window={c.window}, "
+                                 f"overlap={c.overlap}, count={c.count}), got shape {tuple(canvas.shape)}")
+        return torch.stack([self._slices(canvas, s) for s in self.starts], dim=1)
+
+    def _accumulate(self, plans: Tensor, ws: list[Tensor], weights_only: bool = False):
+        B, N = plans.shape[:2]
+        if N != self.count:
+            raise ValueError(f"plans must have count={self.count} windows on dim 1, got {N}")
+        g = [B, *plans.shape[2:]]
+        for c in self.chains:
+            g[1 + c.axis] = c.length
+        num = None if weights_only else plans.new_zeros(g)
+        den_shape = [1] * len(g)
+        for c in self.chains:
+            den_shape[1 + c.axis] = c.length
+        den = plans.new_zeros(den_shape)
+        for i, (idx, start) in enumerate(zip(self.index, self.starts)):
+            w = self._window_weight(ws, idx, len(g))
+            if num is not None:
+                self._slices(num, start).add_(plans[:, i] * w)
+            self._slices(den, start).add_(w)
+        return num, den
+
+    def merge(self, plans: Tensor) -> Tensor:
+        """Plans ``(B, N, *S)`` -> canvas ``(B, *G)``: the blend-weighted mean of the windows
+        covering each position."""
+        num, den = self._accumulate(plans, self.weights(plans.dtype, plans.device))
+        return num / den
+
+    def fuse(self, plans: Tensor) -> Tensor:
+        """``split(merge(plans))``."""
+        return self.split(self.merge(plans))
+
+    def blend_noise(self, z: Tensor) -> Tensor:
+        """Per-window standard normals -> a unit-variance canvas, ``Σ_i w_i z_i / √(Σ_i w_i²)``."""
+        ws = self.weights(z.dtype, z.device)
+        num, _ = self._accumulate(z, ws)
+        _, den2 = self._accumulate(z, [w.pow(2) for w in ws], weights_only=True)
+        return num / den2.sqrt()
+
+    def overlap_pairs(self, plans: Tensor) -> list[Tensor]:
+        """Per tiled axis, the differences of every pair of windows adjacent along it on their
+        shared band, ``(B, pairs, ...)`` (the band spans the whole window on the other axes)."""
+        out = []
+        pos = {idx: i for i, idx in enumerate(self.index)}
+        for a, c in enumerate(self.chains):
+            if c.count < 2 or c.overlap == 0:
+                continue
+            ax = 2 + c.axis
+            left, right = [], []
+            for idx, i in pos.items():
+                if idx[a] + 1 < c.count:
+                    j = pos[idx[:a] + (idx[a] + 1,) + idx[a + 1:]]
+                    right.append(plans[:, i].narrow(ax - 1, c.window - c.overlap, c.overlap))
+                    left.append(plans[:, j].narrow(ax - 1, 0, c.overlap))
+            out.append(torch.stack(right, 1) - torch.stack(left, 1))
+        return out
+
+    def overlap_error(self, plans: Tensor) -> Tensor:
+        """Per-candidate overlap MSE, ``(B,)``: the mean over all adjacent pairs of the mean
+        squared difference on their shared band."""
+        pairs = self.overlap_pairs(plans)
+        if not pairs:
+            return plans.new_zeros(plans.shape[0])
+        if len(pairs) == 1:
+            return pairs[0].pow(2).flatten(1).mean(1)
+        per = torch.cat([d.pow(2).flatten(2).mean(2) for d in pairs], 1)  # (B, all pairs)
+        return per.mean(1)
+
+
+Layout = Chain | Grid

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .compose import Composition, compose
-from .layout import Blend, Chain
+from .layout import Blend, Chain, Grid
 from .presets import Preset, get, methods, register, resolve
 from .samplers import CDGS, GSC, CoFi
 from .samplers.syncdiffusion import SyncDiffusion
@@ -231,21 +231,22 @@ def compose_panorama(
     vsf = pipe.vae_scale_factor
     h = _check_size("height", height, vsf)
     window = pipe.unet.config.sample_size
-    tall = h > window and _check_size("width", width, vsf) == window  # a vertical chain of windows
-    if tall:
+    w = _check_size("width", width, vsf)
+    tall, wide = h > window, w > window or h <= window
+    if tall and wide:  # a 2-D grid of windows, the same stride on both axes
+        layout = Grid((panorama_layout(height, stride, window, blend, vsf, axis=1),
+                       panorama_layout(width, stride, window, blend, vsf, axis=2)))
+    elif tall:  # a vertical chain
         layout = panorama_layout(height, stride, window, blend, vsf, axis=1)
-    elif h > window and _check_size("width", width, vsf) > window:
-        raise ValueError(f"height {height} and width {width} both exceed one window ({window * vsf} px): "
-                         f"chains run along one axis; make one side {window * vsf} px")
     else:
         layout = panorama_layout(width, stride, window, blend, vsf)
     n_prompts = 1 if isinstance(prompt, str) else len(list(prompt))
     if n_prompts != 1 and n_prompts != layout.count:  # fail before encoding anything
-        raise ValueError(f"got {n_prompts} prompts but a {max(width, height)} px panorama at stride {stride} has "
+        raise ValueError(f"got {n_prompts} prompts but a {height} × {width} px panorama at stride {stride} has "
                          f"{layout.count} windows: pass one prompt, or exactly one per window")
     prior = StableDiffusionPrior.from_pipe(pipe, prompt, negative_prompt, guidance_scale,
                                            height=window * vsf if tall else height,
-                                           width=width if tall else window * vsf)
+                                           width=window * vsf if wide else width)
     prior.check_layout(layout)
     return compose(prior, layout, sampler, batch=batch, generator=generator, max_batch=max_batch,
                    progress=progress, callback=callback, x_T=x_T)

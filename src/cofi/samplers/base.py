@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..coupling import Pins, apply_pins, overlap_reward, pin_mask
-from ..layout import Chain
+from ..layout import Layout
 from ..prior import LocalPrior, eps_from_x0, timestep_grid
 from ..scaffold import shrink
 from .ddim import ddim_step, renoise
@@ -51,7 +51,7 @@ class Context:
     `Composition` (CoFi's ``scaffold``); solver state stays in the samplers' local variables."""
 
     prior: LocalPrior
-    layout: Chain
+    layout: Layout
     batch: int
     generator: Generator
     device: torch.device

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..layout import Chain
+from ..layout import Layout
 from .base import Context, Noise, check_common, denoise_pass
 
 __all__ = ["CDGS", "inversion_score"]
@@ -65,7 +65,7 @@ class CDGS:
     def inversion_steps(self) -> int:
         return max(1, round(self.inversion * self.steps))
 
-    def nfe(self, layout: Chain, batch: int) -> int:
+    def nfe(self, layout: Layout, batch: int) -> int:
         n = self.steps * self.inner * layout.count * batch
         if self.prune_step is not None:
             n += self.inversion_steps * layout.count * batch

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..layout import Chain
+from ..layout import Layout
 from ..scaffold import Schedule, lam_schedule
 from .base import Context, Direction, Noise, Update, check_common, denoise_pass
 
@@ -86,7 +86,7 @@ class CoFi:
             return None
         return min(self.steps - 1, math.floor(self.refine_at * self.steps + 1e-9))
 
-    def nfe(self, layout: Chain, batch: int) -> int:
+    def nfe(self, layout: Layout, batch: int) -> int:
         r = self.refine_step
         return (self.steps + (0 if r is None else self.steps - r)) * layout.count * batch
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..layout import Chain
+from ..layout import Layout
 from .base import Context, Noise, check_common, denoise_pass
 
 __all__ = ["GSC"]
@@ -35,7 +35,7 @@ class GSC:
     def __post_init__(self) -> None:
         check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise)
 
-    def nfe(self, layout: Chain, batch: int) -> int:
+    def nfe(self, layout: Layout, batch: int) -> int:
         return self.steps * layout.count * batch
 
     def sample(self, ctx: Context, x: Tensor) -> Tensor:

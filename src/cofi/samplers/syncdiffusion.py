@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..layout import Chain
+from ..layout import Layout
 from .base import Context, Noise, check_common
 from .ddim import ddim_step
 
@@ -52,7 +52,7 @@ def perceptual_distance(lpips) -> Distance:
 
 @dataclass(frozen=True)
 class SyncDiffusion:
-    """SyncDiffusion over a `Chain` of windows. NFE = K·N·B + n_sync·N·B (per synchronised
+    """SyncDiffusion over a `Chain` or `Grid` of windows. NFE = K·N·B + n_sync·N·B (per synchronised
     step one anchor evaluation and N − 1 differentiated ones; ``grad_evals`` counts the latter).
 
     Args:
@@ -105,7 +105,7 @@ class SyncDiffusion:
             raise ValueError(f"anchor must be a window index in [0, {count - 1}], got {self.anchor}")
         return a
 
-    def nfe(self, layout: Chain, batch: int) -> int:
+    def nfe(self, layout: Layout, batch: int) -> int:
         n_sync = sum(self.synced(k) for k in range(self.steps)) if layout.count > 1 else 0
         return (self.steps + n_sync) * layout.count * batch
 
