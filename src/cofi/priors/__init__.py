@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .gaussian_field import GaussianFieldMixturePrior
 from .gaussian_mixture import GaussianMixturePrior
 
-__all__ = ["GaussianMixturePrior", "TrajectoryPrior", "EmpiricalPrior", "StableDiffusionPrior", "CogVideoXPrior"]
+__all__ = ["GaussianMixturePrior", "GaussianFieldMixturePrior", "TrajectoryPrior", "EmpiricalPrior", "StableDiffusionPrior", "CogVideoXPrior"]
 
 _LAZY = {
     "TrajectoryPrior": ".trajectory",
