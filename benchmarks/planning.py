@@ -53,6 +53,10 @@ def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=Fals
                 f.write(json.dumps({**rec.to_dict(), "label": label or method}) + "\n")
 
     steps = args.cdgs_steps if method == "cdgs" and sampler is None else args.steps
+    if sampler is None and args.guidance is not None:
+        from cofi.planning.planner import planning_sampler
+
+        sampler = planning_sampler(method, prior=prior, guidance=args.guidance, **({"steps": steps} if steps else {}))
     batch = args.cdgs_population if method == "cdgs" else args.batch
     recs = evaluate(env_name, prior, method, tasks=args.tasks, episodes=args.episodes, seeds=args.seeds,
                     sampler=sampler, steps=steps, batch=batch, max_replans=args.max_replans,
@@ -71,10 +75,10 @@ def ablation(env_name, prior, args):
     steps = args.steps or 20
     rows = []
     for lam0 in (0.2, 0.5, 0.8, 1.0):
-        s = planning_sampler("cofi", steps=steps, lam0=lam0)
+        s = planning_sampler("cofi", steps=steps, lam0=lam0, prior=prior)
         rows += summarize(run(env_name, prior, "cofi", args, s, label=f"λ0={lam0} refine_at={s.refine_at}"))
     for frac in (None, 0.2, 0.6, 0.8):
-        s = planning_sampler("cofi", steps=steps, lam0=LAM0, refine_at=frac)
+        s = planning_sampler("cofi", steps=steps, lam0=LAM0, refine_at=frac, prior=prior)
         depth = "none" if frac is None else f"{steps - s.refine_step} of {steps}"
         rows += summarize(run(env_name, prior, "cofi", args, s, label=f"λ0={LAM0} refine {depth}"))
     print(f"\n### CoFi ablation on {env_name} (first column: setting)\n")
@@ -89,7 +93,7 @@ def figure(env_name, prior, method, args):
 
     env = make_env(env_name)
     maze = Maze.from_env(env)
-    sampler = planning_sampler(method, **({"steps": args.steps} if args.steps else {}))
+    sampler = planning_sampler(method, prior=prior, **({"steps": args.steps} if args.steps else {}))
     rec = run_episode(env, prior, task=args.tasks[0], sampler=sampler, method=method,
                       count=default_count(env_name), batch=default_batch(method), seed=args.seeds[0],
                       maze=maze, max_replans=args.max_replans, keep_paths=True, env_name=env_name)
@@ -110,6 +114,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps of CoFi and GSC (preset: 20)")
     ap.add_argument("--cdgs-steps", type=int, default=None, help="DDIM steps of CDGS (preset: 20)")
     ap.add_argument("--max-replans", type=int, default=10)
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="overlap guidance weight (default: the prior's planning_guidance, else 20)")
     ap.add_argument("--batch", type=int, default=None, help="candidates of CoFi and GSC (preset: 16)")
     ap.add_argument("--cdgs-population", type=int, default=None, help="CDGS population P (preset: 40)")
     ap.add_argument("--prior", choices=("unet", "closed-form"), default="unet",

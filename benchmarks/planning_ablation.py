@@ -55,7 +55,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for i, lam0 in enumerate(args.lam0):
         for j, depth in enumerate(args.depth):
-            sampler = planning_sampler("cofi", lam0=lam0, refine_at=None if depth <= 0 else 1 - depth)
+            sampler = planning_sampler("cofi", lam0=lam0, refine_at=None if depth <= 0 else 1 - depth, prior=prior)
             w, o = [], []
             for start, goal, gen in problems:
                 gen = torch.Generator().set_state(gen.get_state())  # every setting sees the same noise

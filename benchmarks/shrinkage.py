@@ -39,9 +39,9 @@ def main() -> None:
     maze = Maze.from_env(env)
     prior = TrajectoryPrior.from_pretrained(env_name[:-3])
     samplers = {
-        "CoFi preset (λ0 = 0.9)": planning_sampler("cofi"),
-        "CoFi, λ0 = 1.0 (no shrinkage)": planning_sampler("cofi", lam0=1.0),
-        "GSC": planning_sampler("gsc"),
+        "CoFi preset (λ0 = 0.9)": planning_sampler("cofi", prior=prior),
+        "CoFi, λ0 = 1.0 (no shrinkage)": planning_sampler("cofi", lam0=1.0, prior=prior),
+        "GSC": planning_sampler("gsc", prior=prior),
     }
     stats = {k: [] for k in samplers}
     plans = {k: [] for k in samplers}

@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--method", default="cofi", choices=("cofi", "gsc", "cdgs"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the planning preset)")
+    ap.add_argument("--guidance", type=float, default=None, help="overlap guidance weight (default: the preset's)")
     ap.add_argument("--max-replans", type=int, default=10, help="replans allowed (the benchmark's 10)")
     ap.add_argument("--checkpoint", default=None, help="a local prior directory instead of the shipped one")
     ap.add_argument("--closed-form", default=None, metavar="NPZ",
@@ -42,7 +43,8 @@ def main() -> None:
         prior = EmpiricalPrior.from_stitch_data(args.closed_form, top_k=64)
     else:
         prior = TrajectoryPrior.from_pretrained(args.checkpoint or f"pointmaze-{maze_type}-stitch")
-    sampler = planning_sampler(args.method, **({} if args.steps is None else {"steps": args.steps}))
+    sampler = planning_sampler(args.method, prior=prior, **({} if args.steps is None else {"steps": args.steps}),
+                               **({} if args.guidance is None else {"guidance": args.guidance}))
     count, batch = default_count(maze_type), default_batch(args.method)
     env = make_env(args.env)
     maze = Maze.from_env(env)

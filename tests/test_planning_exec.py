@@ -301,6 +301,11 @@ def test_plan_presets():
     assert planning_sampler("gsc").fusion is False
     assert planning_sampler("cdgs").inner == 10
     assert planning_sampler("cofi", steps=50).refine_step == 20
+    # the weight follows the prior when not given: a network stores a lower one than the default 20
+    class _Prior:
+        planning_guidance = 2.0
+    assert planning_sampler("cofi").guidance == 20.0 and planning_sampler("gsc", prior=_Prior()).guidance == 2.0
+    assert planning_sampler("cofi", prior=_Prior(), guidance=7.0).guidance == 7.0
     with pytest.raises(ValueError, match="method"):
         planning_sampler("diffuser")
 

@@ -201,13 +201,13 @@ def test_scale_stretches_the_normalised_range_and_the_clip(tmp_path):
 def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     prior = tiny_prior()
     prior.prediction_type = prediction
-    prior.clip, prior.stride = 0.5, 4  # non-defaults must survive the round trip
+    prior.clip, prior.stride, prior.planning_guidance = 0.5, 4, 3.0  # non-defaults must survive the round trip
     prior.save_pretrained(tmp_path / "ckpt", extra={"command": "test"})
     again = TrajectoryPrior.from_pretrained(tmp_path / "ckpt")
     x, t = 3 * torch.randn(2, 160, 2), torch.tensor([3, 40])
     assert torch.equal(prior.denoise(x, t), again.denoise(x, t))
     assert again.env_name == "test" and again.prediction_type == prediction
-    assert again.clip == 0.5 and again.stride == 4
+    assert again.clip == 0.5 and again.stride == 4 and again.planning_guidance == 3.0
 
 
 def test_missing_checkpoint_names_the_shipped_ones(tmp_path):

@@ -81,11 +81,18 @@ def _method(name: str) -> str:
     return str(name).lower()
 
 
-def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidance: float = GUIDANCE, **overrides):
+def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidance: float | None = None,
+                     prior=None, **overrides):
     """The planning preset of a sampler: ``cofi``, ``gsc`` or ``cdgs``.
 
     All three: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
-    guidance of weight ``guidance`` at every step, pins for start and goal.
+    guidance of weight ``guidance`` at every step, pins for start and goal. ``guidance=None``
+    takes the prior's ``planning_guidance`` if it has one, else 20. The right weight depends on
+    the prior: the closed-form prior snaps x̂ to data windows at low noise (its Jacobian there is
+    ~0), so guidance must be strong to couple the windows at all; a network passes x_t through
+    at low noise, and a strong overlap gradient then shrinks windows to a standstill and
+    stretches others across walls (docs/planning.md). U-Nets trained here store a lower weight
+    in their config.
       - ``gsc``: ``GSC(fusion=False)``; the final plans are blended.
       - ``cofi``: ``CoFi(fusion=False, lam0=0.9, schedule="linear", refine_at=0.4,
         refine_eta=1)``: the coarse stage shrinks toward the scaffold, λ ramping linearly to 1;
@@ -95,6 +102,8 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
     Any field of the sampler's dataclass may be overridden by keyword.
     """
     method = _method(method)
+    if guidance is None:
+        guidance = getattr(prior, "planning_guidance", None) or GUIDANCE
     base = dict(steps=STEPS if steps is None else int(steps), eta=1.0, guidance=float(guidance))
     if method == "gsc":
         return GSC(**{**base, "fusion": False, **overrides})
@@ -222,7 +231,7 @@ def plan(
         if maze_ is None or not maze_.name:
             raise ValueError("count is None and the maze is unknown: pass count= or maze='pointmaze-...-v0'")
         count = default_count(maze_.name)
-    resolved = resolve("planning", sampler)
+    resolved = resolve("planning", sampler, **({"prior": prior} if sampler is None or isinstance(sampler, str) else {}))
     sampler, method = resolved.sampler, resolved.method or type(sampler).__name__.lower()
     batch = default_batch(method) if batch is None and method in METHODS else (batch or BATCH)
     layout = planning_layout(int(count), stride)

@@ -91,7 +91,8 @@ class TrajectoryPrior(XYNormalizer):
     steps_offset = 0
 
     def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None,
-                 clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0, stride: int = 1) -> None:
+                 clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0, stride: int = 1,
+                 planning_guidance: float | None = None) -> None:
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
@@ -100,6 +101,7 @@ class TrajectoryPrior(XYNormalizer):
         self.sample_shape = (net.config.horizon, net.config.channels)
         self.clip = clip
         self.prediction_type = prediction
+        self.planning_guidance = planning_guidance
 
     # ------------------------------------------------------------------ LocalPrior
     @property
@@ -142,7 +144,8 @@ class TrajectoryPrior(XYNormalizer):
         cfg = dict(extra or {})
         cfg.update(unet=self.net.config.to_dict(), T=int(self.alphas_cumprod.shape[0]), schedule="cosine",
                    prediction=self.prediction_type, scale=self.scale, clip=self.clip, stride=self.stride,
-                   lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name)
+                   lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name,
+                   planning_guidance=self.planning_guidance)
         (d / "config.json").write_text(json.dumps(cfg, indent=2))
         return d
 
@@ -166,4 +169,5 @@ class TrajectoryPrior(XYNormalizer):
         ac = cosine_alphas_cumprod(cfg["T"])
         return cls(net, ac, cfg["lo"], cfg["hi"], env_name=cfg.get("env_name"),
                    prediction=cfg.get("prediction", "epsilon"), scale=cfg.get("scale", 1.0),
-                   clip=cfg.get("clip", 1.0), stride=cfg.get("stride", 1)).to(device)
+                   clip=cfg.get("clip", 1.0), stride=cfg.get("stride", 1),
+                   planning_guidance=cfg.get("planning_guidance")).to(device)
