@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .compose import Composition, compose
 from .layout import Blend, Chain, Grid
-from .presets import Preset, get, methods, register, resolve
+from .presets import Preset, factory, get, methods, register, resolve
 from .samplers import CDGS, GSC, CoFi
 from .samplers.syncdiffusion import SyncDiffusion
 
@@ -41,37 +41,25 @@ Sampler = GSC | CoFi | CDGS | SyncDiffusion
 
 
 # ------------------------------------------------------------------ methods
-def _steps(steps: int | None) -> int:
-    return 50 if steps is None else steps
-
-
-def _cofi(steps: int | None = None, **kw) -> CoFi:
-    return CoFi(**{**dict(steps=_steps(steps), lam0=0.8, schedule="linear", refine_at=0.3, refine_eta=1.0,
-                          fusion=True, coarse_update="renoise", noise="blend", refine_noise="shared"), **kw})
-
-
-def _cofi_ddim(steps: int | None = None, **kw) -> CoFi:
-    return CoFi(**{**dict(steps=_steps(steps), eta=1.0, lam0=0.8, schedule="linear", refine_at=0.3,
-                          refine_eta=1.0, fusion=True, noise="independent"), **kw})
-
-
 def _syncdiffusion(steps: int | None = None, **kw) -> SyncDiffusion:
-    return SyncDiffusion(**{**dict(steps=_steps(steps), sync_steps=max(1, round(_steps(steps) / 5))), **kw})
+    steps = 50 if steps is None else steps
+    return SyncDiffusion(**{**dict(steps=steps, sync_steps=max(1, round(steps / 5))), **kw})
 
 
 for _name, _preset in {
-    "cofi": Preset(_cofi, CoFi, 32, "ramp",
+    "cofi": Preset(factory(CoFi, lam0=0.8, schedule="linear", refine_at=0.3, refine_eta=1.0, fusion=True,
+                           coarse_update="renoise", noise="blend", refine_noise="shared"), CoFi, 32, "ramp",
                    "the authors' panorama loop (DESIGN §2): coarse x̃ re-noised to the next level with blended "
                    "noise, λ0 = 0.8 linear, ramp fusion; canvas renoise at ⌊0.3 K⌋ (15 of 50); DDIM η = 1 "
                    "refinement with shared noise"),
-    "multidiffusion": Preset(lambda steps=None, **kw: GSC(steps=_steps(steps), **kw), GSC, 8, "uniform",
+    "multidiffusion": Preset(factory(GSC), GSC, 8, "uniform",
                              "GSC, DDIM η = 0, uniform fusion at stride 8 (diffusers' panorama pipeline)"),
     "syncdiffusion": Preset(_syncdiffusion, SyncDiffusion, 16, "uniform",
                             "MultiDiffusion + LPIPS gradient to the middle window, weight 20 ×0.95 per step, "
                             "first K/5 steps, stride 16 (public code); needs lpips="),
-    "cdgs": Preset(lambda steps=None, **kw: CDGS(**{**dict(steps=_steps(steps), inner=4, prune_at=0.0), **kw}),
-                   CDGS, 32, "ramp", "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
-    "cofi-ddim": Preset(_cofi_ddim, CoFi, 32, "ramp",
+    "cdgs": Preset(factory(CDGS, inner=4, prune_at=0.0), CDGS, 32, "ramp", "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
+    "cofi-ddim": Preset(factory(CoFi, eta=1.0, lam0=0.8, schedule="linear", refine_at=0.3, refine_eta=1.0,
+                                fusion=True, noise="independent"), CoFi, 32, "ramp",
                         "cofi's first preset, measured before the authors' loop was transcribed: DDIM η = 1 "
                         "coarse steps with independent noise"),
 }.items():
@@ -231,8 +219,8 @@ def compose_panorama(
     vsf = pipe.vae_scale_factor
     h = _check_size("height", height, vsf)
     window = pipe.unet.config.sample_size
-    w = _check_size("width", width, vsf)
-    tall, wide = h > window, w > window or h <= window
+    tall = h > window  # more than one window along the height
+    wide = _check_size("width", width, vsf) > window or not tall  # along the width (a short image: always)
     if tall and wide:  # a 2-D grid of windows, the same stride on both axes
         layout = Grid((panorama_layout(height, stride, window, blend, vsf, axis=1),
                        panorama_layout(width, stride, window, blend, vsf, axis=2)))

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Preset", "Resolved", "register", "methods", "get", "resolve"]
+__all__ = ["Preset", "Resolved", "register", "methods", "get", "resolve", "factory"]
 
 
 @dataclass(frozen=True)
@@ -137,9 +137,11 @@ def resolve(domain: str, sampler=None, *, steps: int | None = None, stride: int 
     return Resolved(out, method, stride if stride is not None else preset.stride, blend or preset.blend)
 
 
-def _from_class(cls: type) -> Callable[..., Any]:
+def factory(cls: type, **defaults) -> Callable[..., Any]:
+    """``make(steps=None, **overrides)`` building ``cls`` from ``defaults``, then ``steps`` (if
+    given), then the overrides: the sampler factory of a `Preset`."""
     def make(steps: int | None = None, **overrides):
-        return cls(**({"steps": steps} if steps is not None else {}), **overrides)
+        return cls(**{**defaults, **({"steps": steps} if steps is not None else {}), **overrides})
 
     return make
 
@@ -149,4 +151,4 @@ def _register_generic() -> None:
 
     for name, cls in (("cofi", CoFi), ("gsc", GSC), ("multidiffusion", GSC), ("cdgs", CDGS),
                       ("syncdiffusion", SyncDiffusion)):
-        register("generic", name, Preset(_from_class(cls), cls, doc=f"{cls.__name__} with its own defaults"))
+        register("generic", name, Preset(factory(cls), cls, doc=f"{cls.__name__} with its own defaults"))

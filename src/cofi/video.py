@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .compose import Composition, compose
 from .layout import Blend, Chain
-from .presets import Preset, get, methods, register, resolve
+from .presets import Preset, factory, get, methods, register, resolve
 from .samplers import CDGS, GSC, CoFi
 
 __all__ = [
@@ -34,34 +34,17 @@ __all__ = [
 
 WINDOW, OVERLAP = 13, 6  # CogVideoX-2B: 13 latent frames per chunk, stride 7
 # ------------------------------------------------------------------ methods
-def _steps(steps: int | None) -> int:
-    return 50 if steps is None else steps
-
-
-def _cofi(steps: int | None = None, **kw) -> CoFi:
-    return CoFi(**{**dict(steps=_steps(steps), eta=0.0, lam0=0.8, schedule="linear", direction="fused",
-                          refine_at=0.2, refine_eta=1.0, fusion=True, refine_noise="shared"), **kw})
-
-
-def _cofi_stochastic(steps: int | None = None, **kw) -> CoFi:
-    return CoFi(**{**dict(steps=_steps(steps), eta=1.0, lam0=0.8, schedule="cosine", refine_at=0.2,
-                          refine_eta=1.0, fusion=True, noise="shared"), **kw})
-
-
-def _gsc(steps: int | None = None, **kw) -> GSC:
-    return GSC(steps=_steps(steps), **kw)
-
-
 for _name, _preset in {
-    "cofi": Preset(_cofi, CoFi, None, "ramp",
+    "cofi": Preset(factory(CoFi, eta=0.0, lam0=0.8, schedule="linear", direction="fused", refine_at=0.2,
+                           refine_eta=1.0, fusion=True, refine_noise="shared"), CoFi, None, "ramp",
                    "the authors' video loop (DESIGN §2): deterministic coarse DDIM keeping the fused ε̂ as its "
                    "direction, λ0 = 0.8 linear, ramp fusion; canvas renoise at ⌊0.2 K⌋ (10 of 50); DDIM η = 1 "
                    "refinement with shared noise"),
-    "native": Preset(_gsc, GSC, None, "ramp", "CogVideoX on one chunk, plain DDIM (η = 0): the pipeline itself"),
-    "gen-l-video": Preset(_gsc, GSC, None, "uniform", "GSC with uniform fusion of x̂ at every step (Wang et al. 2023)"),
-    "cdgs": Preset(lambda steps=None, **kw: CDGS(**{**dict(steps=_steps(steps), inner=4, prune_at=0.0), **kw}),
-                   CDGS, None, "ramp", "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
-    "cofi-stochastic": Preset(_cofi_stochastic, CoFi, None, "ramp",
+    "native": Preset(factory(GSC), GSC, None, "ramp", "CogVideoX on one chunk, plain DDIM (η = 0): the pipeline itself"),
+    "gen-l-video": Preset(factory(GSC), GSC, None, "uniform", "GSC with uniform fusion of x̂ at every step (Wang et al. 2023)"),
+    "cdgs": Preset(factory(CDGS, inner=4, prune_at=0.0), CDGS, None, "ramp", "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
+    "cofi-stochastic": Preset(factory(CoFi, eta=1.0, lam0=0.8, schedule="cosine", refine_at=0.2,
+                                      refine_eta=1.0, fusion=True, noise="shared"), CoFi, None, "ramp",
                               "cofi's first preset, measured before the authors' loop was transcribed: coarse "
                               "DDIM η = 1 with shared noise, cosine λ schedule"),
 }.items():
