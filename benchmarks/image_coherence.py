@@ -60,7 +60,7 @@ def to_image(x: torch.Tensor) -> torch.Tensor:
 
 def methods(steps: int) -> dict:
     sync = cofi.SyncDiffusion(steps=steps, sync_steps=max(1, steps // 5), weight=20.0, lpips=gram_distance,
-                              decode=lambda z: to_image(z))
+                              decode=to_image)
     cofi_preset = cofi.presets.resolve("panorama", "cofi", steps=steps).sampler
     return {
         "MultiDiffusion / GSC": (cofi.GSC(steps=steps), 1),
