@@ -256,6 +256,36 @@ def test_training_stops_and_resumes_bit_identically(tmp_path):
     assert prior.prediction_type == "v_prediction"
 
 
+def test_training_warm_start_from_a_previous_run(tmp_path):
+    """--init starts from a run's final weights and EMA with a fresh optimiser and schedule;
+    the config records where it came from; a warm-started run also resumes bit-identically."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from cofi.planning.train import train
+
+    _toy_data(tmp_path)
+    train(_train_args(tmp_path, "base", "--steps", "2"), "base-cmd")
+    base = load_file(tmp_path / "base" / "state.safetensors")
+    train(_train_args(tmp_path, "warm", "--steps", "1", "--init", str(tmp_path / "base"), "--lr", "0"), "warm-cmd")
+    warm = load_file(tmp_path / "warm" / "state.safetensors")
+    # lr 0: the weights are the base run's; the optimiser state is fresh (one step of moments)
+    for k in base:
+        if k.startswith("net."):
+            assert torch.equal(base[k], warm[k]), k
+    assert json.loads((tmp_path / "warm" / "state.json").read_text())["step"] == 1
+    cfg = json.loads((tmp_path / "warm" / "config.json").read_text())
+    assert cfg["init"]["command"] == "base-cmd" and cfg["init"]["steps"] == 2 and cfg["command"] == "warm-cmd"
+    # bit-identical resume of a warm-started run
+    train(_train_args(tmp_path, "w2", "--steps", "2", "--init", str(tmp_path / "base")), "w")
+    train(_train_args(tmp_path, "w3", "--steps", "2", "--init", str(tmp_path / "base"), "--stop-at", "1"), "w")
+    train(_train_args(tmp_path, "w3", "--steps", "2", "--init", str(tmp_path / "base")), "w")
+    a, b = load_file(tmp_path / "w2" / "state.safetensors"), load_file(tmp_path / "w3" / "state.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_stf_targets_are_the_bank_posterior_mean(tmp_path):
     """With --target stf the network's v target decodes (to_x0) to the EmpiricalPrior's
     posterior mean given the noisy window and the observed ends, not to x_0."""

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .coupling import Pins
+from .distributed import shard
 from .layout import Layout
 from .presets import resolve
 from .prior import LocalPrior
@@ -59,19 +60,19 @@ class Composition:
 
 
 def _initial_state(ctx: Context, x_T: Tensor | None, init_noise: str) -> Tensor:
-    plans_shape = ctx.plan_shape
     canvas_shape = (ctx.batch, *ctx.layout.global_shape(ctx.prior.sample_shape))
     if x_T is None:
         return ctx.noise("shared" if init_noise == "canvas" else "independent")
     x_T = x_T.to(ctx.device, ctx.dtype)
     if not torch.isfinite(x_T).all():
         raise ValueError("x_T contains NaN or inf")
-    if tuple(x_T.shape) == plans_shape:
-        return x_T.clone()
+    full_plans = (ctx.batch, ctx.windows_total, *ctx.prior.sample_shape)
+    if tuple(x_T.shape) == full_plans:
+        return ctx.layout.local(x_T).clone() if ctx.sharded else x_T.clone()
     if tuple(x_T.shape) == canvas_shape:
         return ctx.layout.split(x_T)
     raise ValueError(
-        f"x_T must be plans of shape {plans_shape} or a canvas of shape {canvas_shape}, got {tuple(x_T.shape)}"
+        f"x_T must be plans of shape {full_plans} or a canvas of shape {canvas_shape}, got {tuple(x_T.shape)}"
     )
 
 
@@ -88,6 +89,7 @@ def compose(
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     dtype: torch.dtype = torch.float32,
+    group=None,
     **cond,
 ) -> Composition:
     """Compose ``layout.count`` overlapping local plans of ``prior`` into ``batch`` global plans.
@@ -108,6 +110,11 @@ def compose(
         progress: show tqdm progress bars.
         callback: read-only ``callback(dict)`` after every step, keys ``stage, step, t, x, x0``.
         dtype: sampler state dtype (float32; float64 for exactness tests).
+        group: a ``torch.distributed`` process group (e.g. ``dist.group.WORLD``): each rank
+            calls the prior on its own contiguous block of windows and the ranks exchange only
+            what a step needs (`cofi.distributed`, docs/distributed.md). Every rank passes the
+            same arguments and gets the same `Composition`, equal to the single-process one to
+            float rounding.
         **cond: passed to ``prior.denoise`` on every call.
     Returns:
         A `Composition`.
@@ -124,20 +131,28 @@ def compose(
             raise TypeError(f"prior must implement LocalPrior: missing '{name}'")
     layout.global_shape(tuple(prior.sample_shape))  # validates window and axis against the prior
     device = prior.alphas_cumprod.device
-    ctx = Context(prior=prior, layout=layout, batch=batch, generator=generator, device=device,
+    part = shard(layout, group)
+    ctx = Context(prior=prior, layout=part, batch=batch, generator=generator, device=device,
                   dtype=dtype, max_batch=max_batch, pins=pins, cond=cond, callback=callback,
                   progress=progress)
     if pins is not None:
         pins.resolve(layout)
     x = _initial_state(ctx, x_T, sampler.init_noise)
     plans = sampler.sample(ctx, x).detach()
-    err = layout.overlap_error(plans)
+    err = part.overlap_error(plans)
+    canvas = part.merge(plans)
+    scaffold = ctx.outputs.get("scaffold")
+    nfe, grad_evals = ctx.nfe, ctx.grad_evals
+    if ctx.sharded:  # the whole composition on every rank
+        plans = part.gather(plans)
+        counts = part.all_reduce(torch.tensor([nfe, grad_evals], dtype=torch.float64), "gather")
+        nfe, grad_evals = int(counts[0]), int(counts[1])
     return Composition(
-        canvas=layout.merge(plans),
+        canvas=canvas,
         plans=plans,
-        nfe=ctx.nfe,
-        grad_evals=ctx.grad_evals,
+        nfe=nfe,
+        grad_evals=grad_evals,
         overlap_error=err,
         best=int(torch.argmin(err)),
-        scaffold=ctx.outputs.get("scaffold"),
+        scaffold=scaffold,
     )

@@ -208,6 +208,7 @@ def compose_panorama(
     callback: Callable[[dict], None] | None = None,
     x_T: Tensor | None = None,
     steps: int | None = None,
+    group=None,
     **overrides,
 ) -> Composition:
     """Compose the latent panorama (no decoding): ``Composition.canvas`` is ``(B, 4, H/8, W/8)``,
@@ -237,7 +238,7 @@ def compose_panorama(
                                            width=window * vsf if wide else width)
     prior.check_layout(layout)
     return compose(prior, layout, sampler, batch=batch, generator=generator, max_batch=max_batch,
-                   progress=progress, callback=callback, x_T=x_T)
+                   progress=progress, callback=callback, x_T=x_T, group=group)
 
 
 @dataclass
@@ -279,6 +280,7 @@ def panorama(
     callback: Callable[[dict], None] | None = None,
     x_T: Tensor | None = None,
     steps: int | None = None,
+    group=None,
     output_type: str = "pil",
     **overrides,
 ) -> PanoramaOutput:
@@ -306,6 +308,8 @@ def panorama(
         callback: read-only ``callback(dict)`` after every step (see `cofi.compose`).
         x_T: initial latents, a canvas ``(B, 4, H/8, W/8)`` or windows (like diffusers' ``latents=``).
         steps: sampling steps (None: the preset's 50, or the config's own).
+        group: a ``torch.distributed`` process group: the windows are spread over its ranks
+            (`cofi.compose`, docs/distributed.md); every rank gets the whole result.
         output_type: ``"pil"``, ``"pt"`` or ``"latent"`` (see `PanoramaOutput`).
         **overrides: sampler fields to change, e.g. ``lam0=0.5``, ``refine_at=0.2`` or, for
             ``"syncdiffusion"``, ``lpips=...`` (its perceptual distance).
@@ -318,7 +322,7 @@ def panorama(
     out = compose_panorama(pipe, prompt, height=height, width=width, sampler=sampler, generator=generator,
                            negative_prompt=negative_prompt, guidance_scale=guidance_scale, stride=stride,
                            blend=blend, batch=batch, max_batch=max_batch, progress=progress, callback=callback,
-                           x_T=x_T, steps=steps, **overrides)
+                           x_T=x_T, steps=steps, group=group, **overrides)
     images = out.canvas
     if output_type != "latent":
         images = decode(pipe.vae, out.canvas, tile=pipe.unet.config.sample_size)

@@ -10,10 +10,27 @@ from torch import Tensor
 
 Schedule = Literal["constant", "linear", "cosine"]
 
-__all__ = ["shrink", "lam_schedule", "Schedule"]
+__all__ = ["shrink", "scaffold_mean", "lam_schedule", "Schedule"]
 
 
-def shrink(x0: Tensor, lam: float | Tensor, dim: int = 1, weights: Tensor | None = None) -> Tensor:
+def scaffold_mean(x0: Tensor, dim: int = 1, weights: Tensor | None = None) -> Tensor:
+    """The scaffold x̄: the mean of the estimates along ``dim`` (kept), or the ``weights``-weighted
+    mean (``weights (N,)``, non-negative, not all zero)."""
+    dim = dim % x0.ndim
+    if weights is None:
+        return x0.mean(dim, keepdim=True)
+    if weights.ndim != 1 or weights.shape[0] != x0.shape[dim]:
+        raise ValueError(
+            f"weights must have shape ({x0.shape[dim]},) (one per plan on dim {dim}), got {tuple(weights.shape)}"
+        )
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("weights must be non-negative and not all zero")
+    w = weights.to(x0).reshape([-1 if i == dim else 1 for i in range(x0.ndim)])
+    return (x0 * w).sum(dim, keepdim=True) / w.sum()
+
+
+def shrink(x0: Tensor, lam: float | Tensor, dim: int = 1, weights: Tensor | None = None,
+           mean: Tensor | None = None) -> Tensor:
     """Closed-form minimiser of ``Σ_i ‖x̃_i − x̂_i‖² + γ Σ_i ‖x̃_i − mean_j x̃_j‖²`` (eq. 13).
 
     ``x̃_i = λ x̂_i + (1 − λ) x̄`` with ``λ = 1/(1 + γ)`` and ``x̄`` the mean of the estimates
@@ -21,6 +38,8 @@ def shrink(x0: Tensor, lam: float | Tensor, dim: int = 1, weights: Tensor | None
     (``weights`` of shape ``(N,)``, non-negative, not all zero). ``lam`` is a float in
     [0, 1] or a tensor broadcastable against ``x0`` with ``dim`` kept (e.g. per candidate
     ``(B, 1, 1, ...)``). λ = 1 is the identity, λ = 0 collapses every plan onto the mean.
+    ``mean``: the scaffold x̄ when it is computed elsewhere (across the ranks of a process
+    group, `cofi.distributed`); then ``weights`` is ignored.
     """
     if not isinstance(lam, Tensor):
         if not 0.0 <= float(lam) <= 1.0:
@@ -29,18 +48,8 @@ def shrink(x0: Tensor, lam: float | Tensor, dim: int = 1, weights: Tensor | None
             return x0
     elif ((lam < 0) | (lam > 1)).any():
         raise ValueError("lam must be in [0, 1]")
-    dim = dim % x0.ndim
-    if weights is None:
-        mean = x0.mean(dim, keepdim=True)
-    else:
-        if weights.ndim != 1 or weights.shape[0] != x0.shape[dim]:
-            raise ValueError(
-                f"weights must have shape ({x0.shape[dim]},) (one per plan on dim {dim}), got {tuple(weights.shape)}"
-            )
-        if (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError("weights must be non-negative and not all zero")
-        w = weights.to(x0).reshape([-1 if i == dim else 1 for i in range(x0.ndim)])
-        mean = (x0 * w).sum(dim, keepdim=True) / w.sum()
+    if mean is None:
+        mean = scaffold_mean(x0, dim, weights)
     return lam * x0 + (1 - lam) * mean
 
 

@@ -225,6 +225,7 @@ def compose_video(
     callback=None,
     x_T: Tensor | None = None,
     steps: int | None = None,
+    group=None,
     **overrides,
 ) -> Composition:
     """Compose the latent video (no decoding): ``Composition.canvas`` is ``(B, L, C, h, w)``,
@@ -241,7 +242,7 @@ def compose_video(
     prior = CogVideoXPrior.from_pipe(pipe, prompt, negative_prompt, guidance_scale, frames=window,
                                      height=height, width=width)
     return compose(prior, layout, r.sampler, batch=batch, generator=generator, max_batch=max_batch,
-                   progress=progress, callback=callback, x_T=x_T)
+                   progress=progress, callback=callback, x_T=x_T, group=group)
 
 
 @dataclass
@@ -284,6 +285,7 @@ def long_video(
     callback=None,
     x_T: Tensor | None = None,
     steps: int | None = None,
+    group=None,
     output_type: str = "np",
     **overrides,
 ) -> VideoOutput:
@@ -305,6 +307,8 @@ def long_video(
         callback: read-only ``callback(dict)`` after every step (see `cofi.compose`).
         x_T: initial latents, a canvas ``(B, L, C, h, w)`` or chunks.
         steps: sampling steps (None: the preset's 50, or the config's own).
+        group: a ``torch.distributed`` process group: the windows are spread over its ranks
+            (`cofi.compose`, docs/distributed.md); every rank gets the whole result.
         output_type: ``"np"`` (uint8 frames) or ``"latent"`` (the canvas, no decoding).
         **overrides: sampler fields to change, e.g. ``lam0=0.5``, ``refine_at=0.3``.
     Returns:
@@ -316,6 +320,6 @@ def long_video(
     out = compose_video(pipe, prompt, chunks=chunks, sampler=sampler, generator=generator,
                         negative_prompt=negative_prompt, guidance_scale=guidance_scale, height=height,
                         width=width, overlap=overlap, blend=blend, batch=batch, max_batch=max_batch,
-                        progress=progress, callback=callback, x_T=x_T, steps=steps, **overrides)
+                        progress=progress, callback=callback, x_T=x_T, steps=steps, group=group, **overrides)
     frames = out.canvas if output_type == "latent" else np.stack([decode(pipe.vae, c) for c in out.canvas])
     return VideoOutput(frames, out.best, out)

@@ -88,6 +88,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-at", type=int, default=None,
                    help="end this run at this step (checkpointed; the schedule still spans --steps), "
                         "e.g. to split training across sessions")
+    p.add_argument("--init", default=None,
+                   help="warm start: a previous run's directory; its final weights and EMA (state.safetensors) "
+                        "start this run, with a fresh optimiser and a new schedule of --steps")
 
 
 def _net_target(x0_star: Tensor, x_in: Tensor, a: Tensor, prediction: str) -> Tensor:
@@ -222,17 +225,28 @@ def train(args: argparse.Namespace, command: str) -> Path:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed)
     step, history, wall_before = 0, {"train": [], "val": []}, 0.0
+    ema_age = 0  # steps the EMA has already averaged (a warm start's)
     state_path = out / "state"
     if Path(str(state_path) + ".json").exists():  # resume
         info = load_state(state_path, net, ema, opt, g)
         step, history, wall_before = info["step"], info["history"], info["wall_s"]
+        ema_age = info.get("ema_age", 0)
         print(f"resumed from step {step}")
+    elif args.init is not None:  # warm start: weights + EMA, fresh optimiser and schedule
+        init_info = load_state(Path(args.init) / "state", net, ema, torch.optim.AdamW(net.parameters()),
+                               torch.Generator())
+        ema_age = init_info["step"]
+        print(f"initialised from {args.init} (step {ema_age})")
     batches = Batcher(tr, ac, args, bank, cond)
     val_batch = Batcher(va, ac, args, bank, cond)(512, torch.Generator().manual_seed(1234))
     meta = dict(env_name=env, T=args.T, schedule="cosine", command=command, seed=args.seed, steps=args.steps,
                 batch=args.batch, lr=args.lr, target=args.target, pad=args.pad, bank_every=args.bank_every,
                 cond_prob=args.cond_prob, bank_windows=None if bank is None else bank.size,
                 bank_sample=args.bank_sample)
+    if args.init is not None:
+        init_cfg = json.loads((Path(args.init) / "config.json").read_text())
+        meta.update(init=dict(path=str(args.init), command=init_cfg.get("command"), steps=init_cfg.get("step"),
+                              wall_s=init_cfg.get("wall_s")))
     running = history["train"][-1][1] if history["train"] else None
     bar = tqdm(total=args.steps, initial=step, desc=f"train {env}")
     t0 = time.time()
@@ -247,7 +261,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
+        decay = min(args.ema, (1 + step + ema_age) / (10 + step + ema_age))
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), net.parameters()):
                 pe.lerp_(p, 1 - decay)
@@ -265,7 +279,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
             meta.update(step=step, val_loss=val, train_loss=running, wall_s=wall)
             TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction, scale=args.scale,
                             stride=args.stride).save_pretrained(out, extra=meta)
-            save_state(state_path, net, ema, opt, g, dict(step=step, history=history, wall_s=wall))
+            save_state(state_path, net, ema, opt, g, dict(step=step, history=history, wall_s=wall, ema_age=ema_age))
             _plot(history, out / "loss.png")
             bar.write(f"step {step}: train {running:.4f}  val {val:.4f}")
     bar.close()

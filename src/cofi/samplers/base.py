@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..coupling import Pins, apply_pins, overlap_reward, pin_mask
 from ..layout import Layout
 from ..prior import LocalPrior, eps_from_x0, timestep_grid
-from ..scaffold import shrink
+from ..scaffold import scaffold_mean, shrink
 from .ddim import ddim_step, renoise
 
 Noise = Literal["independent", "shared", "blend"]
@@ -99,25 +99,66 @@ class Context:
     def noise(self, mode: Noise) -> Tensor:
         """Noise for the plans ``(B, N, *S)``: ``independent`` per plan; ``shared``: one canvas
         draw split into windows; ``blend``: per-plan draws merged into a unit-variance canvas
-        with the blend weights (`Chain.blend_noise`), then split. Overlaps share the last two."""
+        with the blend weights (`Chain.blend_noise`), then split. Overlaps share the last two.
+        On a `cofi.distributed.Shard` every rank draws for all windows and keeps its own."""
         if mode == "shared":
             return self.layout.split(self.randn(self.layout.global_shape(self.prior.sample_shape)))
-        z = self.randn(self.plan_shape[1:])
-        return self.layout.split(self.layout.blend_noise(z)) if mode == "blend" else z
+        z = self.randn((self.windows_total, *self.prior.sample_shape))
+        if mode == "blend":
+            return self.layout.split(self.layout.blend_noise(z))
+        return self.layout.local(z) if self.sharded else z
+
+    # ------------------------------------------------------------- windows across ranks
+    @property
+    def sharded(self) -> bool:
+        """Whether this run's windows are spread over the ranks of a process group."""
+        return getattr(self.layout, "is_shard", False)
+
+    @property
+    def windows_total(self) -> int:
+        """N, the composition's window count (``layout.count`` is this rank's on a shard)."""
+        return self.layout.full.count if self.sharded else self.layout.count
+
+    def window_ids(self) -> Tensor:
+        """Global index of each window in the state, ``(count,)``."""
+        ids = self.layout.window_ids if self.sharded else torch.arange(self.layout.count)
+        return ids.to(self.device)
+
+    def window_mean(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
+        """The (``weights``-weighted) mean of ``x (B, count, *S)`` over all N windows, ``(B, 1, *S)``."""
+        if self.sharded:
+            return self.layout.window_mean(x, weights)
+        return scaffold_mean(x, dim=1, weights=weights)
+
+    def pinned_entries(self, mask: Tensor) -> Tensor:
+        """How many entries of all N windows the pins write (at least 1), from this rank's
+        ``mask (1, count, *S)``."""
+        n = mask.flatten(1).sum(1).to(self.dtype)
+        if self.sharded:
+            n = self.layout.all_reduce(n)
+        return n.clamp(min=1)
+
+    def plan_mean(self, x: Tensor) -> Tensor:
+        """Mean of ``x (B, count, *S)`` over every window and entry, per candidate, ``(B,)``."""
+        if not self.sharded:
+            return x.flatten(1).mean(1)
+        return self.layout.all_reduce(x.flatten(1).sum(1)) / (self.windows_total * x[0, 0].numel())
 
     # ------------------------------------------------------------- prior calls
     def predict(self, x: Tensor, t: int, *, stage: str, step: int, grad: bool = False,
                 windows: Tensor | None = None) -> Tensor:
         """x̂ for the plans ``x (B, n, *S)`` at timestep t, micro-batched by ``max_batch``, with
-        shape and NaN checks and NFE counting. ``windows (n,)``: the window index of each of
-        the n plans (default: all N windows in order; SyncDiffusion passes a subset)."""
+        shape and NaN checks and NFE counting. ``windows (n,)``: the position in the state of
+        each of the n plans (default: all windows in order; SyncDiffusion passes a subset);
+        the prior receives their global window indices."""
         B, n = x.shape[:2]
         S = tuple(self.prior.sample_shape)
         if windows is None:
             windows = torch.arange(self.layout.count, device=self.device)
+        windows = windows.to(self.device)
         flat = x.reshape(B * n, *S)
         tt = torch.full((B * n,), int(t), device=self.device, dtype=torch.long)
-        win = windows.to(self.device).repeat(B)
+        win = self.window_ids()[windows].repeat(B)
         obs = {k: v.reshape(B, self.layout.count, *S)[:, windows].flatten(0, 1)
                for k, v in self._observations(B).items()}
         mb = self.max_batch or B * n
@@ -162,7 +203,7 @@ def _guided_predict(ctx: Context, x: Tensor, t: int, guidance: float, stage: str
     """x̂ and, with guidance, ``∇_{x_t} R`` through the prior (eq. 11): R is the overlap
     reward plus, with pins, the reconstruction reward ``−Σ mean‖x̂_pinned − v‖²`` (so the
     pinned values pull the whole plan, not only their own entries)."""
-    if guidance <= 0 or (ctx.layout.count < 2 and ctx.pins is None):
+    if guidance <= 0 or (ctx.windows_total < 2 and ctx.pins is None):
         return ctx.predict(x, t, stage=stage, step=step), None
     if not getattr(ctx.prior, "supports_grad", False):
         raise ValueError("guidance > 0 needs a prior with supports_grad = True (autograd through denoise)")
@@ -171,7 +212,7 @@ def _guided_predict(ctx: Context, x: Tensor, t: int, guidance: float, stage: str
     reward = overlap_reward(x0, ctx.layout)
     if mask is not None:  # the stage's pin mask, (1, N, *S)
         miss = (x0 - apply_pins(x0.detach(), ctx.pins, ctx.layout)).pow(2) * mask
-        reward = reward - miss.flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1)
+        reward = reward - miss.flatten(1).sum(1) / ctx.pinned_entries(mask)
     (g,) = torch.autograd.grad(reward.sum(), xg)
     ctx.grad_evals += x.shape[0] * x.shape[1]
     return x0.detach(), g
@@ -226,7 +267,7 @@ def denoise_pass(
             if fusion:
                 x0 = ctx.layout.fuse(x0)
             if lams is not None and lams[k] < 1.0:
-                x0 = shrink(x0, lams[k], dim=1, weights=weights)
+                x0 = shrink(x0, lams[k], dim=1, weights=weights, mean=ctx.window_mean(x0, weights))
             x0 = apply_pins(x0, ctx.pins, ctx.layout)
             if update == "renoise":
                 x_s = a_s.sqrt() * x0 + (1 - a_s).sqrt() * ctx.noise(noise)  # drawn on every step

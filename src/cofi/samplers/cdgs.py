@@ -104,7 +104,7 @@ def inversion_score(ctx: Context, x0: Tensor, timesteps: Tensor) -> Tensor:
         a_t = ctx.alpha(t)
         x0_hat = ctx.predict(x, t, stage="cdgs-inversion", step=j)
         eps = (x - a_t.sqrt() * x0_hat) / (1 - a_t).sqrt()
-        energy += eps.pow(2).flatten(1).mean(1)
+        energy += ctx.plan_mean(eps.pow(2))
         if j + 1 < len(asc):
             a_n = ctx.alpha(asc[j + 1])
             x = a_n.sqrt() * x0_hat + (1 - a_n).sqrt() * eps

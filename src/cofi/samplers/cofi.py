@@ -93,8 +93,8 @@ class CoFi:
     def sample(self, ctx: Context, x: Tensor) -> Tensor:
         ts = ctx.grid(self.steps)
         w = None if self.weights is None else torch.tensor(self.weights, device=ctx.device, dtype=ctx.dtype)
-        if w is not None and w.shape[0] != ctx.layout.count:
-            raise ValueError(f"weights must have one entry per window ({ctx.layout.count}), got {w.shape[0]}")
+        if w is not None and w.shape[0] != ctx.windows_total:
+            raise ValueError(f"weights must have one entry per window ({ctx.windows_total}), got {w.shape[0]}")
         lams = lam_schedule(self.lam0, self.steps, self.schedule)
         # 1. coarse stage: every step shrinks x̂ toward the shared scaffold
         x, _ = denoise_pass(ctx, x, ts, stage="coarse", eta=self.eta, fusion=self.fusion,

@@ -1,0 +1,405 @@
+"""Composition across processes: each rank of a ``torch.distributed`` group owns a contiguous
+block of windows and calls the prior on its block only (docs/distributed.md).
+
+Within one denoising step the windows of a composition are independent except for a few
+cheap reductions, and `Shard` is the layout that performs them across ranks:
+
+- **fusion** (``fuse``): every rank accumulates its windows' blend-weighted estimates on the
+  canvas and exchanges the partial sums on the canvas positions it shares with another rank
+  (the overlap bands at block boundaries), point to point;
+- **guidance and overlap errors** (``overlap_pairs``, ``overlap_error``): the neighbouring
+  windows a rank's pairs need (its *halo*) are exchanged point to point;
+- **CoFi's scaffold mean** (``window_mean``): one all-reduce of ``Σ_i w_i x̂_i``;
+- **CDGS's likelihood proxy** and the final overlap errors: an all-reduce of ``B`` numbers;
+- **the scaffold and the final canvas** (``merge``): one all-reduce of the canvas, and the
+  final plans (``gather``) one all-gather, once per composition.
+
+Randomness is rank-independent: every rank draws the noise of the whole plan set or canvas
+with the same generator and keeps its slice, so the result equals the single-process run's
+to float rounding (the order of a few sums changes), whatever the number of ranks.
+
+    import torch.distributed as dist
+    dist.init_process_group("gloo")            # torchrun sets rank and world size
+    comp = cofi.compose(prior, layout, cofi.CoFi(), group=dist.group.WORLD)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .layout import Chain, Grid, Layout
+
+__all__ = ["Shard", "CommStats", "block", "shard", "spawn"]
+
+
+def block(count: int, world: int, rank: int) -> tuple[int, int]:
+    """The contiguous block ``[a, b)`` of ``count`` windows that ``rank`` of ``world`` owns
+    (as even as possible; the first ``count % world`` ranks get one more)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank must be in [0, world) with world >= 1, got rank {rank}, world {world}")
+    if count < world:
+        raise ValueError(f"a composition of {count} windows cannot be split over {world} ranks "
+                         f"(each rank needs at least one window)")
+    q, r = divmod(count, world)
+    a = rank * q + min(rank, r)
+    return a, a + q + (1 if rank < r else 0)
+
+
+@dataclass
+class CommStats:
+    """What a `Shard` communicated: bytes sent by this rank and seconds spent in
+    communication calls, per kind (``fuse``, ``halo``, ``all_reduce``, ``gather``)."""
+
+    bytes: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def add(self, kind: str, nbytes: int, seconds: float) -> None:
+        self.bytes[kind] = self.bytes.get(kind, 0) + nbytes
+        self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes.values())
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+
+def _lattice(layout: Layout) -> Grid:
+    return layout if isinstance(layout, Grid) else Grid((layout,))
+
+
+class Shard:
+    """A layout's windows ``[a, b)`` on one rank of a process group; quacks like the layout
+    for the samplers (``count`` is the local count) and does the cross-rank reductions.
+
+    Args:
+        layout: the whole composition's `Chain` or `Grid`.
+        group: an initialised ``torch.distributed`` process group (``dist.group.WORLD``).
+    """
+
+    is_shard = True
+
+    def __init__(self, layout: Layout, group=None) -> None:
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError("group= needs an initialised torch.distributed process group "
+                               "(torch.distributed.init_process_group, or launch with torchrun)")
+        if not isinstance(layout, (Chain, Grid)):
+            raise TypeError(f"layout must be a Chain or a Grid, got {type(layout).__name__}")
+        self.full = layout
+        self.group = group
+        self.world = dist.get_world_size(group)
+        self.rank = dist.get_rank(group)
+        self._grid = _lattice(layout)
+        self.a, self.b = block(layout.count, self.world, self.rank)
+        self.blocks = [block(layout.count, self.world, r) for r in range(self.world)]
+        self.stats = CommStats()
+        g = self._grid
+        # canvas lattice positions covered by each rank's windows, (world, *lengths)
+        cover = torch.zeros(self.world, *g.lengths, dtype=torch.bool)
+        for r, (a, b) in enumerate(self.blocks):
+            for s in g.starts[a:b]:
+                sl = tuple(slice(si, si + c.window) for si, c in zip(s, g.chains))
+                cover[(r, *sl)] = True
+        self._shared = {q: cover[self.rank] & cover[q] for q in range(self.world)
+                        if q != self.rank and bool((cover[self.rank] & cover[q]).any())}
+        # adjacent pairs (i, j, chain) in the layout's order, and the halo windows they need
+        pos = {idx: i for i, idx in enumerate(g.index)}
+        self._pairs = []
+        for ai, c in enumerate(g.chains):
+            if c.count < 2 or c.overlap == 0:
+                continue
+            for idx, i in pos.items():
+                if idx[ai] + 1 < c.count:
+                    self._pairs.append((i, pos[idx[:ai] + (idx[ai] + 1,) + idx[ai + 1:]], ai))
+        owner = torch.zeros(layout.count, dtype=torch.long)
+        for r, (a, b) in enumerate(self.blocks):
+            owner[a:b] = r
+        self._owner = owner
+        need: list[set[int]] = [set() for _ in range(self.world)]  # windows rank r needs from others
+        for i, j, _ in self._pairs:
+            if owner[i] != owner[j]:
+                need[int(owner[i])].add(j)
+                need[int(owner[j])].add(i)
+        self._recv = {q: sorted(w for w in need[self.rank] if owner[w] == q) for q in range(self.world)}
+        self._send = {q: sorted(w for w in need[q] if owner[w] == self.rank) for q in range(self.world)}
+
+    # ---------------------------------------------------------------- geometry (as the layout)
+    @property
+    def count(self) -> int:
+        """Windows on this rank."""
+        return self.b - self.a
+
+    @property
+    def window_ids(self) -> Tensor:
+        """Global index of this rank's windows, ``(count,)``."""
+        return torch.arange(self.a, self.b)
+
+    @property
+    def tiled_axes(self) -> tuple[int, ...]:
+        return self.full.tiled_axes
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        return self.full.lengths
+
+    def global_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self.full.global_shape(sample_shape)
+
+    def local(self, plans: Tensor) -> Tensor:
+        """This rank's block of a whole plan set ``(B, N, *S) -> (B, count, *S)``."""
+        return plans[:, self.a:self.b]
+
+    def split(self, canvas: Tensor) -> Tensor:
+        """Canvas ``(B, *G)`` -> this rank's plans ``(B, count, *S)``."""
+        g = self._grid
+        for c in g.chains:
+            if canvas.ndim <= 1 + c.axis or canvas.shape[1 + c.axis] != c.length:
+                raise ValueError(f"canvas must have {c.length} positions on dim {1 + c.axis}, "
+                                 f"got shape {tuple(canvas.shape)}")
+        return torch.stack([g._slices(canvas, s) for s in g.starts[self.a:self.b]], dim=1)
+
+    # ---------------------------------------------------------------- reductions
+    def _timed(self, kind: str, nbytes: int, fn):
+        t0 = time.perf_counter()
+        out = fn()
+        self.stats.add(kind, nbytes, time.perf_counter() - t0)
+        return out
+
+    def all_reduce(self, t: Tensor, kind: str = "all_reduce") -> Tensor:
+        """Sum of ``t`` over the ranks (a new tensor; autograd does not flow through it)."""
+        out = t.detach().clone().contiguous()
+        self._timed(kind, out.numel() * out.element_size(),
+                    lambda: dist.all_reduce(out, op=dist.ReduceOp.SUM, group=self.group))
+        return out
+
+    def _partial(self, plans: Tensor, squared: bool = False) -> tuple[Tensor, Tensor]:
+        """``Σ_{i local} w_i plans_i`` on the whole canvas and the full ``Σ_i w_i`` (or ``w_i²``)."""
+        g = self._grid
+        B, n = plans.shape[:2]
+        if n != self.count:
+            raise ValueError(f"plans must have this rank's {self.count} windows on dim 1, got {n}")
+        G = [B, *plans.shape[2:]]
+        den_shape = [1] * len(G)
+        for c in g.chains:
+            G[1 + c.axis] = c.length
+            den_shape[1 + c.axis] = c.length
+        ws = g.weights(plans.dtype, plans.device)
+        if squared:
+            ws = [w.pow(2) for w in ws]
+        num, den = plans.new_zeros(G), plans.new_zeros(den_shape)
+        for i, (idx, start) in enumerate(zip(g.index, g.starts)):
+            w = g._window_weight(ws, idx, len(G))
+            g._slices(den, start).add_(w)
+            if self.a <= i < self.b:
+                g._slices(num, start).add_(plans[:, i - self.a] * w)
+        return num, den
+
+    def _exchange_shared(self, num: Tensor) -> Tensor:
+        """Add the other ranks' partial sums on the canvas positions shared with them."""
+        if not self._shared:
+            return num
+        axes = [1 + a for a in self.tiled_axes]
+        k = len(axes)
+        moved = num.movedim(axes, list(range(num.ndim - k, num.ndim))).contiguous()
+        sends, recvs = {}, {}
+        for q, mask in self._shared.items():
+            sends[q] = moved[..., mask].contiguous()
+            recvs[q] = torch.empty_like(sends[q])
+        nbytes = sum(s.numel() * s.element_size() for s in sends.values())
+
+        def run():
+            ops = []
+            for q in self._shared:
+                ops.append(dist.P2POp(dist.isend, sends[q], self._global_rank(q), self.group))
+                ops.append(dist.P2POp(dist.irecv, recvs[q], self._global_rank(q), self.group))
+            for req in dist.batch_isend_irecv(ops):
+                req.wait()
+
+        self._timed("fuse", nbytes, run)
+        for q, mask in self._shared.items():
+            moved[..., mask] += recvs[q]
+        return moved.movedim(list(range(num.ndim - k, num.ndim)), axes)
+
+    def _global_rank(self, q: int) -> int:
+        if self.group is None or self.group is dist.group.WORLD:
+            return q
+        return dist.get_global_rank(self.group, q)
+
+    def fuse(self, plans: Tensor) -> Tensor:
+        """``split(merge(plans))`` for this rank's windows: partial sums exchanged on the
+        shared overlap bands only."""
+        num, den = self._partial(plans)
+        return self.split(self._exchange_shared(num) / den)
+
+    def merge(self, plans: Tensor) -> Tensor:
+        """The whole canvas ``(B, *G)`` on every rank (one all-reduce of the canvas)."""
+        num, den = self._partial(plans)
+        return self.all_reduce(num, "canvas") / den
+
+    def blend_noise(self, z: Tensor) -> Tensor:
+        """As the layout's, from the draws of *all* windows ``(B, N, *S)`` (every rank draws them)."""
+        return self.full.blend_noise(z)
+
+    def window_mean(self, x: Tensor, weights: Tensor | None = None) -> Tensor:
+        """The (weighted) mean over all N windows of ``x (B, count, *S)``, ``(B, 1, *S)``."""
+        if weights is None:
+            s, tot = x.sum(1, keepdim=True), float(self.full.count)
+        else:
+            w = weights.to(x).reshape(-1, *([1] * (x.ndim - 2)))
+            s, tot = (x * w[self.a:self.b]).sum(1, keepdim=True), weights.sum()
+        return self.all_reduce(s, "scaffold") / tot
+
+    def halo(self, plans: Tensor) -> dict[int, Tensor]:
+        """The windows of other ranks that this rank's pairs need, ``{window: (B, *S)}`` (detached)."""
+        sends = {q: plans[:, [w - self.a for w in ws]].detach().contiguous()
+                 for q, ws in self._send.items() if ws}
+        recvs = {q: plans.new_empty(plans.shape[0], len(ws), *plans.shape[2:])
+                 for q, ws in self._recv.items() if ws}
+        if not sends and not recvs:
+            return {}
+        nbytes = sum(s.numel() * s.element_size() for s in sends.values())
+
+        def run():
+            ops = [dist.P2POp(dist.isend, t, self._global_rank(q), self.group) for q, t in sends.items()]
+            ops += [dist.P2POp(dist.irecv, t, self._global_rank(q), self.group) for q, t in recvs.items()]
+            for req in dist.batch_isend_irecv(ops):
+                req.wait()
+
+        self._timed("halo", nbytes, run)
+        return {w: recvs[q][:, k] for q in recvs for k, w in enumerate(self._recv[q])}
+
+    def _pair_diffs(self, plans: Tensor, owned_only: bool) -> list[tuple[int, Tensor]]:
+        halo = self.halo(plans)
+        g = self._grid
+
+        def win(i):
+            return plans[:, i - self.a] if self.a <= i < self.b else halo[i]
+
+        out = []
+        for i, j, ai in self._pairs:
+            mine_i, mine_j = self.a <= i < self.b, self.a <= j < self.b
+            if not (mine_i if owned_only else (mine_i or mine_j)):
+                continue
+            c = g.chains[ai]
+            ax = 1 + c.axis  # in a window (B, *S)
+            out.append((ai, win(i).narrow(ax, c.window - c.overlap, c.overlap) - win(j).narrow(ax, 0, c.overlap)))
+        return out
+
+    def overlap_pairs(self, plans: Tensor) -> list[Tensor]:
+        """Per tiled axis, the differences of every adjacent pair that touches one of this
+        rank's windows (pairs across a block boundary appear on both ranks). For gradients:
+        ``∂/∂x_local`` of the overlap reward equals the single-process one."""
+        per_axis: dict[int, list[Tensor]] = {}
+        for ai, d in self._pair_diffs(plans, owned_only=False):
+            per_axis.setdefault(ai, []).append(d)
+        return [torch.stack(v, 1) for _, v in sorted(per_axis.items())]
+
+    def overlap_error(self, plans: Tensor) -> Tensor:
+        """Per-candidate overlap MSE of the whole composition, ``(B,)``, on every rank."""
+        if not self._pairs:
+            return plans.new_zeros(plans.shape[0])
+        diffs = self._pair_diffs(plans, owned_only=True)
+        s = plans.new_zeros(plans.shape[0])
+        for _, d in diffs:
+            s = s + d.pow(2).flatten(1).mean(1)
+        return self.all_reduce(s, "overlap_error") / len(self._pairs)
+
+    def gather(self, plans: Tensor) -> Tensor:
+        """All N windows ``(B, N, *S)`` on every rank (one all-gather)."""
+        n_max = max(b - a for a, b in self.blocks)
+        pad = plans.new_zeros(plans.shape[0], n_max, *plans.shape[2:])
+        pad[:, : self.count] = plans.detach()
+        parts = [torch.empty_like(pad) for _ in range(self.world)]
+        self._timed("gather", pad.numel() * pad.element_size(),
+                    lambda: dist.all_gather(parts, pad.contiguous(), group=self.group))
+        return torch.cat([p[:, : b - a] for p, (a, b) in zip(parts, self.blocks)], dim=1)
+
+
+def shard(layout: Layout, group) -> Layout | Shard:
+    """``layout`` itself without a group, else this rank's `Shard` of it."""
+    return layout if group is None else Shard(layout, group)
+
+
+# ----------------------------------------------------------------------------- local launcher
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, backend, timeout, threads, fn, args, queue):  # pragma: no cover (child)
+    import datetime
+    import os
+    import pickle
+    import traceback
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        torch.set_num_threads(threads)
+        dist.init_process_group(backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout))
+        out = pickle.dumps(fn(*args))  # plain bytes: no shared-memory handles outliving the child
+        queue.put((rank, True, out))
+    except BaseException:  # noqa: BLE001 (every failure goes back to the launcher)
+        queue.put((rank, False, traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn(fn, world: int, *args, backend: str = "gloo", timeout: float = 120.0, threads: int = 1) -> list:
+    """Run ``fn(*args)`` on ``world`` local processes joined in a process group (localhost,
+    ``gloo`` by default) and return their results in rank order. For tests and benchmarks on
+    one machine; multi-machine and GPU runs use ``torchrun`` (docs/distributed.md).
+
+    ``fn`` and its results must be picklable (a module-level function). If a rank raises, the
+    others are stopped and a ``RuntimeError`` carries that rank's traceback; if the run takes
+    longer than ``timeout`` seconds, every rank is stopped and ``TimeoutError`` is raised. It
+    never hangs. ``threads``: torch threads per process.
+    """
+    import pickle
+    import queue as queue_mod
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, world, port, backend, timeout, threads, fn, args, q), daemon=True)
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    results: dict[int, object] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while len(results) < world:
+            try:
+                rank, ok, out = q.get(timeout=0.2)
+            except queue_mod.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"distributed run did not finish within {timeout:g} s") from None
+                dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0) and r not in results]
+                if dead:
+                    raise RuntimeError(f"rank {dead[0]} exited with code {procs[dead[0]].exitcode}")
+                continue
+            if not ok:
+                raise RuntimeError(f"rank {rank} of {world} failed:\n{out}")
+            results[rank] = pickle.loads(out)
+    finally:
+        for p in procs:
+            p.join(timeout=5 if len(results) == world else 0)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    return [results[r] for r in range(world)]
