@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-_SUBMODULES = ("planning", "metrics", "testing", "viz", "video", "presets")
+_SUBMODULES = ("planning", "metrics", "testing", "viz", "video", "presets", "distributed")
 
 
 def __getattr__(name: str):

@@ -102,6 +102,7 @@ class Shard:
         self.a, self.b = block(layout.count, self.world, self.rank)
         self.blocks = [block(layout.count, self.world, r) for r in range(self.world)]
         self.stats = CommStats()
+        self._weights: dict = {}
         g = self._grid
         # canvas lattice positions covered by each rank's windows, (world, *lengths)
         cover = torch.zeros(self.world, *g.lengths, dtype=torch.bool)
@@ -181,8 +182,8 @@ class Shard:
                     lambda: dist.all_reduce(out, op=dist.ReduceOp.SUM, group=self.group))
         return out
 
-    def _partial(self, plans: Tensor, squared: bool = False) -> tuple[Tensor, Tensor]:
-        """``Σ_{i local} w_i plans_i`` on the whole canvas and the full ``Σ_i w_i`` (or ``w_i²``)."""
+    def _partial(self, plans: Tensor) -> tuple[Tensor, Tensor]:
+        """``Σ_{i local} w_i plans_i`` on the whole canvas and the full ``Σ_i w_i``."""
         g = self._grid
         B, n = plans.shape[:2]
         if n != self.count:
@@ -192,15 +193,21 @@ class Shard:
         for c in g.chains:
             G[1 + c.axis] = c.length
             den_shape[1 + c.axis] = c.length
-        ws = g.weights(plans.dtype, plans.device)
-        if squared:
-            ws = [w.pow(2) for w in ws]
-        num, den = plans.new_zeros(G), plans.new_zeros(den_shape)
-        for i, (idx, start) in enumerate(zip(g.index, g.starts)):
-            w = g._window_weight(ws, idx, len(G))
-            g._slices(den, start).add_(w)
-            if self.a <= i < self.b:
-                g._slices(num, start).add_(plans[:, i - self.a] * w)
+        key = (plans.dtype, plans.device, len(G))
+        if key not in self._weights:  # this rank's window weights and the full Σ_i w_i, once
+            ws = g.weights(plans.dtype, plans.device)
+            den = plans.new_zeros(den_shape)
+            mine = []
+            for i, (idx, start) in enumerate(zip(g.index, g.starts)):
+                w = g._window_weight(ws, idx, len(G))
+                g._slices(den, start).add_(w)
+                if self.a <= i < self.b:
+                    mine.append((start, w))
+            self._weights[key] = (mine, den)
+        mine, den = self._weights[key]
+        num = plans.new_zeros(G)
+        for k, (start, w) in enumerate(mine):
+            g._slices(num, start).add_(plans[:, k] * w)
         return num, den
 
     def _exchange_shared(self, num: Tensor) -> Tensor:
@@ -325,8 +332,15 @@ class Shard:
 
 
 def shard(layout: Layout, group) -> Layout | Shard:
-    """``layout`` itself without a group, else this rank's `Shard` of it."""
-    return layout if group is None else Shard(layout, group)
+    """``layout`` itself without a group, else this rank's `Shard` of it. ``group`` may also be
+    a `Shard` of ``layout`` made beforehand, to read its `CommStats` afterwards."""
+    if group is None:
+        return layout
+    if isinstance(group, Shard):
+        if group.full != layout:
+            raise ValueError("a Shard passed as group= must be a shard of the composition's layout")
+        return group
+    return Shard(layout, group)
 
 
 # ----------------------------------------------------------------------------- local launcher

@@ -186,6 +186,7 @@ def plan(
     maze: Maze | str | None = None,
     max_batch: int | None = None,
     hard_pins: bool = True,
+    group=None,
 ) -> PlanResult:
     """Compose a start-to-goal plan with a trajectory prior.
 
@@ -208,6 +209,8 @@ def plan(
             (Janner et al.'s inpainting, ``Pins(hard=True)``), so the network sees the
             endpoints in its input. With x̂-only pins the end windows of a weak prior jump
             to the pinned points instead of leaving from them.
+        group: a ``torch.distributed`` process group: the windows are spread over its ranks
+            (`cofi.compose`); every rank gets the same plan.
     Returns:
         A `PlanResult`.
     """
@@ -242,7 +245,7 @@ def plan(
                 hard=bool(hard_pins))
     t0 = time.perf_counter()
     comp = compose(prior, layout, sampler, batch=batch, generator=generator, pins=pins,
-                   progress=progress, max_batch=max_batch)
+                   progress=progress, max_batch=max_batch, group=group)
     elapsed = time.perf_counter() - t0
     raw = _to_numpy(prior.unnormalize(comp.best_canvas))
     windows = _to_numpy(prior.unnormalize(comp.plans[comp.best]))

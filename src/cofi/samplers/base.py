@@ -131,12 +131,11 @@ class Context:
         return scaffold_mean(x, dim=1, weights=weights)
 
     def pinned_entries(self, mask: Tensor) -> Tensor:
-        """How many entries of all N windows the pins write (at least 1), from this rank's
-        ``mask (1, count, *S)``."""
-        n = mask.flatten(1).sum(1).to(self.dtype)
+        """How many entries of all N windows the pins write (at least 1), ``(1,)``; ``mask
+        (1, count, *S)`` is this rank's (on a shard the count comes from the whole layout)."""
         if self.sharded:
-            n = self.layout.all_reduce(n)
-        return n.clamp(min=1)
+            mask = pin_mask(self.pins, self.layout.full, (1, self.windows_total, *self.prior.sample_shape))
+        return mask.flatten(1).sum(1).to(self.dtype).clamp(min=1)
 
     def plan_mean(self, x: Tensor) -> Tensor:
         """Mean of ``x (B, count, *S)`` over every window and entry, per candidate, ``(B,)``."""
