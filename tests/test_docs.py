@@ -67,3 +67,43 @@ def test_readme_first_block_runs():
     exec(_blocks(ROOT / "README.md")[0], ns)
     out = ns["out"]
     assert out.canvas.shape == (4, 200, 2) and out.plans.shape == (4, 8, 32, 2) and out.nfe > 0
+
+
+def test_panorama_doc_blocks_run_on_a_tiny_pipeline(monkeypatch, tmp_path):
+    """docs/panorama.md's blocks run as written on a tiny random-weight SD pipeline with SD's
+    64-latent window: the hub download and ``.to("cuda")`` return the tiny pipeline, and
+    every composition runs 2 steps instead of its 50 (the only changes)."""
+    import dataclasses
+    import sys
+
+    diffusers = pytest.importorskip("diffusers")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _tiny_sd import tiny_pipe
+
+    import cofi
+    import cofi.panorama as pano_mod
+
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pipe = tiny_pipe(seed=0, sample_size=64)
+    pipe.to = lambda *a, **k: pipe
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    compose = cofi.compose
+
+    def two_steps(prior, layout, sampler, **kw):
+        return compose(prior, layout, dataclasses.replace(sampler, steps=2), **kw)
+
+    monkeypatch.setattr(pano_mod, "compose", two_steps)
+    monkeypatch.setattr(cofi, "compose", two_steps)
+    monkeypatch.chdir(tmp_path)
+    try:
+        blocks = _blocks(ROOT / "docs" / "panorama.md")
+        ns: dict = {}
+        exec(blocks[0], ns)
+        assert (tmp_path / "dolomites.png").exists() and ns["out"].best_image.size == (2048, 512)
+        ns["prompt"] = "a photo of the mountains"
+        exec(blocks[1], ns)
+        assert len(ns["images"]) == 1 and ns["images"][0].size == (2048, 512)
+    finally:
+        torch.set_num_threads(threads)
