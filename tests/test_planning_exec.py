@@ -330,19 +330,6 @@ def test_plan_reads_env_name_from_prior():
 
 
 # ---------------------------------------------------------------- plan and execute
-def test_replan_count():
-    """What is left of the plan (CompDiffuser's rule), never below what the distance left asks
-    for, never above the first plan's count."""
-    from cofi.planning.evaluate import replan_count
-
-    assert replan_count(8, 0.5, 8, distance=10.0, start_distance=100.0) == 4     # halfway along: 4 left
-    assert replan_count(8, 0.99, 8, distance=1.0, start_distance=100.0) == 1     # at the end: at least 1
-    # stuck halfway along a plan that crossed a wall, no nearer the goal: keep the windows
-    assert replan_count(8, 0.5, 8, distance=90.0, start_distance=100.0) == 8
-    assert replan_count(3, 0.0, 8, distance=50.0, start_distance=100.0) == 4     # a shrunk plan grows back
-    assert replan_count(8, 0.0, 8, distance=150.0, start_distance=100.0) == 8    # capped at the first count
-
-
 def test_evaluate_smoke(prior):
     recs = evaluate(MEDIUM, prior, "cofi", tasks=(1, 3), steps=3, batch=2, max_steps=60, max_replans=2,
                     keep_paths=True)

@@ -24,8 +24,7 @@ from .control import WaypointController
 from .maze import Maze, parse_env_name
 from .planner import METHODS, PlanResult, default_batch, default_count, plan, planning_sampler
 
-__all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "replan_count", "evaluate", "summarize",
-           "markdown_table"]
+__all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "evaluate", "summarize", "markdown_table"]
 
 
 @dataclass
@@ -114,15 +113,6 @@ def episode_problem(env, task: int, seed: int = 0, episode: int = 0, device="cpu
     return np.asarray(ob[:2], dtype=np.float64), goal, gen
 
 
-def replan_count(previous: int, progress: float, count: int, distance: float, start_distance: float) -> int:
-    """Windows of a replan: what is left of the current plan, ``⌈previous · (1 − progress)⌉``
-    (CompDiffuser's replanning), but at least what the straight-line distance left asks for,
-    ``⌈count · distance / start_distance⌉``, and at most ``count`` (the first plan's)."""
-    left = math.ceil(previous * (1 - progress) - 1e-9)
-    far = math.ceil(count * distance / max(start_distance, 1e-9) - 1e-9)
-    return min(count, max(1, left, far))
-
-
 def run_episode(
     env,
     prior,
@@ -148,12 +138,8 @@ def run_episode(
     """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring.
 
     With ``adaptive_count`` a replan composes only as many windows as the remaining part of
-    the current plan had, ``⌈N · (1 − progress)⌉``, as CompDiffuser's replanner does: a fixed
-    N would stretch a short remaining route over the whole horizon. But never fewer than the
-    straight-line distance left asks for, ``⌈count · ‖x − goal‖ / ‖start − goal‖⌉`` (at most
-    ``count``): an agent that replans because the plan was infeasible (it crossed a wall) may
-    stand far along that plan's index and no nearer the goal, and shrinking the plan at every
-    such replan leaves too few windows to go round the wall.
+    the current plan had, ``⌈N · (1 − progress)⌉`` (at least 1), as CompDiffuser's replanner
+    does: a fixed N would stretch a short remaining route over the whole horizon.
     """
     maze = Maze.from_env(env) if maze is None else maze
     xy, goal, gen = episode_problem(env, task, seed, episode, device=prior.alphas_cumprod.device)
@@ -162,7 +148,6 @@ def run_episode(
         return plan(prior, from_xy, goal, sampler, count=n, batch=batch, generator=gen,
                     progress=progress, maze=maze)
 
-    start_distance = float(np.linalg.norm(xy - goal))
     first = new_plan(xy, count)
     check = maze.check_plan(first.xy, goal)
     plans = [first]
@@ -181,9 +166,8 @@ def run_episode(
         if off_plan and replans < max_replans and maze.is_free(xy):
             replans += 1
             n = plans[-1].layout.count
-            if adaptive_count:
-                n = replan_count(n, ctrl.index / len(ctrl.plan), count, float(np.linalg.norm(xy - goal)),
-                                 start_distance)
+            if adaptive_count:  # what is left of the plan, in windows (CompDiffuser's replanning)
+                n = max(1, math.ceil(n * (1 - ctrl.index / len(ctrl.plan)) - 1e-9))
             plans.append(new_plan(xy, n))
             ctrl = WaypointController(plans[-1].xy, **(controller or {}))
             best_index, since_progress = 0, 0
