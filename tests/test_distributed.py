@@ -62,7 +62,16 @@ def _compare(got: dict, want: dict) -> None:
 
 
 def _all_cases() -> dict:
-    return {name: _compose(name, True) for name in CASES}
+    import torch.distributed as dist
+
+    out = {name: _compose(name, True) for name in CASES}
+    try:  # not distributed yet: a clear error on every rank, not a wrong result
+        cofi.compose(_gmm(), cofi.Chain(16, 8, 4), cofi.SyncDiffusion(steps=2, lpips=lambda a, b: (a - b).pow(2).mean()),
+                     progress=False, group=dist.group.WORLD)
+        out["syncdiffusion"] = "ran"
+    except NotImplementedError as e:
+        out["syncdiffusion"] = str(e)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +85,11 @@ def test_two_ranks_equal_one_process(two_ranks, name):
     want = _compose(name, False)
     for rank_result in two_ranks:  # every rank returns the whole composition
         _compare(rank_result[name], want)
+
+
+def test_syncdiffusion_refuses_a_group(two_ranks):
+    for r in two_ranks:
+        assert "SyncDiffusion does not run over a process group" in r["syncdiffusion"]
 
 
 def test_blocks_partition_the_windows():
