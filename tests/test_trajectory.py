@@ -277,6 +277,16 @@ def test_training_warm_start_from_a_previous_run(tmp_path):
     assert json.loads((tmp_path / "warm" / "state.json").read_text())["step"] == 1
     cfg = json.loads((tmp_path / "warm" / "config.json").read_text())
     assert cfg["init"]["command"] == "base-cmd" and cfg["init"]["steps"] == 2 and cfg["command"] == "warm-cmd"
+    # from a checkpoint directory alone (what ships): its EMA weights start the net and the EMA
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for f in ("model.safetensors", "config.json"):
+        (ckpt / f).write_bytes((tmp_path / "base" / f).read_bytes())
+    train(_train_args(tmp_path, "fromckpt", "--steps", "1", "--init", str(ckpt), "--lr", "0"), "c")
+    got = load_file(tmp_path / "fromckpt" / "state.safetensors")
+    shipped = load_file(ckpt / "model.safetensors")
+    for k, v in shipped.items():
+        assert torch.equal(got[f"net.{k}"], v), k
     # bit-identical resume of a warm-started run
     train(_train_args(tmp_path, "w2", "--steps", "2", "--init", str(tmp_path / "base")), "w")
     train(_train_args(tmp_path, "w3", "--steps", "2", "--init", str(tmp_path / "base"), "--stop-at", "1"), "w")

@@ -89,8 +89,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="end this run at this step (checkpointed; the schedule still spans --steps), "
                         "e.g. to split training across sessions")
     p.add_argument("--init", default=None,
-                   help="warm start: a previous run's directory; its final weights and EMA (state.safetensors) "
-                        "start this run, with a fresh optimiser and a new schedule of --steps")
+                   help="warm start: a previous run's directory (its weights and EMA, state.safetensors) or a "
+                        "checkpoint directory (model.safetensors: the EMA weights start both); a fresh optimiser "
+                        "and a new schedule of --steps")
 
 
 def _net_target(x0_star: Tensor, x_in: Tensor, a: Tensor, prediction: str) -> Tensor:
@@ -233,9 +234,15 @@ def train(args: argparse.Namespace, command: str) -> Path:
         ema_age = info.get("ema_age", 0)
         print(f"resumed from step {step}")
     elif args.init is not None:  # warm start: weights + EMA, fresh optimiser and schedule
-        init_info = load_state(Path(args.init) / "state", net, ema, torch.optim.AdamW(net.parameters()),
-                               torch.Generator())
-        ema_age = init_info["step"]
+        init = Path(args.init)
+        if (init / "state.safetensors").exists():  # a training run: its weights and its EMA
+            ema_age = load_state(init / "state", net, ema, torch.optim.AdamW(net.parameters()),
+                                 torch.Generator())["step"]
+        else:  # a shipped checkpoint: its EMA weights start both
+            shipped = TrajectoryPrior.from_pretrained(init)
+            net.load_state_dict(shipped.net.state_dict())
+            ema.load_state_dict(shipped.net.state_dict())
+            ema_age = int(json.loads((init / "config.json").read_text()).get("step", 0))
         print(f"initialised from {args.init} (step {ema_age})")
     batches = Batcher(tr, ac, args, bank, cond)
     val_batch = Batcher(va, ac, args, bank, cond)(512, torch.Generator().manual_seed(1234))
