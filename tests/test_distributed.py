@@ -138,10 +138,23 @@ def _sd_panorama(distributed: bool):
     return out.images
 
 
-def test_tiny_sd_panorama_on_two_ranks():
-    """float32 UNet: each rank calls it on half the windows, which changes the convolutions'
-    rounding (as ``max_batch`` does); 4 steps amplify it to ~2e-5 on latents of size ~1."""
-    got = spawn(_sd_panorama, 2, True, timeout=120)
-    want = _sd_panorama(False)
-    for g in got:
-        torch.testing.assert_close(g, want, atol=1e-4, rtol=1e-4)
+def _sd_and_video(distributed: bool):
+    import torch.distributed as dist
+    from _tiny_cogvideox import tiny_pipe as tiny_video_pipe
+
+    group = dist.group.WORLD if distributed else None
+    video = cofi.long_video(tiny_video_pipe(seed=0), "a red panda eats bamboo in the forest", chunks=3, overlap=1,
+                            sampler="cofi", steps=3, height=32, width=32, generator=torch.Generator().manual_seed(4),
+                            progress=False, output_type="latent", group=group)
+    return _sd_panorama(distributed), video.frames
+
+
+def test_tiny_sd_panorama_and_cogvideox_on_two_ranks():
+    """cofi.panorama and cofi.long_video (CoFi presets) with group=. float32 networks: each rank
+    calls them on half the windows, which changes the rounding (as ``max_batch`` does); a few
+    steps amplify it to ~2e-5 on latents of size ~1."""
+    got = spawn(_sd_and_video, 2, True, timeout=120)
+    want = _sd_and_video(False)
+    for pano, video in got:
+        torch.testing.assert_close(pano, want[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(video, want[1], atol=1e-4, rtol=1e-4)
