@@ -113,14 +113,7 @@ class Shard:
         self._shared = {q: cover[self.rank] & cover[q] for q in range(self.world)
                         if q != self.rank and bool((cover[self.rank] & cover[q]).any())}
         # adjacent pairs (i, j, chain) in the layout's order, and the halo windows they need
-        pos = {idx: i for i, idx in enumerate(g.index)}
-        self._pairs = []
-        for ai, c in enumerate(g.chains):
-            if c.count < 2 or c.overlap == 0:
-                continue
-            for idx, i in pos.items():
-                if idx[ai] + 1 < c.count:
-                    self._pairs.append((i, pos[idx[:ai] + (idx[ai] + 1,) + idx[ai + 1:]], ai))
+        self._pairs = g.adjacent_pairs()
         owner = torch.zeros(layout.count, dtype=torch.long)
         for r, (a, b) in enumerate(self.blocks):
             owner[a:b] = r
@@ -286,7 +279,6 @@ class Shard:
 
     def _pair_diffs(self, plans: Tensor, owned_only: bool) -> list[tuple[int, Tensor]]:
         halo = self.halo(plans)
-        g = self._grid
 
         def win(i):
             return plans[:, i - self.a] if self.a <= i < self.b else halo[i]
@@ -294,11 +286,8 @@ class Shard:
         out = []
         for i, j, ai in self._pairs:
             mine_i, mine_j = self.a <= i < self.b, self.a <= j < self.b
-            if not (mine_i if owned_only else (mine_i or mine_j)):
-                continue
-            c = g.chains[ai]
-            ax = 1 + c.axis  # in a window (B, *S)
-            out.append((ai, win(i).narrow(ax, c.window - c.overlap, c.overlap) - win(j).narrow(ax, 0, c.overlap)))
+            if mine_i if owned_only else (mine_i or mine_j):
+                out.append((ai, self._grid.pair_difference(win(i), win(j), ai)))
         return out
 
     def overlap_pairs(self, plans: Tensor) -> list[Tensor]:

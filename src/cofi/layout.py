@@ -341,23 +341,30 @@ class Grid:
         _, den2 = self._accumulate(z, [w.pow(2) for w in ws], weights_only=True)
         return num / den2.sqrt()
 
-    def overlap_pairs(self, plans: Tensor) -> list[Tensor]:
-        """Per tiled axis, the differences of every pair of windows adjacent along it on their
-        shared band, ``(B, pairs, ...)`` (the band spans the whole window on the other axes)."""
-        out = []
+    def adjacent_pairs(self) -> list[tuple[int, int, int]]:
+        """Every pair of overlapping windows ``(i, j, a)``, j following i along chain a, chain
+        by chain and in window order (the order of `overlap_pairs`)."""
         pos = {idx: i for i, idx in enumerate(self.index)}
+        out = []
         for a, c in enumerate(self.chains):
             if c.count < 2 or c.overlap == 0:
                 continue
-            ax = 2 + c.axis
-            left, right = [], []
-            for idx, i in pos.items():
-                if idx[a] + 1 < c.count:
-                    j = pos[idx[:a] + (idx[a] + 1,) + idx[a + 1:]]
-                    right.append(plans[:, i].narrow(ax - 1, c.window - c.overlap, c.overlap))
-                    left.append(plans[:, j].narrow(ax - 1, 0, c.overlap))
-            out.append(torch.stack(right, 1) - torch.stack(left, 1))
+            out += [(i, pos[idx[:a] + (idx[a] + 1,) + idx[a + 1:]], a) for idx, i in pos.items()
+                    if idx[a] + 1 < c.count]
         return out
+
+    def pair_difference(self, x_i: Tensor, x_j: Tensor, a: int) -> Tensor:
+        """``R(x_i) − L(x_j)`` along chain a for windows ``(B, *S)``: their shared band."""
+        c = self.chains[a]
+        return x_i.narrow(1 + c.axis, c.window - c.overlap, c.overlap) - x_j.narrow(1 + c.axis, 0, c.overlap)
+
+    def overlap_pairs(self, plans: Tensor) -> list[Tensor]:
+        """Per tiled axis, the differences of every pair of windows adjacent along it on their
+        shared band, ``(B, pairs, ...)`` (the band spans the whole window on the other axes)."""
+        per_axis: dict[int, list[Tensor]] = {}
+        for i, j, a in self.adjacent_pairs():
+            per_axis.setdefault(a, []).append(self.pair_difference(plans[:, i], plans[:, j], a))
+        return [torch.stack(v, 1) for _, v in sorted(per_axis.items())]
 
     def overlap_error(self, plans: Tensor) -> Tensor:
         """Per-candidate overlap MSE, ``(B,)``: the mean over all adjacent pairs of the mean
