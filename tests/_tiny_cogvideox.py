@@ -25,8 +25,9 @@ def tiny_tokenizer():
                                    unk_token="<unk>", model_max_length=TEXT_LEN)
 
 
-def tiny_components(seed: int = 0, rotary: bool = False) -> dict:
-    """Components of a `CogVideoXPipeline` with random weights (seeded)."""
+def tiny_components(seed: int = 0, rotary: bool = False, sample_frames: int = 9) -> dict:
+    """Components of a `CogVideoXPipeline` with random weights (seeded). ``sample_frames`` sets
+    the chunk (``(sample_frames − 1) / 4 + 1`` latent frames; 49 → CogVideoX-2B's 13)."""
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -34,7 +35,7 @@ def tiny_components(seed: int = 0, rotary: bool = False) -> dict:
     transformer = CogVideoXTransformer3DModel(
         num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,  # RoPE needs dim 16
         time_embed_dim=2, text_embed_dim=32, num_layers=1, sample_width=4, sample_height=4,
-        sample_frames=9, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=TEXT_LEN,
+        sample_frames=sample_frames, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=TEXT_LEN,
         use_rotary_positional_embeddings=rotary, use_learned_positional_embeddings=False,
     )
     torch.manual_seed(seed + 1)
@@ -58,10 +59,10 @@ def tiny_components(seed: int = 0, rotary: bool = False) -> dict:
             "tokenizer": tiny_tokenizer(), "scheduler": scheduler}
 
 
-def tiny_pipe(seed: int = 0, rotary: bool = False):
+def tiny_pipe(seed: int = 0, rotary: bool = False, sample_frames: int = 9):
     """A `CogVideoXPipeline` over `tiny_components` (CPU, float32)."""
     from diffusers import CogVideoXPipeline
 
-    pipe = CogVideoXPipeline(**tiny_components(seed, rotary))
+    pipe = CogVideoXPipeline(**tiny_components(seed, rotary, sample_frames))
     pipe.set_progress_bar_config(disable=True)
     return pipe
