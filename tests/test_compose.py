@@ -80,6 +80,25 @@ def test_refine_at_is_a_fraction_of_any_grid(gmm):
     assert [s for st, s in seen if st == "refine"] == list(range(3, 10))  # steps numbered on the shared grid
 
 
+def test_refine_fusion_fuses_the_refinement_stage_only(gmm):
+    """``refine_fusion`` switches Bethe averaging in the refinement stage alone: None follows
+    ``fusion``; fused refinement ends with plans that agree exactly on their overlaps (the last
+    step returns the fused x̂), and the coarse stage is untouched (same scaffold)."""
+    layout = cofi.Chain(16, 4, 4, blend="ramp")
+
+    def run(**kw):
+        return cofi.compose(gmm, layout, cofi.CoFi(steps=10, **kw), batch=2, generator=gen(3), progress=False,
+                            dtype=torch.float64)
+
+    both, same = run(fusion=True), run(fusion=True, refine_fusion=True)
+    assert torch.equal(both.canvas, same.canvas)
+    coarse_only = run(fusion=True, refine_fusion=False)
+    assert not torch.equal(both.canvas, coarse_only.canvas)
+    plain, fine = run(fusion=False), run(fusion=False, refine_fusion=True)
+    assert torch.equal(plain.scaffold, fine.scaffold) and not torch.equal(plain.canvas, fine.canvas)
+    assert float(fine.overlap_error.max()) < 1e-20 < float(plain.overlap_error.min())
+
+
 def test_nfe_matches_design_formulas(gmm):
     layout = cofi.Chain(16, 4, 3)
     K, B, N = 10, 4, 3

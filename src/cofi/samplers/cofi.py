@@ -29,6 +29,7 @@ class CoFi:
             (0.3 → step 15 of 50, 3 of 10). ``None`` skips refinement.
         refine_eta: η of the refinement stage.
         fusion: Bethe averaging with the layout's blend in both stages.
+        refine_fusion: Bethe averaging in the refinement stage; None: as ``fusion``.
         guidance: overlap-MSE gradient guidance weight in both stages (0 = off).
         noise: the coarse stage's noise: ``independent`` per plan, ``shared`` (one canvas
             draw, split) or ``blend`` (per-plan draws merged to a unit-variance canvas).
@@ -48,6 +49,7 @@ class CoFi:
     refine_at: float | None = 0.3
     refine_eta: float = 1.0
     fusion: bool = True
+    refine_fusion: bool | None = None
     guidance: float = 0.0
     noise: Noise = "independent"
     refine_noise: Noise | None = None
@@ -111,6 +113,7 @@ class CoFi:
         z = ctx.randn(scaffold.shape[1:])
         x = ctx.layout.split(a_r.sqrt() * scaffold + (1 - a_r).sqrt() * z)
         # 4. refinement stage: local coupling only (λ = 1)
-        x, _ = denoise_pass(ctx, x, ts[r:], stage="refine", eta=self.refine_eta, fusion=self.fusion,
+        x, _ = denoise_pass(ctx, x, ts[r:], stage="refine", eta=self.refine_eta,
+                            fusion=self.fusion if self.refine_fusion is None else self.refine_fusion,
                             guidance=self.guidance, noise=self.refine_noise or self.noise, first_step=r)
         return x
