@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -337,3 +339,33 @@ def test_no_guidance_step_onto_clean_data():
                        generator=torch.Generator().manual_seed(0), callback=lambda d: last.update(d))
     assert out.grad_evals == 4 * 2 * 3  # 4 of the 5 steps were guided
     torch.testing.assert_close(out.plans, last["x0"])
+
+
+def test_variance_guidance_schedule_matches_a_hand_written_loop():
+    """``guidance_schedule="variance"``: each DDIM step (η = 0) adds w·(1 − ᾱ_s)·∇_{x_t} R, R the
+    overlap reward of x̂; checked against a loop written here from the formula, in float64."""
+    from cofi.coupling import overlap_reward
+
+    prior = cofi.priors.GaussianMixturePrior.chain_benchmark()
+    layout = cofi.Chain(32, 8, 3)
+    x_T = torch.randn(2, layout.length, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ts = []
+    sampler = cofi.GSC(steps=6, guidance=0.3, guidance_schedule="variance", fusion=False)
+    out = cofi.compose(prior, layout, sampler, x_T=x_T, batch=2, progress=False, dtype=torch.float64,
+                       callback=lambda d: ts.append(d["t"]))
+    ac = prior.alphas_cumprod.double()
+    x = layout.split(x_T)
+    for k, t in enumerate(ts):
+        a_t = ac[t]
+        a_s = ac[ts[k + 1]] if k + 1 < len(ts) else torch.tensor(1.0, dtype=torch.float64)
+        xg = x.detach().requires_grad_(True)
+        x0 = prior.denoise(xg.flatten(0, 1), torch.full((6,), t)).view_as(x)
+        (g,) = torch.autograd.grad(overlap_reward(x0, layout).sum(), xg)
+        eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+        x = (a_s.sqrt() * x0 + (1 - a_s).sqrt() * eps + 0.3 * (1 - a_s) * g).detach()
+    torch.testing.assert_close(out.plans, x, atol=1e-10, rtol=1e-10)
+    constant = cofi.compose(prior, layout, dataclasses.replace(sampler, guidance_schedule="constant"), x_T=x_T, batch=2,
+                            progress=False, dtype=torch.float64)
+    assert not torch.allclose(constant.plans, out.plans)
+    with pytest.raises(ValueError, match="guidance_schedule must be one of 'constant', 'variance'"):
+        cofi.CoFi(guidance_schedule="cosine")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from cofi.planning.planner import planning_sampler
 from cofi.priors.trajectory import CHECKPOINTS, TrajectoryPrior, cosine_alphas_cumprod
 from cofi.priors.unet1d import TemporalUNet, UNet1DConfig
 from cofi.testing import check_prior
@@ -202,12 +203,15 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     prior = tiny_prior()
     prior.prediction_type = prediction
     prior.clip, prior.stride, prior.planning_guidance = 0.5, 4, 3.0  # non-defaults must survive the round trip
+    prior.planning_guidance_schedule = "variance"
     prior.save_pretrained(tmp_path / "ckpt", extra={"command": "test"})
     again = TrajectoryPrior.from_pretrained(tmp_path / "ckpt")
     x, t = 3 * torch.randn(2, 160, 2), torch.tensor([3, 40])
     assert torch.equal(prior.denoise(x, t), again.denoise(x, t))
     assert again.env_name == "test" and again.prediction_type == prediction
     assert again.clip == 0.5 and again.stride == 4 and again.planning_guidance == 3.0
+    assert again.planning_guidance_schedule == "variance"
+    assert planning_sampler("cofi", prior=again).guidance_schedule == "variance"
 
 
 def test_missing_checkpoint_names_the_shipped_ones(tmp_path):

@@ -87,7 +87,8 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
 
     All three: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
     guidance of weight ``guidance`` at every step, pins for start and goal. ``guidance=None``
-    takes the prior's ``planning_guidance`` if it has one, else 20. The right weight depends on
+    takes the prior's ``planning_guidance`` if it has one, else 20, and the prior's
+    ``planning_guidance_schedule`` (``constant`` if it has none; see `cofi.GSC`). The right weight depends on
     the prior: the closed-form prior snaps x̂ to data windows at low noise (its Jacobian there is
     ~0), so guidance must be strong to couple the windows at all; a network passes x_t through
     at low noise, and a strong overlap gradient then shrinks windows to a standstill and
@@ -104,7 +105,9 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
     method = _method(method)
     if guidance is None:
         guidance = getattr(prior, "planning_guidance", None) or GUIDANCE
-    base = dict(steps=STEPS if steps is None else int(steps), eta=1.0, guidance=float(guidance))
+    schedule = getattr(prior, "planning_guidance_schedule", None) or "constant"
+    base = dict(steps=STEPS if steps is None else int(steps), eta=1.0, guidance=float(guidance),
+                guidance_schedule=schedule)
     if method == "gsc":
         return GSC(**{**base, "fusion": False, **overrides})
     if method == "cdgs":

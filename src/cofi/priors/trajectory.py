@@ -84,6 +84,8 @@ class TrajectoryPrior(XYNormalizer):
             (a schedule shift toward low noise, cf. Chen 2023 on noise schedules); the
             training command sets it and the checkpoint records it.
         stride: environment steps per plan point (``horizon · stride`` env steps per window).
+        planning_guidance, planning_guidance_schedule: the overlap-guidance weight and schedule
+            `cofi.planning.planner.planning_sampler` uses with this prior (None: its defaults).
     """
 
     supports_grad = True
@@ -92,7 +94,7 @@ class TrajectoryPrior(XYNormalizer):
 
     def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None,
                  clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0, stride: int = 1,
-                 planning_guidance: float | None = None) -> None:
+                 planning_guidance: float | None = None, planning_guidance_schedule: str | None = None) -> None:
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
@@ -102,6 +104,7 @@ class TrajectoryPrior(XYNormalizer):
         self.clip = clip
         self.prediction_type = prediction
         self.planning_guidance = planning_guidance
+        self.planning_guidance_schedule = planning_guidance_schedule
 
     # ------------------------------------------------------------------ LocalPrior
     @property
@@ -145,7 +148,8 @@ class TrajectoryPrior(XYNormalizer):
         cfg.update(unet=self.net.config.to_dict(), T=int(self.alphas_cumprod.shape[0]), schedule="cosine",
                    prediction=self.prediction_type, scale=self.scale, clip=self.clip, stride=self.stride,
                    lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name,
-                   planning_guidance=self.planning_guidance)
+                   planning_guidance=self.planning_guidance,
+                   planning_guidance_schedule=self.planning_guidance_schedule)
         (d / "config.json").write_text(json.dumps(cfg, indent=2))
         return d
 
@@ -170,4 +174,5 @@ class TrajectoryPrior(XYNormalizer):
         return cls(net, ac, cfg["lo"], cfg["hi"], env_name=cfg.get("env_name"),
                    prediction=cfg.get("prediction", "epsilon"), scale=cfg.get("scale", 1.0),
                    clip=cfg.get("clip", 1.0), stride=cfg.get("stride", 1),
-                   planning_guidance=cfg.get("planning_guidance")).to(device)
+                   planning_guidance=cfg.get("planning_guidance"),
+                   planning_guidance_schedule=cfg.get("planning_guidance_schedule")).to(device)

@@ -25,12 +25,16 @@ Noise = Literal["independent", "shared", "blend"]
 NOISE_MODES = ("independent", "shared", "blend")
 Update = Literal["ddim", "renoise"]
 Direction = Literal["recompute", "fused"]
+GuidanceSchedule = Literal["constant", "variance"]
+GUIDANCE_SCHEDULES = ("constant", "variance")
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
-__all__ = ["Context", "denoise_pass", "Noise", "NOISE_MODES", "Update", "Direction", "check_common"]
+__all__ = ["Context", "denoise_pass", "Noise", "NOISE_MODES", "Update", "Direction", "GuidanceSchedule", "GUIDANCE_SCHEDULES",
+           "check_common"]
 
 
-def check_common(steps: int, eta: float, guidance: float, noise: str, init_noise: str) -> None:
+def check_common(steps: int, eta: float, guidance: float, noise: str, init_noise: str,
+                 guidance_schedule: str = "constant") -> None:
     """Validation shared by every sampler config."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
@@ -38,6 +42,9 @@ def check_common(steps: int, eta: float, guidance: float, noise: str, init_noise
         raise ValueError(f"eta must be >= 0, got {eta}")
     if guidance < 0:
         raise ValueError(f"guidance must be >= 0, got {guidance}")
+    if guidance_schedule not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"guidance_schedule must be one of {', '.join(map(repr, GUIDANCE_SCHEDULES))}, "
+                         f"got {guidance_schedule!r}")
     if noise not in NOISE_MODES:
         raise ValueError(f"noise must be one of {', '.join(map(repr, NOISE_MODES))}, got {noise!r}")
     if init_noise not in ("canvas", "plans"):
@@ -227,6 +234,7 @@ def denoise_pass(
     fusion: bool,
     guidance: float,
     noise: Noise,
+    guidance_schedule: GuidanceSchedule = "constant",
     lams: Sequence[float] | None = None,
     inner: int = 1,
     weights: Tensor | None = None,
@@ -242,7 +250,9 @@ def denoise_pass(
     the final x̃ or, with ``direction="fused"``, the prior's own ε̂ fused with the layout's
     blend (the authors' video coarse stage). ``update="renoise"`` re-noises x̃ straight to the
     next level, ``√ᾱ_s x̃ + √(1−ᾱ_s) z`` (the authors' panorama coarse stage). Guidance is
-    skipped on a step that lands on ᾱ = 1 (the final step of a grid ending at clean data).
+    skipped on a step that lands on ᾱ = 1 (the final step of a grid ending at clean data);
+    ``guidance_schedule="variance"`` scales its weight by 1 − ᾱ_s, the noise variance of the
+    level the step lands on, so that it fades out toward clean data.
     ``inner > 1`` repeats denoise t→s / re-noise s→t (CDGS). ``first_step`` offsets the step
     numbers reported to the callback. Returns the final state and the last x̂, ``(B, N, *S)``.
     """
@@ -257,6 +267,8 @@ def denoise_pass(
         # no gradient step onto clean data: at ᾱ_s = 1 the state *is* x̂, and a sharp prior's
         # gradient there is orders of magnitude larger than at any noise level
         w = guidance if float(a_s) < 1.0 else 0.0
+        if guidance_schedule == "variance":  # the target level's noise variance: vanishes at t = 0
+            w = w * float(1 - a_s)
         for u in range(inner):
             x0, g = _guided_predict(ctx, x, t, w, stage, first_step + k, mask)
             eps = None

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..layout import Layout
-from .base import Context, Noise, check_common, denoise_pass
+from .base import Context, GuidanceSchedule, Noise, check_common, denoise_pass
 
 __all__ = ["CDGS", "inversion_score"]
 
@@ -31,7 +31,7 @@ class CDGS:
             left (0.06 → step K − 3 of 50); 0 disables pruning.
         keep: fraction of the population kept by pruning (at least one candidate).
         inversion: fraction of the schedule the likelihood proxy inverts over (from t = 0).
-        eta, fusion, guidance, noise, init_noise: as in `GSC`.
+        eta, fusion, guidance, guidance_schedule, noise, init_noise: as in `GSC`.
     """
 
     steps: int = 50
@@ -42,11 +42,12 @@ class CDGS:
     eta: float = 0.0
     fusion: bool = True
     guidance: float = 0.0
+    guidance_schedule: GuidanceSchedule = "constant"
     noise: Noise = "independent"
     init_noise: str = "canvas"
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise)
+        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule)
         if not isinstance(self.inner, int) or self.inner < 1:
             raise ValueError(f"inner must be an int >= 1, got {self.inner!r}")
         for name in ("prune_at", "keep", "inversion"):
@@ -73,7 +74,8 @@ class CDGS:
 
     def sample(self, ctx: Context, x: Tensor) -> Tensor:
         ts = ctx.grid(self.steps)
-        kw = dict(stage="cdgs", eta=self.eta, fusion=self.fusion, guidance=self.guidance, noise=self.noise,
+        kw = dict(stage="cdgs", eta=self.eta, fusion=self.fusion, guidance=self.guidance,
+                  guidance_schedule=self.guidance_schedule, noise=self.noise,
                   inner=self.inner)
         p = self.prune_step
         if p is None:

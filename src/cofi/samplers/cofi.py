@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..layout import Layout
 from ..scaffold import Schedule, lam_schedule
-from .base import Context, Direction, Noise, Update, check_common, denoise_pass
+from .base import Context, Direction, GuidanceSchedule, Noise, Update, check_common, denoise_pass
 
 __all__ = ["CoFi"]
 
@@ -31,6 +31,8 @@ class CoFi:
         fusion: Bethe averaging with the layout's blend in both stages.
         refine_fusion: Bethe averaging in the refinement stage; None: as ``fusion``.
         guidance: overlap-MSE gradient guidance weight in both stages (0 = off).
+        guidance_schedule: ``constant`` weight, or ``variance``: the weight times 1 − ᾱ_s of
+            the level each step lands on (full at high noise, fading to 0 at clean data).
         noise: the coarse stage's noise: ``independent`` per plan, ``shared`` (one canvas
             draw, split) or ``blend`` (per-plan draws merged to a unit-variance canvas).
         refine_noise: the refinement stage's noise; None: as ``noise``.
@@ -51,6 +53,7 @@ class CoFi:
     fusion: bool = True
     refine_fusion: bool | None = None
     guidance: float = 0.0
+    guidance_schedule: GuidanceSchedule = "constant"
     noise: Noise = "independent"
     refine_noise: Noise | None = None
     coarse_update: Update = "ddim"
@@ -59,7 +62,7 @@ class CoFi:
     weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise)
+        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule)
         if self.refine_noise is not None:
             check_common(self.steps, self.refine_eta, 0.0, self.refine_noise, self.init_noise)
         lam_schedule(self.lam0, self.steps, self.schedule)  # validates lam0 and schedule
@@ -100,7 +103,7 @@ class CoFi:
         lams = lam_schedule(self.lam0, self.steps, self.schedule)
         # 1. coarse stage: every step shrinks x̂ toward the shared scaffold
         x, _ = denoise_pass(ctx, x, ts, stage="coarse", eta=self.eta, fusion=self.fusion,
-                            guidance=self.guidance, noise=self.noise, lams=lams, weights=w,
+                            guidance=self.guidance, guidance_schedule=self.guidance_schedule, noise=self.noise, lams=lams, weights=w,
                             update=self.coarse_update, direction=self.direction)
         r = self.refine_step
         if r is None:
@@ -115,5 +118,5 @@ class CoFi:
         # 4. refinement stage: local coupling only (λ = 1)
         x, _ = denoise_pass(ctx, x, ts[r:], stage="refine", eta=self.refine_eta,
                             fusion=self.fusion if self.refine_fusion is None else self.refine_fusion,
-                            guidance=self.guidance, noise=self.refine_noise or self.noise, first_step=r)
+                            guidance=self.guidance, guidance_schedule=self.guidance_schedule, noise=self.refine_noise or self.noise, first_step=r)
         return x

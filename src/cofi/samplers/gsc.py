@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from ..layout import Layout
-from .base import Context, Noise, check_common, denoise_pass
+from .base import Context, GuidanceSchedule, Noise, check_common, denoise_pass
 
 __all__ = ["GSC"]
 
@@ -21,6 +21,8 @@ class GSC:
         eta: DDIM stochasticity η.
         fusion: Bethe averaging of x̂ with the layout's blend at every step.
         guidance: weight of the overlap-MSE gradient guidance (0 = off).
+        guidance_schedule: ``constant`` weight, or ``variance``: the weight times 1 − ᾱ_s of
+            the level each step lands on (full at high noise, fading to 0 at clean data).
         noise: directional noise per plan (``independent``) or per canvas (``shared``).
         init_noise: x_T drawn on the ``canvas`` and split (overlaps start equal), or per ``plans``.
     """
@@ -29,11 +31,12 @@ class GSC:
     eta: float = 0.0
     fusion: bool = True
     guidance: float = 0.0
+    guidance_schedule: GuidanceSchedule = "constant"
     noise: Noise = "independent"
     init_noise: str = "canvas"
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise)
+        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule)
 
     def nfe(self, layout: Layout, batch: int) -> int:
         return self.steps * layout.count * batch
@@ -41,5 +44,5 @@ class GSC:
     def sample(self, ctx: Context, x: Tensor) -> Tensor:
         ts = ctx.grid(self.steps)
         x, _ = denoise_pass(ctx, x, ts, stage="gsc", eta=self.eta, fusion=self.fusion,
-                            guidance=self.guidance, noise=self.noise)
+                            guidance=self.guidance, guidance_schedule=self.guidance_schedule, noise=self.noise)
         return x
