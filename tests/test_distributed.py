@@ -66,8 +66,8 @@ def _all_cases() -> dict:
 
     out = {name: _compose(name, True) for name in CASES}
     try:  # not distributed yet: a clear error on every rank, not a wrong result
-        cofi.compose(_gmm(), cofi.Chain(16, 8, 4), cofi.SyncDiffusion(steps=2, lpips=lambda a, b: (a - b).pow(2).mean()),
-                     progress=False, group=dist.group.WORLD)
+        sync = cofi.SyncDiffusion(steps=2, lpips=lambda a, b: (a - b).pow(2).mean())
+        cofi.compose(_gmm(), cofi.Chain(16, 8, 4), sync, progress=False, group=dist.group.WORLD)
         out["syncdiffusion"] = "ran"
     except NotImplementedError as e:
         out["syncdiffusion"] = str(e)

@@ -201,17 +201,14 @@ def test_metrics_doc_block_runs_on_tiny_networks(monkeypatch):
     pytest.importorskip("transformers")
     sys.path.insert(0, str(Path(__file__).parent))
     from test_metrics_image import tiny_clip
-    from transformers import ViTConfig, ViTModel
+    from test_metrics_video import tiny_dino
 
     import cofi.metrics.image as mi
     import cofi.metrics.video as mv
 
     torch.manual_seed(0)
     lpips, vgg, clip = mi.LPIPS(), mi.VGG16Features(), mi.CLIPScorer(*tiny_clip())
-    vit = ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
-                             num_hidden_layers=2, num_attention_heads=2), add_pooling_layer=False)
-    for cls, obj in ((mi.LPIPS, lpips), (mi.VGG16Features, vgg), (mi.CLIPScorer, clip),
-                     (mv.DINOEncoder, mv.DINOEncoder(vit))):
+    for cls, obj in ((mi.LPIPS, lpips), (mi.VGG16Features, vgg), (mi.CLIPScorer, clip), (mv.DINOEncoder, tiny_dino())):
         monkeypatch.setattr(cls, "from_pretrained", classmethod(lambda c, *a, _o=obj, **k: _o))
     g = torch.Generator().manual_seed(0)
     ns = {"pano": torch.rand(3, 512, 1024, generator=g), "prompt": "a photo of a mountain",

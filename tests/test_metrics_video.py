@@ -17,15 +17,20 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.fixture(scope="module")
-def dino() -> mv.DINOEncoder:
+def tiny_dino(seed: int = 0) -> mv.DINOEncoder:
+    """A DINO encoder over a random 2-layer ViT (32 px images)."""
     from transformers import ViTConfig, ViTModel
 
     config = ViTConfig(
         image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return mv.DINOEncoder(ViTModel(config, add_pooling_layer=False))
+
+
+@pytest.fixture(scope="module")
+def dino() -> mv.DINOEncoder:
+    return tiny_dino()
 
 
 @pytest.fixture(scope="module")

@@ -87,13 +87,13 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
 
     All three: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
     guidance of weight ``guidance`` at every step, pins for start and goal. ``guidance=None``
-    takes the prior's ``planning_guidance`` if it has one, else 20, and the prior's
-    ``planning_guidance_schedule`` (``constant`` if it has none; see `cofi.GSC`). The right weight depends on
-    the prior: the closed-form prior snaps x̂ to data windows at low noise (its Jacobian there is
-    ~0), so guidance must be strong to couple the windows at all; a network passes x_t through
+    takes the prior's ``planning_guidance`` if it has one, else 20; the schedule is the prior's
+    ``planning_guidance_schedule``, else ``constant`` (see `cofi.GSC`). The right weight depends
+    on the prior: the closed-form prior snaps x̂ to data windows at low noise (its Jacobian there
+    is ~0), so guidance must be strong to couple the windows at all; a network passes x_t through
     at low noise, and a strong overlap gradient then shrinks windows to a standstill and
-    stretches others across walls (docs/planning.md). U-Nets trained here store a lower weight
-    in their config.
+    stretches others across walls (docs/planning.md). U-Nets trained here store their weight
+    (and the giant prior the ``variance`` schedule) in their config.
       - ``gsc``: ``GSC(fusion=False)``; the final plans are blended.
       - ``cofi``: ``CoFi(fusion=False, lam0=0.9, schedule="linear", refine_at=0.4,
         refine_eta=1)``: the coarse stage shrinks toward the scaffold, λ ramping linearly to 1;

@@ -29,8 +29,8 @@ GuidanceSchedule = Literal["constant", "variance"]
 GUIDANCE_SCHEDULES = ("constant", "variance")
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
-__all__ = ["Context", "denoise_pass", "Noise", "NOISE_MODES", "Update", "Direction", "GuidanceSchedule", "GUIDANCE_SCHEDULES",
-           "check_common"]
+__all__ = ["Context", "denoise_pass", "Noise", "NOISE_MODES", "Update", "Direction", "GuidanceSchedule",
+           "GUIDANCE_SCHEDULES", "check_common"]
 
 
 def check_common(steps: int, eta: float, guidance: float, noise: str, init_noise: str,

@@ -102,9 +102,9 @@ class CoFi:
             raise ValueError(f"weights must have one entry per window ({ctx.windows_total}), got {w.shape[0]}")
         lams = lam_schedule(self.lam0, self.steps, self.schedule)
         # 1. coarse stage: every step shrinks x̂ toward the shared scaffold
-        x, _ = denoise_pass(ctx, x, ts, stage="coarse", eta=self.eta, fusion=self.fusion,
-                            guidance=self.guidance, guidance_schedule=self.guidance_schedule, noise=self.noise, lams=lams, weights=w,
-                            update=self.coarse_update, direction=self.direction)
+        guide = dict(guidance=self.guidance, guidance_schedule=self.guidance_schedule)
+        x, _ = denoise_pass(ctx, x, ts, stage="coarse", eta=self.eta, fusion=self.fusion, noise=self.noise,
+                            lams=lams, weights=w, update=self.coarse_update, direction=self.direction, **guide)
         r = self.refine_step
         if r is None:
             return x
@@ -118,5 +118,5 @@ class CoFi:
         # 4. refinement stage: local coupling only (λ = 1)
         x, _ = denoise_pass(ctx, x, ts[r:], stage="refine", eta=self.refine_eta,
                             fusion=self.fusion if self.refine_fusion is None else self.refine_fusion,
-                            guidance=self.guidance, guidance_schedule=self.guidance_schedule, noise=self.refine_noise or self.noise, first_step=r)
+                            noise=self.refine_noise or self.noise, first_step=r, **guide)
         return x
