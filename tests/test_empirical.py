@@ -9,9 +9,10 @@ from cofi.priors.trajectory import cosine_alphas_cumprod
 from cofi.testing import check_prior
 
 
-def brute_force(bank, x_t, a, observed=None, mask=None, obs_std=None):
+def brute_force(bank, x_t, a, observed=None, mask=None, obs_std=None, evidence=None, precision=None):
     """float64 reference: the posterior mean of (1/M) Σ δ(x − x_i) given x_t = √a x + √(1−a) ε,
-    one query and one bank row at a time (no expansion of the square, no streaming)."""
+    one query and one bank row at a time (no expansion of the square, no streaming); with
+    ``evidence``, also given y = x + noise of precision ``precision`` per entry."""
     out = []
     for q in range(x_t.shape[0]):
         logp = []
@@ -22,6 +23,8 @@ def brute_force(bank, x_t, a, observed=None, mask=None, obs_std=None):
                 free = ~mask[q]
                 lp = -((x_t[q] - a[q].sqrt() * x)[free] ** 2).sum() / (2 * (1 - a[q]))
                 lp = lp - ((x - observed[q])[mask[q]] ** 2).sum() / (2 * obs_std**2)
+            if evidence is not None:
+                lp = lp - (precision[q] * (x - evidence[q]) ** 2).sum() / 2
             logp.append(lp)
         w = torch.softmax(torch.stack(logp), 0)
         out.append((w[:, None, None] * bank).sum(0))
@@ -91,6 +94,36 @@ def test_observations_are_exact_conditioning(tiny, top_k):
         prior.denoise(x_t, t, observed=observed)
 
 
+@pytest.mark.parametrize("chunk,top_k", [(6, None), (5, 23)])
+def test_evidence_is_gaussian_conditioning(tiny, chunk, top_k):
+    """Soft evidence (values with per-entry precisions, 0 = none) enters the posterior exactly,
+    on top of the noisy state and of exact observations."""
+    bank, ac, g = tiny
+    prior = EmpiricalPrior(bank, ac, obs_std=0.3, chunk=chunk, top_k=top_k)
+    x_t = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    t = torch.tensor([150, 60, 10])
+    evidence = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    precision = torch.zeros(3, 5, 2, dtype=torch.float64)
+    precision[0, :2] = 4.0  # query 0: its first two points, precision 4
+    precision[2, -2:] = torch.tensor([0.5, 30.0], dtype=torch.float64)
+    mask = torch.zeros(3, 5, 2, dtype=torch.bool)
+    mask[2, 0] = True
+    observed = torch.where(mask, bank[3], 0.0)
+    out = prior.denoise(x_t, t, observed=observed, observed_mask=mask, evidence=evidence, evidence_precision=precision)
+    ref = brute_force(bank, x_t, ac[t], observed, mask, 0.3, evidence, precision)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-8)
+    # query 1 has precision 0 everywhere: as without evidence
+    torch.testing.assert_close(out[1], prior.denoise(x_t[1:2], t[1:2])[0])
+    # strong evidence of a whole bank window selects it, even at the highest noise level
+    strong = prior.denoise(torch.zeros(1, 5, 2, dtype=torch.float64), torch.tensor([199]),
+                           evidence=bank[8:9], evidence_precision=torch.full((1, 5, 2), 1e4, dtype=torch.float64))
+    torch.testing.assert_close(strong[0], bank[8], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="together"):
+        prior.denoise(x_t, t, evidence=evidence)
+    with pytest.raises(ValueError, match=">= 0"):
+        prior.denoise(x_t, t, evidence=evidence, evidence_precision=-precision - 1)
+
+
 @pytest.mark.parametrize("top_k", [None, 4])
 def test_gradients(tiny, top_k):
     bank, ac, g = tiny
@@ -135,3 +168,49 @@ def test_compose_passes_pins_as_observations(tiny):
     assert mask[:, 0, 0].all() and mask.sum() == 2 * 2  # window 0, position 0, both coordinates
     torch.testing.assert_close(seen["observed"].reshape(2, 3, 5, 2)[:, 0, 0], target.expand(2, 2))
     torch.testing.assert_close(out.canvas[:, 0], target.expand(2, 2))
+
+
+def test_consensus_messages_reach_the_prior(tiny):
+    """With ``consensus=κ`` each prediction gets, as evidence, the uniform mean of the other
+    windows' previous x̂ on its overlap entries, precision κ·ᾱ_t/(1−ᾱ_t) per covering window
+    (0 outside the overlaps); the first prediction of a pass gets none."""
+    bank, ac, _ = tiny
+    calls = []
+
+    class Spy(EmpiricalPrior):
+        def denoise(self, x_t, t, **cond):
+            out = super().denoise(x_t, t, **cond)
+            calls.append((int(t[0]), {k: v.clone() for k, v in cond.items() if k.startswith("evidence")}, out.clone()))
+            return out
+
+    prior = Spy(bank.float(), ac.float())
+    layout = cofi.Chain(5, 2, 3, axis=0)
+    kappa = 2.5
+    cofi.compose(prior, layout, cofi.GSC(steps=4, fusion=False, consensus=kappa), batch=2, progress=False,
+                 generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 4 and not calls[0][1]
+    for (_, _, prev), (t, ev, _) in zip(calls[:-1], calls[1:]):
+        prev = prev.reshape(2, 3, 5, 2)
+        want = torch.zeros_like(prev)
+        count = torch.zeros_like(prev)
+        for i in range(3):  # window i's last 2 points are window i+1's first 2
+            if i + 1 < 3:
+                want[:, i, 3:] += prev[:, i + 1, :2]
+                count[:, i, 3:] += 1
+            if i > 0:
+                want[:, i, :2] += prev[:, i - 1, 3:]
+                count[:, i, :2] += 1
+        want = torch.where(count > 0, want / count.clamp(min=1), 0.0)
+        a = ac.float()[t]
+        torch.testing.assert_close(ev["evidence"], want.flatten(0, 1))
+        torch.testing.assert_close(ev["evidence_precision"], (kappa * a / (1 - a) * count).flatten(0, 1))
+
+
+def test_consensus_needs_a_prior_that_takes_evidence(tiny):
+    from cofi.priors import GaussianMixturePrior
+
+    with pytest.raises(ValueError, match="consensus must be"):
+        cofi.CoFi(consensus=-1.0)
+    mix = GaussianMixturePrior(torch.zeros(2, 2), window=5)
+    with pytest.raises(ValueError, match="accepts_evidence"):
+        cofi.compose(mix, cofi.Chain(5, 2, 3, axis=0), cofi.GSC(steps=2, consensus=1.0), batch=1, progress=False)

@@ -183,3 +183,45 @@ def test_every_sampler_composes_on_a_grid():
     guided = cofi.compose(prior, g, cofi.GSC(steps=5, fusion=False, guidance=0.5), batch=2,
                           generator=torch.Generator().manual_seed(0), progress=False)
     assert guided.grad_evals == 5 * 9 * 2 - 9 * 2  # every step but the one landing on clean data
+
+
+@pytest.mark.parametrize("make", [
+    lambda: cofi.Chain(6, 2, 4, axis=0, blend="exp"),
+    lambda: cofi.Chain(5, 4, 3, axis=1),  # overlap > window / 2: three windows cover a position
+    lambda: cofi.Grid((cofi.Chain(4, 2, 3, axis=1, blend="ramp"), cofi.Chain(3, 1, 2, axis=2))),
+])
+def test_neighbour_mean_is_the_mean_of_the_other_windows(make):
+    """Brute force: paint every *other* window onto a canvas and average where they cover."""
+    layout = make()
+    g = torch.Generator().manual_seed(0)
+    shape = (2, layout.count, *[c.window for c in getattr(layout, "chains", (layout,))])
+    if isinstance(layout, cofi.Chain) and layout.axis == 1:
+        shape = (2, layout.count, 3, layout.window)
+    if isinstance(layout, cofi.Grid):
+        shape = (2, layout.count, 2, 4, 3)
+    plans = torch.randn(*shape, generator=g, dtype=torch.float64)
+    mean, count = layout.neighbour_mean(plans)
+    ones = torch.ones_like(plans)
+    for i in range(layout.count):
+        keep = torch.ones(layout.count, dtype=torch.bool)
+        keep[i] = False
+        others = torch.where(keep.reshape(1, -1, *[1] * (plans.ndim - 2)), plans, 0.0)
+        flags = torch.where(keep.reshape(1, -1, *[1] * (plans.ndim - 2)), ones, 0.0)
+        # unnormalised sums with uniform weights: merge × coverage
+        s = layout.split(_paint(layout, others))[:, i]
+        c = layout.split(_paint(layout, flags))[:, i]
+        torch.testing.assert_close(count.expand_as(plans)[:, i], c)
+        torch.testing.assert_close(mean[:, i], torch.where(c > 0, s / c.clamp(min=1), 0.0))
+
+
+def _paint(layout, plans):
+    """Σ over windows of each window's values placed on the canvas (uniform weights, no division)."""
+    canvas = torch.zeros(plans.shape[0], *layout.global_shape(tuple(plans.shape[2:])), dtype=plans.dtype)
+    for i, start in enumerate(layout.starts):
+        view = canvas
+        starts = start if isinstance(start, tuple) else (start,)
+        chains = getattr(layout, "chains", (layout,))
+        for c, s0 in zip(chains, starts):
+            view = view.narrow(1 + c.axis, s0, c.window)
+        view += plans[:, i]
+    return canvas

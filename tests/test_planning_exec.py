@@ -278,13 +278,36 @@ def test_plan_with_the_strided_closed_form_prior(closed_form):
     assert prior.sample_shape == (40, 2) and prior.stride == 4 and prior.size == 60 * 27
     bank = prior.unnormalize(prior.bank.reshape(-1, 40, 2)).numpy()
     start, goal = bank[0, 0], bank[5, -1]  # where a training window starts, where another ends
-    out = plan(prior, start, goal, "cofi", batch=4, generator=torch.Generator().manual_seed(0), maze=MEDIUM)
+    # pins alone (consensus off): on this 60-episode bank no window both passes through the goal
+    # and continues its neighbour, and consensus at low noise then outweighs the pin
+    sampler = planning_sampler("cofi", prior=prior, consensus=0.0)
+    out = plan(prior, start, goal, sampler, batch=4, generator=torch.Generator().manual_seed(0), maze=MEDIUM)
     assert out.windows.shape == (3, 40, 2) and out.raw_xy.shape == (out.layout.length, 2)
     assert out.xy.shape == ((out.layout.length - 1) * 4 + 1, 2)
     np.testing.assert_allclose(out.xy[::4][1:-1], out.raw_xy[1:-1], atol=1e-5)
     np.testing.assert_allclose(out.raw_xy[[0, -1]], np.stack([start, goal]), atol=1e-4)
     # the agent moves at most 0.2·√2 per step: 4 steps are 1.13 (the data's own top speed)
     assert np.linalg.norm(out.raw_xy[1] - start) < 1.2 and np.linalg.norm(out.raw_xy[-2] - goal) < 1.2
+
+
+def test_closed_form_plans_with_consensus(closed_form):
+    """The closed-form prior of stitch data plans with consensus coupling (κ = 5) by default,
+    for every method; the windows of a consensus plan agree on their overlaps more closely
+    than without it, from the same noise."""
+    assert closed_form.planning_consensus == 5.0
+    assert all(planning_sampler(m, prior=closed_form).consensus == 5.0 for m in ("cofi", "gsc", "cdgs"))
+    bank = closed_form.unnormalize(closed_form.bank.reshape(-1, 40, 2)).numpy()
+    err = {0.0: [], 5.0: []}
+    # starts and goals of different episodes (27 windows each), 6 and 15 units apart; 3 seeds
+    for a, b in ((0, 27 * 5 + 26), (27 * 10, 27 * 30 + 26)):
+        for seed in range(3):
+            for kappa in err:
+                s = planning_sampler("cofi", prior=closed_form, consensus=kappa, steps=10)
+                out = plan(closed_form, bank[a, 0], bank[b, -1], s, batch=4,
+                           generator=torch.Generator().manual_seed(seed), maze=MEDIUM)
+                w = out.windows
+                err[kappa].append(np.mean([np.abs(w[i, -14:] - w[i + 1, :14]).mean() for i in range(len(w) - 1)]))
+    assert np.mean(err[5.0]) < 0.6 * np.mean(err[0.0]), err
 
 
 def test_plan_is_a_function_of_the_seed(prior):

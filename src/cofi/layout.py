@@ -179,6 +179,17 @@ class Chain:
         """``split(merge(plans))``: every overlap gets the blended value of its windows."""
         return self.split(self.merge(plans))
 
+    def neighbour_mean(self, plans: Tensor) -> tuple[Tensor, Tensor]:
+        """What the *other* windows say about each window's positions.
+
+        Returns ``(mean, count)``: ``mean (B, N, *S)`` is the uniform mean of the other windows
+        covering each position of each window (0 where none does) and ``count (1, N, *S)``
+        (broadcastable) how many there are (0 outside every overlap). The messages of
+        consensus coupling (`cofi.samplers.base.denoise_pass`).
+        """
+        return _neighbour_mean(self, plans, torch.ones(self.count, self.window, dtype=plans.dtype,
+                                                       device=plans.device))
+
     def left(self, plans: Tensor) -> Tensor:
         """First ``overlap`` positions of each plan along the axis, ``(B, N, ...)``."""
         return plans.narrow(2 + self.axis, 0, self.overlap)
@@ -334,6 +345,12 @@ class Grid:
         """``split(merge(plans))``."""
         return self.split(self.merge(plans))
 
+    def neighbour_mean(self, plans: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mean, count)`` of the other windows covering each window position (see
+        `Chain.neighbour_mean`)."""
+        return _neighbour_mean(self, plans, [torch.ones(c.count, c.window, dtype=plans.dtype, device=plans.device)
+                                             for c in self.chains])
+
     def blend_noise(self, z: Tensor) -> Tensor:
         """Per-window standard normals -> a unit-variance canvas, ``Σ_i w_i z_i / √(Σ_i w_i²)``."""
         ws = self.weights(z.dtype, z.device)
@@ -379,3 +396,12 @@ class Grid:
 
 
 Layout = Chain | Grid
+
+
+def _neighbour_mean(layout, plans: Tensor, ones) -> tuple[Tensor, Tensor]:
+    """Leave-one-out sums of uniform weights: the canvas sum minus the window's own value."""
+    total, cover = layout._accumulate(plans, ones)
+    count = layout.split(cover.expand(1, *cover.shape[1:])) - 1  # (1, N, ...) other windows per position
+    others = layout.split(total) - plans
+    mean = torch.where(count > 0, others / count.clamp(min=1), torch.zeros_like(others))
+    return mean, count

@@ -93,7 +93,9 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
     is ~0), so guidance must be strong to couple the windows at all; a network passes x_t through
     at low noise, and a strong overlap gradient then shrinks windows to a standstill and
     stretches others across walls (docs/planning.md). U-Nets trained here store their weight
-    (and the giant prior the ``variance`` schedule) in their config.
+    (and the giant prior the ``variance`` schedule) in their config. Consensus coupling
+    (``consensus`` κ, priors with ``accepts_evidence``) is the prior's ``planning_consensus``
+    (the closed-form prior of stitch data: 5), else off.
       - ``gsc``: ``GSC(fusion=False)``; the final plans are blended.
       - ``cofi``: ``CoFi(fusion=False, lam0=0.9, schedule="linear", refine_at=0.4,
         refine_eta=1)``: the coarse stage shrinks toward the scaffold, λ ramping linearly to 1;
@@ -106,8 +108,9 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
     if guidance is None:
         guidance = getattr(prior, "planning_guidance", None) or GUIDANCE
     schedule = getattr(prior, "planning_guidance_schedule", None) or "constant"
+    consensus = float(getattr(prior, "planning_consensus", None) or 0.0)
     base = dict(steps=STEPS if steps is None else int(steps), eta=1.0, guidance=float(guidance),
-                guidance_schedule=schedule)
+                guidance_schedule=schedule, consensus=consensus)
     if method == "gsc":
         return GSC(**{**base, "fusion": False, **overrides})
     if method == "cdgs":

@@ -18,6 +18,11 @@ Known entries (a plan's pinned start and goal) enter exactly as noise-free obser
 dropped from the likelihood, and every bank window is weighted by how well it matches them,
 ``− Σ_obs (x_i − y)² / (2 obs_std²)`` added to the logits (``obs_std`` → 0 is an exact constraint; a small positive value keeps the weights
 spread over the bank windows that pass near the observed point).
+
+Soft *evidence* about entries of x_0 (``evidence`` values with per-entry precisions
+``evidence_precision``, e.g. what neighbouring windows currently say about an overlap: the
+messages of consensus coupling) adds ``− Σ_e π_e (x_i,e − y_e)² / 2`` to the logits, on top of
+the noisy state's own term; the posterior mean stays exact under it.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class EmpiricalPrior(XYNormalizer):
 
     supports_grad = True
     accepts_observations = True
+    accepts_evidence = True
     timestep_spacing = "leading"
     steps_offset = 0
 
@@ -82,7 +88,8 @@ class EmpiricalPrior(XYNormalizer):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_stitch_data(cls, path: str | Path, *, env_name: str | None = None, stride: int = 4, pad: int = 64,
-                         every: int | None = None, T: int = 200, lo=None, hi=None, **kwargs) -> "EmpiricalPrior":
+                         every: int | None = None, T: int = 200, lo=None, hi=None, planning_consensus: float = 5.0,
+                         **kwargs) -> "EmpiricalPrior":
         """The closed-form trajectory prior of an OGBench stitch dataset (``.npz``).
 
         Episodes are padded with ``pad`` copies of their first state (`pad_episodes`), cut
@@ -90,6 +97,8 @@ class EmpiricalPrior(XYNormalizer):
         subsampled to one point per ``stride`` steps (`cut_windows`), then normalised to
         ``[-1, 1]`` by the training positions' min / max (or the given ``lo`` / ``hi``, e.g. a
         `TrajectoryPrior`'s, so the two priors share a space). Cosine schedule with ``T`` steps.
+        ``planning_consensus``: the consensus κ `cofi.planning.planning_sampler` plans with
+        (docs/planning.md); 0 plans without consensus coupling.
         """
         from ..planning.data import HORIZON_STEPS, cut_windows, load_episodes, pad_episodes
 
@@ -100,15 +109,19 @@ class EmpiricalPrior(XYNormalizer):
         if env_name is None:
             env_name = Path(path).name.replace(".npz", "")
         norm = XYNormalizer(lo, hi, env_name=env_name, stride=stride)
-        return cls(norm.normalize(windows), cosine_alphas_cumprod(T), lo=lo, hi=hi, env_name=env_name,
-                   stride=stride, **kwargs)
+        prior = cls(norm.normalize(windows), cosine_alphas_cumprod(T), lo=lo, hi=hi, env_name=env_name,
+                    stride=stride, **kwargs)
+        prior.planning_consensus = float(planning_consensus)
+        return prior
 
     # ------------------------------------------------------------------ LocalPrior
     def logits(self, x_t: Tensor, t: Tensor, observed: Tensor | None = None, observed_mask: Tensor | None = None,
-               rows: slice = slice(None)) -> Tensor:
+               rows: slice = slice(None), evidence: Tensor | None = None,
+               evidence_precision: Tensor | None = None) -> Tensor:
         """Unnormalised log-weights ``(Q, rows)`` of the bank windows for each query.
 
-        ``−‖x_t − √ᾱ x_i‖² / (2(1−ᾱ))`` up to a per-query constant, plus the observation term.
+        ``−‖x_t − √ᾱ x_i‖² / (2(1−ᾱ))`` up to a per-query constant, plus the observation and
+        evidence terms.
         """
         Q = x_t.shape[0]
         a = self.alphas_cumprod.to(x_t.device)[t].to(x_t.dtype).reshape(Q, 1)
@@ -120,27 +133,38 @@ class EmpiricalPrior(XYNormalizer):
             inv = 1.0 / self.obs_std**2
             lin = lin * (1 - m) + inv * m * observed.reshape(Q, -1).to(x_t.dtype)
             quad = quad * (1 - m) + 0.5 * inv * m
+        if evidence is not None:
+            prec = evidence_precision.reshape(Q, -1).to(x_t.dtype)
+            lin = lin + prec * evidence.reshape(Q, -1).to(x_t.dtype)
+            quad = quad + 0.5 * prec
         X, X2 = self.bank[rows].to(x_t), self.bank_sq[rows].to(x_t)
         return lin @ X.T - quad @ X2.T
 
     def denoise(self, x_t: Tensor, t: Tensor, *, observed: Tensor | None = None,
-                observed_mask: Tensor | None = None, **cond) -> Tensor:
+                observed_mask: Tensor | None = None, evidence: Tensor | None = None,
+                evidence_precision: Tensor | None = None, **cond) -> Tensor:
         """x̂ ``(Q, *S)`` for ``x_t`` ``(Q, *S)`` and timesteps ``(Q,)``; differentiable in ``x_t``.
 
         ``observed`` / ``observed_mask`` (both ``(Q, *S)``): entries known without noise.
+        ``evidence`` / ``evidence_precision`` (both ``(Q, *S)``, precisions ≥ 0): Gaussian
+        evidence ``y_e`` with precision ``π_e`` about each entry (0: none).
         """
         if tuple(x_t.shape[1:]) != self.sample_shape:
             raise ValueError(f"x_t must have shape (Q, {', '.join(map(str, self.sample_shape))}), got {tuple(x_t.shape)}")
         if (observed is None) != (observed_mask is None):
             raise ValueError("observed and observed_mask must be given together")
-        obs = (observed, observed_mask)
+        if (evidence is None) != (evidence_precision is None):
+            raise ValueError("evidence and evidence_precision must be given together")
+        if evidence_precision is not None and bool((evidence_precision < 0).any()):
+            raise ValueError("evidence_precision must be >= 0")
+        obs = (observed, observed_mask, evidence, evidence_precision)
         if self.top_k is not None:
             out = self._denoise_top_k(x_t, t, *obs)
         else:
             out = self._denoise_exact(x_t, t, *obs)
         return out.reshape(x_t.shape)
 
-    def _denoise_exact(self, x_t, t, observed, mask) -> Tensor:
+    def _denoise_exact(self, x_t, t, observed, mask, evidence, precision) -> Tensor:
         """Streaming softmax over bank chunks (running max, sum and weighted sum)."""
         Q = x_t.shape[0]
         m = torch.full((Q, 1), -torch.inf, dtype=x_t.dtype, device=x_t.device)
@@ -148,7 +172,7 @@ class EmpiricalPrior(XYNormalizer):
         acc = torch.zeros((Q, self.bank.shape[1]), dtype=x_t.dtype, device=x_t.device)
         for i in range(0, self.size, self.chunk):
             rows = slice(i, i + self.chunk)
-            lg = self.logits(x_t, t, observed, mask, rows)
+            lg = self.logits(x_t, t, observed, mask, rows, evidence, precision)
             m_new = torch.maximum(m, lg.max(1, keepdim=True).values)
             scale = torch.exp(m - m_new)
             w = torch.exp(lg - m_new)
@@ -157,13 +181,13 @@ class EmpiricalPrior(XYNormalizer):
             m = m_new
         return acc / s
 
-    def _denoise_top_k(self, x_t, t, observed, mask) -> Tensor:
+    def _denoise_top_k(self, x_t, t, observed, mask, evidence, precision) -> Tensor:
         """Find each query's ``top_k`` windows without gradients, then weight them exactly."""
         k = self.top_k
         with torch.no_grad():
             best_v = best_i = None
             for i in range(0, self.size, self.chunk):
-                lg = self.logits(x_t.detach(), t, observed, mask, slice(i, i + self.chunk))
+                lg = self.logits(x_t.detach(), t, observed, mask, slice(i, i + self.chunk), evidence, precision)
                 v, j = lg.topk(min(k, lg.shape[1]), dim=1)
                 j = j + i
                 if best_v is not None:
@@ -180,6 +204,9 @@ class EmpiricalPrior(XYNormalizer):
         lg = -sq.sum(2) / (2 * (1 - a))
         if observed is not None:
             lg = lg - (mk * (X - observed.reshape(Q, 1, -1).to(x_t.dtype)).pow(2)).sum(2) / (2 * self.obs_std**2)
+        if evidence is not None:
+            prec = precision.reshape(Q, 1, -1).to(x_t.dtype)
+            lg = lg - (prec * (X - evidence.reshape(Q, 1, -1).to(x_t.dtype)).pow(2)).sum(2) / 2
         w = torch.softmax(lg, dim=1)
         return (w[..., None] * X).sum(1)
 

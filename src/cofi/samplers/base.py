@@ -7,6 +7,8 @@ A sampler is a frozen config dataclass with ``sample(ctx, x) -> x0`` and
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,8 +36,10 @@ __all__ = ["Context", "denoise_pass", "Noise", "NOISE_MODES", "Update", "Directi
 
 
 def check_common(steps: int, eta: float, guidance: float, noise: str, init_noise: str,
-                 guidance_schedule: str = "constant") -> None:
+                 guidance_schedule: str = "constant", consensus: float = 0.0) -> None:
     """Validation shared by every sampler config."""
+    if not (isinstance(consensus, (int, float)) and math.isfinite(consensus) and consensus >= 0):
+        raise ValueError(f"consensus must be a finite number >= 0, got {consensus!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if eta < 0:
@@ -152,11 +156,12 @@ class Context:
 
     # ------------------------------------------------------------- prior calls
     def predict(self, x: Tensor, t: int, *, stage: str, step: int, grad: bool = False,
-                windows: Tensor | None = None) -> Tensor:
+                windows: Tensor | None = None, evidence: dict[str, Tensor] | None = None) -> Tensor:
         """x̂ for the plans ``x (B, n, *S)`` at timestep t, micro-batched by ``max_batch``, with
         shape and NaN checks and NFE counting. ``windows (n,)``: the position in the state of
         each of the n plans (default: all windows in order; SyncDiffusion passes a subset);
-        the prior receives their global window indices."""
+        the prior receives their global window indices. ``evidence``: extra keyword tensors
+        ``(B·n, *S)`` for the prior, sliced with the micro-batches (`messages`)."""
         B, n = x.shape[:2]
         S = tuple(self.prior.sample_shape)
         if windows is None:
@@ -167,6 +172,7 @@ class Context:
         win = self.window_ids()[windows].repeat(B)
         obs = {k: v.reshape(B, self.layout.count, *S)[:, windows].flatten(0, 1)
                for k, v in self._observations(B).items()}
+        obs.update(evidence or {})
         mb = self.max_batch or B * n
         outs = []
         with torch.set_grad_enabled(grad):
@@ -199,22 +205,43 @@ class Context:
         vals = apply_pins(torch.zeros(shape, device=self.device, dtype=self.dtype), self.pins, self.layout)
         return {"observed": vals.flatten(0, 1), "observed_mask": mask.flatten(0, 1)}
 
+    def messages(self, x0: Tensor, t: int, consensus: float) -> dict[str, Tensor]:
+        """Consensus messages for the next prediction at timestep t: what the other windows'
+        last estimates ``x0 (B, N, *S)`` say about each window's overlap entries, as Gaussian
+        evidence for a prior with ``accepts_evidence`` (`EmpiricalPrior`). Each covering
+        neighbour counts ``consensus`` times as much as the window's own noisy state, whose
+        precision about x_0 is ``ᾱ_t / (1 − ᾱ_t)``."""
+        mean, count = self.layout.neighbour_mean(x0)
+        a = self.alpha(t)
+        prec = (consensus * a / (1 - a)) * count.expand_as(mean)
+        return {"evidence": mean.flatten(0, 1), "evidence_precision": prec.flatten(0, 1)}
+
+    def check_consensus(self, consensus: float) -> None:
+        """Consensus coupling needs a prior that takes evidence and the whole layout on this rank."""
+        if consensus <= 0:
+            return
+        if not getattr(self.prior, "accepts_evidence", False):
+            raise ValueError(f"consensus > 0 needs a prior with accepts_evidence = True (e.g. EmpiricalPrior); "
+                             f"{type(self.prior).__name__} has none")
+        if self.sharded:
+            raise ValueError("consensus > 0 is not supported with a process group (windows on other ranks)")
+
     def emit(self, **info) -> None:
         if self.callback is not None:
             self.callback({k: (v.detach() if isinstance(v, Tensor) else v) for k, v in info.items()})
 
 
 def _guided_predict(ctx: Context, x: Tensor, t: int, guidance: float, stage: str, step: int,
-                    mask: Tensor | None):
+                    mask: Tensor | None, evidence: dict[str, Tensor] | None = None):
     """x̂ and, with guidance, ``∇_{x_t} R`` through the prior (eq. 11): R is the overlap
     reward plus, with pins, the reconstruction reward ``−Σ mean‖x̂_pinned − v‖²`` (so the
     pinned values pull the whole plan, not only their own entries)."""
     if guidance <= 0 or (ctx.windows_total < 2 and ctx.pins is None):
-        return ctx.predict(x, t, stage=stage, step=step), None
+        return ctx.predict(x, t, stage=stage, step=step, evidence=evidence), None
     if not getattr(ctx.prior, "supports_grad", False):
         raise ValueError("guidance > 0 needs a prior with supports_grad = True (autograd through denoise)")
     xg = x.detach().requires_grad_(True)
-    x0 = ctx.predict(xg, t, stage=stage, step=step, grad=True)
+    x0 = ctx.predict(xg, t, stage=stage, step=step, grad=True, evidence=evidence)
     reward = overlap_reward(x0, ctx.layout)
     if mask is not None:  # the stage's pin mask, (1, N, *S)
         miss = (x0 - apply_pins(x0.detach(), ctx.pins, ctx.layout)).pow(2) * mask
@@ -242,6 +269,8 @@ def denoise_pass(
     direction: Direction = "recompute",
     end: int = -1,
     first_step: int = 0,
+    consensus: float = 0.0,
+    messages: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One stage over ``timesteps`` (descending), ending at timestep ``end`` (−1: clean
     data); per step: predict → couple (guidance, fusion) → shrink with λ_k → pins → update.
@@ -254,9 +283,14 @@ def denoise_pass(
     ``guidance_schedule="variance"`` scales its weight by 1 − ᾱ_s, the noise variance of the
     level the step lands on, so that it fades out toward clean data.
     ``inner > 1`` repeats denoise t→s / re-noise s→t (CDGS). ``first_step`` offsets the step
-    numbers reported to the callback. Returns the final state and the last x̂, ``(B, N, *S)``.
+    numbers reported to the callback. ``consensus > 0`` (priors with ``accepts_evidence``)
+    conditions every prediction on what the neighbouring windows' previous prediction says
+    about its overlaps (`Context.messages`); ``messages`` is the x̂ ``(B, N, *S)`` the first
+    step reads them from (e.g. the x̂ a previous stage returned), None: none on the first step.
+    Returns the final state and the last x̂ (after coupling), ``(B, N, *S)``.
     """
     mask = pin_mask(ctx.pins, ctx.layout, x.shape, ctx.device)
+    ctx.check_consensus(consensus)
     K = len(timesteps)
     x0 = x
     bar = tqdm(total=K * inner, desc=stage, disable=not ctx.progress, leave=False)
@@ -270,7 +304,10 @@ def denoise_pass(
         if guidance_schedule == "variance":  # the target level's noise variance: vanishes at t = 0
             w = w * float(1 - a_s)
         for u in range(inner):
-            x0, g = _guided_predict(ctx, x, t, w, stage, first_step + k, mask)
+            ev = ctx.messages(messages, t, consensus) if consensus > 0 and messages is not None else None
+            x0, g = _guided_predict(ctx, x, t, w, stage, first_step + k, mask, ev)
+            if consensus > 0:
+                messages = x0
             eps = None
             if direction == "fused":  # the prior's ε̂, fused like x̂, before any shrinkage
                 eps = eps_from_x0(x0, x, a_t.expand(x.shape[0]))

@@ -31,7 +31,7 @@ class CDGS:
             left (0.06 → step K − 3 of 50); 0 disables pruning.
         keep: fraction of the population kept by pruning (at least one candidate).
         inversion: fraction of the schedule the likelihood proxy inverts over (from t = 0).
-        eta, fusion, guidance, guidance_schedule, noise, init_noise: as in `GSC`.
+        eta, fusion, guidance, guidance_schedule, noise, init_noise, consensus: as in `GSC`.
     """
 
     steps: int = 50
@@ -45,9 +45,11 @@ class CDGS:
     guidance_schedule: GuidanceSchedule = "constant"
     noise: Noise = "independent"
     init_noise: str = "canvas"
+    consensus: float = 0.0
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule)
+        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule,
+                     self.consensus)
         if not isinstance(self.inner, int) or self.inner < 1:
             raise ValueError(f"inner must be an int >= 1, got {self.inner!r}")
         for name in ("prune_at", "keep", "inversion"):
@@ -76,7 +78,7 @@ class CDGS:
         ts = ctx.grid(self.steps)
         kw = dict(stage="cdgs", eta=self.eta, fusion=self.fusion, guidance=self.guidance,
                   guidance_schedule=self.guidance_schedule, noise=self.noise,
-                  inner=self.inner)
+                  inner=self.inner, consensus=self.consensus)
         p = self.prune_step
         if p is None:
             x, _ = denoise_pass(ctx, x, ts, **kw)
@@ -87,9 +89,10 @@ class CDGS:
         score = inversion_score(ctx, x0, ts[-self.inversion_steps:])
         n_keep = max(1, math.ceil(self.keep * x.shape[0]))
         best = torch.argsort(score, descending=True)[:n_keep]
-        x = x[best[torch.arange(x.shape[0], device=best.device) % n_keep]]
+        refill = best[torch.arange(x.shape[0], device=best.device) % n_keep]
+        x = x[refill]
         if not last:
-            x, _ = denoise_pass(ctx, x, ts[p + 1:], first_step=p + 1, **kw)
+            x, _ = denoise_pass(ctx, x, ts[p + 1:], first_step=p + 1, messages=x0[refill], **kw)
         return x
 
 

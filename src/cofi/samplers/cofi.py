@@ -42,6 +42,9 @@ class CoFi:
             prior's ``fused`` ε̂ (the authors' video loop); only with ``coarse_update="ddim"``.
         init_noise: x_T on the ``canvas`` (split) or per ``plans``.
         weights: optional ``(N,)`` weights of the scaffold mean (uniform if None).
+        consensus: κ of consensus coupling in both stages (0 = off; priors with ``accepts_evidence`` such as
+            `EmpiricalPrior`): every prediction is conditioned on the neighbouring windows'
+            previous x̂ over its overlaps, each counting κ times the window's own noisy state.
     """
 
     steps: int = 50
@@ -60,9 +63,11 @@ class CoFi:
     direction: Direction = "recompute"
     init_noise: str = "canvas"
     weights: tuple[float, ...] | None = None
+    consensus: float = 0.0
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule)
+        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule,
+                     self.consensus)
         if self.refine_noise is not None:
             check_common(self.steps, self.refine_eta, 0.0, self.refine_noise, self.init_noise)
         lam_schedule(self.lam0, self.steps, self.schedule)  # validates lam0 and schedule
@@ -102,8 +107,8 @@ class CoFi:
             raise ValueError(f"weights must have one entry per window ({ctx.windows_total}), got {w.shape[0]}")
         lams = lam_schedule(self.lam0, self.steps, self.schedule)
         # 1. coarse stage: every step shrinks x̂ toward the shared scaffold
-        guide = dict(guidance=self.guidance, guidance_schedule=self.guidance_schedule)
-        x, _ = denoise_pass(ctx, x, ts, stage="coarse", eta=self.eta, fusion=self.fusion, noise=self.noise,
+        guide = dict(guidance=self.guidance, guidance_schedule=self.guidance_schedule, consensus=self.consensus)
+        x, x0 = denoise_pass(ctx, x, ts, stage="coarse", eta=self.eta, fusion=self.fusion, noise=self.noise,
                             lams=lams, weights=w, update=self.coarse_update, direction=self.direction, **guide)
         r = self.refine_step
         if r is None:
@@ -118,5 +123,5 @@ class CoFi:
         # 4. refinement stage: local coupling only (λ = 1)
         x, _ = denoise_pass(ctx, x, ts[r:], stage="refine", eta=self.refine_eta,
                             fusion=self.fusion if self.refine_fusion is None else self.refine_fusion,
-                            noise=self.refine_noise or self.noise, first_step=r, **guide)
+                            noise=self.refine_noise or self.noise, first_step=r, messages=x0, **guide)
         return x

@@ -25,6 +25,9 @@ class GSC:
             the level each step lands on (full at high noise, fading to 0 at clean data).
         noise: directional noise per plan (``independent``) or per canvas (``shared``).
         init_noise: x_T drawn on the ``canvas`` and split (overlaps start equal), or per ``plans``.
+        consensus: κ of consensus coupling (0 = off; priors with ``accepts_evidence`` such as
+            `EmpiricalPrior`): every prediction is conditioned on the neighbouring windows'
+            previous x̂ over its overlaps, each counting κ times the window's own noisy state.
     """
 
     steps: int = 50
@@ -34,9 +37,11 @@ class GSC:
     guidance_schedule: GuidanceSchedule = "constant"
     noise: Noise = "independent"
     init_noise: str = "canvas"
+    consensus: float = 0.0
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule)
+        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule,
+                     self.consensus)
 
     def nfe(self, layout: Layout, batch: int) -> int:
         return self.steps * layout.count * batch
@@ -44,5 +49,6 @@ class GSC:
     def sample(self, ctx: Context, x: Tensor) -> Tensor:
         ts = ctx.grid(self.steps)
         x, _ = denoise_pass(ctx, x, ts, stage="gsc", eta=self.eta, fusion=self.fusion,
-                            guidance=self.guidance, guidance_schedule=self.guidance_schedule, noise=self.noise)
+                            guidance=self.guidance, guidance_schedule=self.guidance_schedule, noise=self.noise,
+                            consensus=self.consensus)
         return x
