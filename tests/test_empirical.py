@@ -202,8 +202,10 @@ def test_consensus_messages_reach_the_prior(tiny):
                 count[:, i, :2] += 1
         want = torch.where(count > 0, want / count.clamp(min=1), 0.0)
         a = ac.float()[t]
+        snr = min(float(a / (1 - a)), 10.0)  # the default consensus_snr_max
         torch.testing.assert_close(ev["evidence"], want.flatten(0, 1))
-        torch.testing.assert_close(ev["evidence_precision"], (kappa * a / (1 - a) * count).flatten(0, 1))
+        torch.testing.assert_close(ev["evidence_precision"], (kappa * snr * count).flatten(0, 1))
+    assert [t for t, _, _ in calls] == [150, 100, 50, 0] and float(ac[0] / (1 - ac[0])) > 10  # the cap acts
 
 
 def test_consensus_needs_a_prior_that_takes_evidence(tiny):
@@ -211,6 +213,8 @@ def test_consensus_needs_a_prior_that_takes_evidence(tiny):
 
     with pytest.raises(ValueError, match="consensus must be"):
         cofi.CoFi(consensus=-1.0)
+    with pytest.raises(ValueError, match="consensus_snr_max"):
+        cofi.GSC(consensus=1.0, consensus_snr_max=0.0)
     mix = GaussianMixturePrior(torch.zeros(2, 2), window=5)
     with pytest.raises(ValueError, match="accepts_evidence"):
         cofi.compose(mix, cofi.Chain(5, 2, 3, axis=0), cofi.GSC(steps=2, consensus=1.0), batch=1, progress=False)

@@ -36,10 +36,13 @@ __all__ = ["Context", "denoise_pass", "Noise", "NOISE_MODES", "Update", "Directi
 
 
 def check_common(steps: int, eta: float, guidance: float, noise: str, init_noise: str,
-                 guidance_schedule: str = "constant", consensus: float = 0.0) -> None:
+                 guidance_schedule: str = "constant", consensus: float = 0.0,
+                 consensus_snr_max: float = math.inf) -> None:
     """Validation shared by every sampler config."""
     if not (isinstance(consensus, (int, float)) and math.isfinite(consensus) and consensus >= 0):
         raise ValueError(f"consensus must be a finite number >= 0, got {consensus!r}")
+    if not (isinstance(consensus_snr_max, (int, float)) and consensus_snr_max > 0):
+        raise ValueError(f"consensus_snr_max must be a number > 0, got {consensus_snr_max!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if eta < 0:
@@ -205,15 +208,16 @@ class Context:
         vals = apply_pins(torch.zeros(shape, device=self.device, dtype=self.dtype), self.pins, self.layout)
         return {"observed": vals.flatten(0, 1), "observed_mask": mask.flatten(0, 1)}
 
-    def messages(self, x0: Tensor, t: int, consensus: float) -> dict[str, Tensor]:
+    def messages(self, x0: Tensor, t: int, consensus: float, snr_max: float = math.inf) -> dict[str, Tensor]:
         """Consensus messages for the next prediction at timestep t: what the other windows'
         last estimates ``x0 (B, N, *S)`` say about each window's overlap entries, as Gaussian
         evidence for a prior with ``accepts_evidence`` (`EmpiricalPrior`). Each covering
         neighbour counts ``consensus`` times as much as the window's own noisy state, whose
-        precision about x_0 is ``ᾱ_t / (1 − ᾱ_t)``."""
+        precision about x_0 is ``ᾱ_t / (1 − ᾱ_t)``, capped at ``snr_max``."""
         mean, count = self.layout.neighbour_mean(x0)
         a = self.alpha(t)
-        prec = (consensus * a / (1 - a)) * count.expand_as(mean)
+        snr = (a / (1 - a)).clamp(max=snr_max)
+        prec = (consensus * snr) * count.expand_as(mean)
         return {"evidence": mean.flatten(0, 1), "evidence_precision": prec.flatten(0, 1)}
 
     def check_consensus(self, consensus: float) -> None:
@@ -270,6 +274,7 @@ def denoise_pass(
     end: int = -1,
     first_step: int = 0,
     consensus: float = 0.0,
+    consensus_snr_max: float = math.inf,
     messages: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One stage over ``timesteps`` (descending), ending at timestep ``end`` (−1: clean
@@ -285,7 +290,8 @@ def denoise_pass(
     ``inner > 1`` repeats denoise t→s / re-noise s→t (CDGS). ``first_step`` offsets the step
     numbers reported to the callback. ``consensus > 0`` (priors with ``accepts_evidence``)
     conditions every prediction on what the neighbouring windows' previous prediction says
-    about its overlaps (`Context.messages`); ``messages`` is the x̂ ``(B, N, *S)`` the first
+    about its overlaps (`Context.messages`, precision capped by ``consensus_snr_max``);
+    ``messages`` is the x̂ ``(B, N, *S)`` the first
     step reads them from (e.g. the x̂ a previous stage returned), None: none on the first step.
     Returns the final state and the last x̂ (after coupling), ``(B, N, *S)``.
     """
@@ -304,7 +310,9 @@ def denoise_pass(
         if guidance_schedule == "variance":  # the target level's noise variance: vanishes at t = 0
             w = w * float(1 - a_s)
         for u in range(inner):
-            ev = ctx.messages(messages, t, consensus) if consensus > 0 and messages is not None else None
+            ev = None
+            if consensus > 0 and messages is not None:
+                ev = ctx.messages(messages, t, consensus, consensus_snr_max)
             x0, g = _guided_predict(ctx, x, t, w, stage, first_step + k, mask, ev)
             if consensus > 0:
                 messages = x0

@@ -31,7 +31,8 @@ class CDGS:
             left (0.06 → step K − 3 of 50); 0 disables pruning.
         keep: fraction of the population kept by pruning (at least one candidate).
         inversion: fraction of the schedule the likelihood proxy inverts over (from t = 0).
-        eta, fusion, guidance, guidance_schedule, noise, init_noise, consensus: as in `GSC`.
+        eta, fusion, guidance, guidance_schedule, noise, init_noise, consensus, consensus_snr_max:
+            as in `GSC`.
     """
 
     steps: int = 50
@@ -46,10 +47,11 @@ class CDGS:
     noise: Noise = "independent"
     init_noise: str = "canvas"
     consensus: float = 0.0
+    consensus_snr_max: float = 10.0
 
     def __post_init__(self) -> None:
         check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule,
-                     self.consensus)
+                     self.consensus, self.consensus_snr_max)
         if not isinstance(self.inner, int) or self.inner < 1:
             raise ValueError(f"inner must be an int >= 1, got {self.inner!r}")
         for name in ("prune_at", "keep", "inversion"):
@@ -78,7 +80,8 @@ class CDGS:
         ts = ctx.grid(self.steps)
         kw = dict(stage="cdgs", eta=self.eta, fusion=self.fusion, guidance=self.guidance,
                   guidance_schedule=self.guidance_schedule, noise=self.noise,
-                  inner=self.inner, consensus=self.consensus)
+                  inner=self.inner, consensus=self.consensus,
+                  consensus_snr_max=self.consensus_snr_max)
         p = self.prune_step
         if p is None:
             x, _ = denoise_pass(ctx, x, ts, **kw)

@@ -42,9 +42,12 @@ class CoFi:
             prior's ``fused`` ε̂ (the authors' video loop); only with ``coarse_update="ddim"``.
         init_noise: x_T on the ``canvas`` (split) or per ``plans``.
         weights: optional ``(N,)`` weights of the scaffold mean (uniform if None).
-        consensus: κ of consensus coupling in both stages (0 = off; priors with ``accepts_evidence`` such as
-            `EmpiricalPrior`): every prediction is conditioned on the neighbouring windows'
+        consensus: κ of consensus coupling in both stages (0 = off; priors with
+            ``accepts_evidence`` such as `EmpiricalPrior`): every prediction is conditioned on the neighbouring windows'
             previous x̂ over its overlaps, each counting κ times the window's own noisy state.
+        consensus_snr_max: cap on that state's precision ᾱ/(1−ᾱ) in the messages' weight, so
+            that near clean data messages cannot outweigh the prior and the pins (10: the
+            level t ≈ 0.22·T of a cosine schedule).
     """
 
     steps: int = 50
@@ -64,10 +67,11 @@ class CoFi:
     init_noise: str = "canvas"
     weights: tuple[float, ...] | None = None
     consensus: float = 0.0
+    consensus_snr_max: float = 10.0
 
     def __post_init__(self) -> None:
         check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule,
-                     self.consensus)
+                     self.consensus, self.consensus_snr_max)
         if self.refine_noise is not None:
             check_common(self.steps, self.refine_eta, 0.0, self.refine_noise, self.init_noise)
         lam_schedule(self.lam0, self.steps, self.schedule)  # validates lam0 and schedule
@@ -107,7 +111,8 @@ class CoFi:
             raise ValueError(f"weights must have one entry per window ({ctx.windows_total}), got {w.shape[0]}")
         lams = lam_schedule(self.lam0, self.steps, self.schedule)
         # 1. coarse stage: every step shrinks x̂ toward the shared scaffold
-        guide = dict(guidance=self.guidance, guidance_schedule=self.guidance_schedule, consensus=self.consensus)
+        guide = dict(guidance=self.guidance, guidance_schedule=self.guidance_schedule, consensus=self.consensus,
+                     consensus_snr_max=self.consensus_snr_max)
         x, x0 = denoise_pass(ctx, x, ts, stage="coarse", eta=self.eta, fusion=self.fusion, noise=self.noise,
                             lams=lams, weights=w, update=self.coarse_update, direction=self.direction, **guide)
         r = self.refine_step

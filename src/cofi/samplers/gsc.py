@@ -28,6 +28,9 @@ class GSC:
         consensus: κ of consensus coupling (0 = off; priors with ``accepts_evidence`` such as
             `EmpiricalPrior`): every prediction is conditioned on the neighbouring windows'
             previous x̂ over its overlaps, each counting κ times the window's own noisy state.
+        consensus_snr_max: cap on that state's precision ᾱ/(1−ᾱ) in the messages' weight, so
+            that near clean data messages cannot outweigh the prior and the pins (10: the
+            level t ≈ 0.22·T of a cosine schedule).
     """
 
     steps: int = 50
@@ -38,10 +41,11 @@ class GSC:
     noise: Noise = "independent"
     init_noise: str = "canvas"
     consensus: float = 0.0
+    consensus_snr_max: float = 10.0
 
     def __post_init__(self) -> None:
         check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule,
-                     self.consensus)
+                     self.consensus, self.consensus_snr_max)
 
     def nfe(self, layout: Layout, batch: int) -> int:
         return self.steps * layout.count * batch
@@ -50,5 +54,5 @@ class GSC:
         ts = ctx.grid(self.steps)
         x, _ = denoise_pass(ctx, x, ts, stage="gsc", eta=self.eta, fusion=self.fusion,
                             guidance=self.guidance, guidance_schedule=self.guidance_schedule, noise=self.noise,
-                            consensus=self.consensus)
+                            consensus=self.consensus, consensus_snr_max=self.consensus_snr_max)
         return x
