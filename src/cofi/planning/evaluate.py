@@ -24,7 +24,7 @@ from .control import WaypointController
 from .maze import Maze, parse_env_name
 from .planner import METHODS, PlanResult, default_batch, default_count, plan, planning_sampler
 
-__all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "evaluate", "summarize", "markdown_table"]
+__all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "replan_count", "evaluate", "summarize", "markdown_table"]
 
 
 @dataclass
@@ -113,6 +113,20 @@ def episode_problem(env, task: int, seed: int = 0, episode: int = 0, device="cpu
     return np.asarray(ob[:2], dtype=np.float64), goal, gen
 
 
+def replan_count(previous: int, count: int, progress: float, headway: float, min_headway: float = 1.0) -> int:
+    """Windows of a replan (`run_episode` with ``adaptive_count``).
+
+    ``previous``: windows of the plan being abandoned; ``count``: the episode's first plan's N;
+    ``progress``: the fraction of that plan the agent got through; ``headway``: how much closer
+    to the goal the agent is than where that plan started. With headway ≥ ``min_headway``,
+    what is left of the plan, ``⌈previous · (1 − progress)⌉`` (at least 1, CompDiffuser's
+    rule); otherwise one window more than ``previous``, at most ``count``.
+    """
+    if headway < min_headway:
+        return min(count, previous + 1)
+    return max(1, math.ceil(previous * (1 - progress) - 1e-9))
+
+
 def run_episode(
     env,
     prior,
@@ -139,7 +153,11 @@ def run_episode(
 
     With ``adaptive_count`` a replan composes only as many windows as the remaining part of
     the current plan had, ``⌈N · (1 − progress)⌉`` (at least 1), as CompDiffuser's replanner
-    does: a fixed N would stretch a short remaining route over the whole horizon.
+    does: a fixed N would stretch a short remaining route over the whole horizon. But when the
+    agent made no headway since the previous replan (it is not ``replan_distance`` closer to the
+    goal than where that plan started), the replan composes one window more than the previous
+    plan (at most N) instead: an agent in a dead end, whose remaining plan was too short to
+    lead out, gets longer plans rather than the same short one again.
     """
     maze = Maze.from_env(env) if maze is None else maze
     xy, goal, gen = episode_problem(env, task, seed, episode, device=prior.alphas_cumprod.device)
@@ -151,6 +169,7 @@ def run_episode(
     first = new_plan(xy, count)
     check = maze.check_plan(first.xy, goal)
     plans = [first]
+    plan_starts = [xy.copy()]
     ctrl = WaypointController(first.xy, **(controller or {}))
     path = [xy.copy()]
     success, steps, replans = False, 0, 0
@@ -167,8 +186,10 @@ def run_episode(
             replans += 1
             n = plans[-1].layout.count
             if adaptive_count:  # what is left of the plan, in windows (CompDiffuser's replanning)
-                n = max(1, math.ceil(n * (1 - ctrl.index / len(ctrl.plan)) - 1e-9))
+                headway = float(np.linalg.norm(plan_starts[-1] - goal) - np.linalg.norm(xy - goal))
+                n = replan_count(n, count, ctrl.index / len(ctrl.plan), headway, replan_distance)
             plans.append(new_plan(xy, n))
+            plan_starts.append(xy.copy())
             ctrl = WaypointController(plans[-1].xy, **(controller or {}))
             best_index, since_progress = 0, 0
             action = ctrl.act(xy)
