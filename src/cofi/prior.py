@@ -52,6 +52,10 @@ class LocalPrior(Protocol):
       - ``accepts_observations: bool = False``: ``denoise`` also takes ``observed`` and
         ``observed_mask`` (both ``(M, *S)``), the entries of each plan known without noise
         (``compose`` builds them from its `Pins`), and conditions on them exactly.
+      - ``accepts_evidence: bool = False``: ``denoise`` also takes ``evidence`` and
+        ``evidence_precision`` (both ``(M, *S)``, precisions ≥ 0, 0 where none): Gaussian
+        evidence about entries of x_0, which consensus coupling (``consensus=κ`` on GSC, CoFi,
+        CDGS) uses to pass each window its neighbours' estimates of its overlaps.
     """
 
     alphas_cumprod: Tensor
