@@ -113,16 +113,16 @@ def episode_problem(env, task: int, seed: int = 0, episode: int = 0, device="cpu
     return np.asarray(ob[:2], dtype=np.float64), goal, gen
 
 
-def replan_count(previous: int, count: int, progress: float, headway: float, min_headway: float = 1.0) -> int:
+def replan_count(previous: int, count: int, progress: float, moved: float, min_move: float = 1.0) -> int:
     """Windows of a replan (`run_episode` with ``adaptive_count``).
 
     ``previous``: windows of the plan being abandoned; ``count``: the episode's first plan's N;
-    ``progress``: the fraction of that plan the agent got through; ``headway``: how much closer
-    to the goal the agent is than where that plan started. With headway ≥ ``min_headway``,
-    what is left of the plan, ``⌈previous · (1 − progress)⌉`` (at least 1, CompDiffuser's
-    rule); otherwise one window more than ``previous``, at most ``count``.
+    ``progress``: the fraction of that plan the agent got through; ``moved``: how far the agent
+    is from where that plan started. If it moved at least ``min_move``, what is left of the
+    plan, ``⌈previous · (1 − progress)⌉`` (at least 1, CompDiffuser's rule); otherwise it is
+    stuck where that plan started, and the replan gets one window more, at most ``count``.
     """
-    if headway < min_headway:
+    if moved < min_move:
         return min(count, previous + 1)
     return max(1, math.ceil(previous * (1 - progress) - 1e-9))
 
@@ -154,10 +154,10 @@ def run_episode(
     With ``adaptive_count`` a replan composes only as many windows as the remaining part of
     the current plan had, ``⌈N · (1 − progress)⌉`` (at least 1), as CompDiffuser's replanner
     does: a fixed N would stretch a short remaining route over the whole horizon. But when the
-    agent made no headway since the previous replan (it is not ``replan_distance`` closer to the
-    goal than where that plan started), the replan composes one window more than the previous
-    plan (at most N) instead: an agent in a dead end, whose remaining plan was too short to
-    lead out, gets longer plans rather than the same short one again.
+    agent is still within ``replan_distance`` of where the previous plan started, the replan
+    composes one window more than that plan (at most N) instead (`replan_count`): an agent
+    stuck in a dead end, whose remaining plan was too short to lead out, gets longer plans
+    rather than the same short one again.
     """
     maze = Maze.from_env(env) if maze is None else maze
     xy, goal, gen = episode_problem(env, task, seed, episode, device=prior.alphas_cumprod.device)
@@ -186,8 +186,8 @@ def run_episode(
             replans += 1
             n = plans[-1].layout.count
             if adaptive_count:  # what is left of the plan, in windows (CompDiffuser's replanning)
-                headway = float(np.linalg.norm(plan_starts[-1] - goal) - np.linalg.norm(xy - goal))
-                n = replan_count(n, count, ctrl.index / len(ctrl.plan), headway, replan_distance)
+                moved = float(np.linalg.norm(xy - plan_starts[-1]))
+                n = replan_count(n, count, ctrl.index / len(ctrl.plan), moved, replan_distance)
             plans.append(new_plan(xy, n))
             plan_starts.append(xy.copy())
             ctrl = WaypointController(plans[-1].xy, **(controller or {}))
