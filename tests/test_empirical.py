@@ -170,7 +170,12 @@ def test_compose_passes_pins_as_observations(tiny):
     torch.testing.assert_close(out.canvas[:, 0], target.expand(2, 2))
 
 
-def test_consensus_messages_reach_the_prior(tiny):
+@pytest.mark.parametrize("sampler,n_calls", [
+    (lambda k: cofi.GSC(steps=4, fusion=False, consensus=k), 4),
+    # CoFi: the refinement's first prediction reads the coarse stage's last x̂ (λ = 1 there)
+    (lambda k: cofi.CoFi(steps=4, refine_at=0.5, fusion=False, consensus=k), 6),
+])
+def test_consensus_messages_reach_the_prior(tiny, sampler, n_calls):
     """With ``consensus=κ`` each prediction gets, as evidence, the uniform mean of the other
     windows' previous x̂ on its overlap entries, precision κ·ᾱ_t/(1−ᾱ_t) per covering window
     (0 outside the overlaps); the first prediction of a pass gets none."""
@@ -186,9 +191,8 @@ def test_consensus_messages_reach_the_prior(tiny):
     prior = Spy(bank.float(), ac.float())
     layout = cofi.Chain(5, 2, 3, axis=0)
     kappa = 2.5
-    cofi.compose(prior, layout, cofi.GSC(steps=4, fusion=False, consensus=kappa), batch=2, progress=False,
-                 generator=torch.Generator().manual_seed(0))
-    assert len(calls) == 4 and not calls[0][1]
+    cofi.compose(prior, layout, sampler(kappa), batch=2, progress=False, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == n_calls and not calls[0][1]
     for (_, _, prev), (t, ev, _) in zip(calls[:-1], calls[1:]):
         prev = prev.reshape(2, 3, 5, 2)
         want = torch.zeros_like(prev)
@@ -205,7 +209,36 @@ def test_consensus_messages_reach_the_prior(tiny):
         snr = min(float(a / (1 - a)), 10.0)  # the default consensus_snr_max
         torch.testing.assert_close(ev["evidence"], want.flatten(0, 1))
         torch.testing.assert_close(ev["evidence_precision"], (kappa * snr * count).flatten(0, 1))
-    assert [t for t, _, _ in calls] == [150, 100, 50, 0] and float(ac[0] / (1 - ac[0])) > 10  # the cap acts
+    assert [t for t, _, _ in calls][:4] == [150, 100, 50, 0] and float(ac[0] / (1 - ac[0])) > 10  # the cap acts
+
+
+def test_cdgs_survivors_keep_their_messages(tiny):
+    """After pruning, each refilled candidate's first messages come from the candidate it copies."""
+    bank, ac, _ = tiny
+    calls = []
+
+    class Spy(EmpiricalPrior):
+        def denoise(self, x_t, t, **cond):
+            out = super().denoise(x_t, t, **cond)
+            calls.append(({k: v.clone() for k, v in cond.items() if k.startswith("evidence")}, out.clone()))
+            return out
+
+    prior = Spy(bank.float(), ac.float())
+    layout = cofi.Chain(5, 2, 3, axis=0)
+    s = cofi.CDGS(steps=4, inner=2, prune_at=0.5, keep=0.5, inversion=0.25, fusion=False, consensus=2.0)
+    B = 4
+    cofi.compose(prior, layout, s, batch=B, progress=False, generator=torch.Generator().manual_seed(0))
+    # steps 0-2 (prune_step = 2) × 2 inner, 1 inversion call (no messages), then step 3 × 2 inner
+    assert s.prune_step == 2 and len(calls) == 9 and not calls[6][0] and calls[7][0]
+    last = calls[5][1].reshape(B, 3, 5, 2)
+    expected = [layout.neighbour_mean(last[b : b + 1])[0][0] for b in range(B)]
+    got = calls[7][0]["evidence"].reshape(B, 3, 5, 2)
+    kept = []
+    for b in range(B):
+        match = [j for j in range(B) if torch.allclose(got[b], expected[j])]
+        assert match, f"candidate {b}'s messages come from no candidate before pruning"
+        kept.append(match[0])
+    assert len(set(kept)) == 2  # keep 0.5 of 4: two survivors, each copied twice
 
 
 def test_consensus_needs_a_prior_that_takes_evidence(tiny):
