@@ -5,8 +5,9 @@
 
 For every setting and every OGBench task × seed, composes the first plan of the evaluation
 episode (the same start, goal and generator as `benchmarks/planning.py`, no execution) and
-reports the fraction of plan points inside walls, the RMS disagreement of adjacent windows on
-their overlaps (env units; where the blend cuts corners) and the NFE. Depth is the fraction of
+reports how many plans are valid open loop (`Maze.check_plan`), the fraction of plan points
+inside walls, the RMS disagreement of adjacent windows on their overlaps (env units; where the
+blend cuts corners) and the NFE. Depth is the fraction of
 the K = 20 steps the refinement stage re-runs from the renoised scaffold (0: no refinement).
 Prints a markdown table; ``--figure`` draws both metrics as heat maps.
 """
@@ -26,6 +27,7 @@ def main() -> None:
     ap.add_argument("--prior", choices=("closed-form", "unet"), default="closed-form")
     ap.add_argument("--data", default="data")
     ap.add_argument("--top-k", type=int, default=64)
+    ap.add_argument("--consensus", type=float, default=5.0, help="closed-form prior: consensus κ (0 = off)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--lam0", type=float, nargs="+", default=[0.5, 0.8, 0.9, 1.0])
@@ -42,7 +44,8 @@ def main() -> None:
 
     env_name = f"pointmaze-{args.maze}-stitch-v0"
     if args.prior == "closed-form":
-        prior = EmpiricalPrior.from_stitch_data(os.path.join(args.data, f"{env_name}.npz"), top_k=args.top_k)
+        prior = EmpiricalPrior.from_stitch_data(os.path.join(args.data, f"{env_name}.npz"), top_k=args.top_k,
+                                                planning_consensus=args.consensus)
     else:
         prior = TrajectoryPrior.from_pretrained(env_name[:-3])
     env = make_env(env_name)
@@ -51,21 +54,23 @@ def main() -> None:
     wall = np.zeros((len(args.lam0), len(args.depth)))
     rms = np.zeros_like(wall)
     print(f"# {env_name}, {args.prior} prior, {len(problems)} first plans per setting\n")
-    print("| λ0 | refinement depth | plan points in walls | overlap RMS (env units) | NFE / plan |")
-    print("|---|---|---|---|---|")
+    print("| λ0 | refinement depth | valid open loop | plan points in walls | overlap RMS (env units) | NFE / plan |")
+    print("|---|---|---|---|---|---|")
     for i, lam0 in enumerate(args.lam0):
         for j, depth in enumerate(args.depth):
             sampler = planning_sampler("cofi", lam0=lam0, refine_at=None if depth <= 0 else 1 - depth, prior=prior)
-            w, o = [], []
+            w, o, ok = [], [], 0
             for start, goal, gen in problems:
                 gen = torch.Generator().set_state(gen.get_state())  # every setting sees the same noise
                 out = plan(prior, start, goal, sampler, generator=gen, maze=maze)
                 w.append(float((~maze.is_free(out.xy)).mean()))
+                ok += bool(maze.check_plan(out.xy, goal).valid)
                 win = out.windows
                 ov = out.layout.overlap
                 o.append(float(np.sqrt(((win[:-1, -ov:] - win[1:, :ov]) ** 2).sum(-1).mean())))
             wall[i, j], rms[i, j] = np.mean(w), np.mean(o)
-            print(f"| {lam0} | {depth:.1f} | {100 * wall[i, j]:.1f} % | {rms[i, j]:.2f} | {out.nfe} |", flush=True)
+            print(f"| {lam0} | {depth:.1f} | {ok}/{len(problems)} | {100 * wall[i, j]:.1f} % | {rms[i, j]:.2f} | "
+                  f"{out.nfe} |", flush=True)
     env.close()
     if args.figure:
         import matplotlib
