@@ -5,7 +5,8 @@ OGBench adds uniform noise of ±1 to the start and the goal), plan from the agen
 position to the goal, follow the plan with `WaypointController`, and replan from the
 current position when the agent deviates more than ``replan_distance`` from the plan
 or stalls (no progress along it for ``stall_steps``), at most ``max_replans`` times, with
-as many windows as the rest of the abandoned plan had.
+as many windows as the rest of the abandoned plan had (one more than that plan if the agent is
+still where it started, `replan_count`).
 Success is the environment's ``info["success"]`` (within 1.0 of the goal); an episode
 ends at success or after ``max_steps`` (1000, OGBench's limit).
 """
