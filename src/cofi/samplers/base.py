@@ -8,7 +8,6 @@ A sampler is a frozen config dataclass with ``sample(ctx, x) -> x0`` and
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -291,9 +290,9 @@ def denoise_pass(
     numbers reported to the callback. ``consensus > 0`` (priors with ``accepts_evidence``)
     conditions every prediction on what the neighbouring windows' previous prediction says
     about its overlaps (`Context.messages`, precision capped by ``consensus_snr_max``);
-    ``messages`` is the x̂ ``(B, N, *S)`` the first
-    step reads them from (e.g. the x̂ a previous stage returned), None: none on the first step.
-    Returns the final state and the last x̂ (after coupling), ``(B, N, *S)``.
+    ``messages`` is the x̂ ``(B, N, *S)`` the first step reads them from (e.g. the x̂ a previous
+    stage returned), None: none on the first step. Returns the final state and the last x̂
+    (after coupling), ``(B, N, *S)``.
     """
     mask = pin_mask(ctx.pins, ctx.layout, x.shape, ctx.device)
     ctx.check_consensus(consensus)
