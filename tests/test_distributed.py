@@ -24,6 +24,14 @@ def _field():
     return cofi.priors.GaussianFieldMixturePrior.styles_benchmark(window=6, components=2)
 
 
+def _bank():
+    """A closed-form prior over random windows: it takes consensus messages (gathered across ranks)."""
+    from cofi.priors.trajectory import cosine_alphas_cumprod
+
+    bank = torch.randn(40, 16, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    return cofi.priors.EmpiricalPrior(bank, cosine_alphas_cumprod(200).double())
+
+
 CASES = {
     # name: (prior factory, layout, sampler, compose kwargs)
     "gsc": (_gmm, cofi.Chain(16, 8, 5, blend="ramp"), cofi.GSC(steps=8, eta=1.0), {}),
@@ -33,6 +41,9 @@ CASES = {
     "cofi-video": (_gmm, cofi.Chain(16, 12, 5, blend="ramp"),
                    cofi.CoFi(steps=6, eta=0.0, direction="fused", refine_at=0.2), {}),
     "cdgs": (_gmm, cofi.Chain(16, 8, 5), cofi.CDGS(steps=6, inner=2, prune_at=0.34, keep=0.5), {}),
+    "gsc-consensus": (_bank, cofi.Chain(16, 8, 5, blend="exp"), cofi.GSC(steps=6, eta=1.0, consensus=2.0), {}),
+    "cofi-consensus-pinned": (_bank, cofi.Chain(16, 6, 4), cofi.CoFi(steps=6, guidance=0.5, consensus=5.0),
+                              {"pins": True}),
     "cofi-grid": (_field, cofi.Grid((cofi.Chain(6, 2, 3, axis=1, blend="ramp"), cofi.Chain(6, 2, 2, axis=2))),
                   cofi.CoFi(steps=6, guidance=0.2), {}),
 }

@@ -212,22 +212,24 @@ class Context:
         last estimates ``x0 (B, N, *S)`` say about each window's overlap entries, as Gaussian
         evidence for a prior with ``accepts_evidence`` (`EmpiricalPrior`). Each covering
         neighbour counts ``consensus`` times as much as the window's own noisy state, whose
-        precision about x_0 is ``ᾱ_t / (1 − ᾱ_t)``, capped at ``snr_max``."""
-        mean, count = self.layout.neighbour_mean(x0)
+        precision about x_0 is ``ᾱ_t / (1 − ᾱ_t)``, capped at ``snr_max``. On a shard the
+        neighbours of its edge windows live on other ranks: the estimates are all-gathered."""
+        if self.sharded:
+            ids = self.layout.window_ids.to(x0.device)
+            mean, count = self.layout.full.neighbour_mean(self.layout.gather(x0))
+            mean, count = mean[:, ids], count[:, ids]
+        else:
+            mean, count = self.layout.neighbour_mean(x0)
         a = self.alpha(t)
         snr = (a / (1 - a)).clamp(max=snr_max)
         prec = (consensus * snr) * count.expand_as(mean)
         return {"evidence": mean.flatten(0, 1), "evidence_precision": prec.flatten(0, 1)}
 
     def check_consensus(self, consensus: float) -> None:
-        """Consensus coupling needs a prior that takes evidence and the whole layout on this rank."""
-        if consensus <= 0:
-            return
-        if not getattr(self.prior, "accepts_evidence", False):
+        """Consensus coupling needs a prior that takes evidence."""
+        if consensus > 0 and not getattr(self.prior, "accepts_evidence", False):
             raise ValueError(f"consensus > 0 needs a prior with accepts_evidence = True (e.g. EmpiricalPrior); "
                              f"{type(self.prior).__name__} has none")
-        if self.sharded:
-            raise ValueError("consensus > 0 is not supported with a process group (windows on other ranks)")
 
     def emit(self, **info) -> None:
         if self.callback is not None:
