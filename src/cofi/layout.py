@@ -401,7 +401,7 @@ Layout = Chain | Grid
 def _neighbour_mean(layout, plans: Tensor, ones) -> tuple[Tensor, Tensor]:
     """Leave-one-out sums of uniform weights: the canvas sum minus the window's own value."""
     total, cover = layout._accumulate(plans, ones)
-    count = layout.split(cover.expand(1, *cover.shape[1:])) - 1  # (1, N, ...) other windows per position
+    count = layout.split(cover) - 1  # cover is (1, *G) with singleton non-tiled dims: (1, N, ...) others
     others = layout.split(total) - plans
     mean = torch.where(count > 0, others / count.clamp(min=1), torch.zeros_like(others))
     return mean, count

@@ -25,7 +25,8 @@ from .control import WaypointController
 from .maze import Maze, parse_env_name
 from .planner import METHODS, PlanResult, default_batch, default_count, plan, planning_sampler
 
-__all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "replan_count", "evaluate", "summarize", "markdown_table"]
+__all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "replan_count", "evaluate", "summarize",
+           "markdown_table"]
 
 
 @dataclass

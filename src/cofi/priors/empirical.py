@@ -51,6 +51,7 @@ class EmpiricalPrior(XYNormalizer):
             bank's units). Small: the pins select the windows that pass through them.
         lo, hi, scale, env_name, stride: the trajectory surface (see `XYNormalizer`); for
             other domains leave them at their defaults.
+        planning_consensus: the consensus κ `cofi.planning.planning_sampler` plans with (0: off).
     """
 
     supports_grad = True
@@ -61,7 +62,7 @@ class EmpiricalPrior(XYNormalizer):
 
     def __init__(self, bank: Tensor, alphas_cumprod: Tensor, *, chunk: int = 16384, top_k: int | None = None,
                  obs_std: float = 0.02, lo=(-1.0, -1.0), hi=(1.0, 1.0), scale: float = 1.0,
-                 env_name: str | None = None, stride: int = 1) -> None:
+                 env_name: str | None = None, stride: int = 1, planning_consensus: float = 0.0) -> None:
         bank = torch.as_tensor(bank)
         if bank.ndim < 2 or bank.shape[0] < 1:
             raise ValueError(f"bank must have shape (M, *sample_shape) with M >= 1, got {tuple(bank.shape)}")
@@ -79,6 +80,7 @@ class EmpiricalPrior(XYNormalizer):
         self.bank_sq = self.bank.pow(2)
         self.alphas_cumprod = torch.as_tensor(alphas_cumprod).to(self.bank.device)
         self.chunk, self.top_k, self.obs_std = chunk, top_k, float(obs_std)
+        self.planning_consensus = float(planning_consensus)
 
     @property
     def size(self) -> int:
@@ -109,10 +111,8 @@ class EmpiricalPrior(XYNormalizer):
         if env_name is None:
             env_name = Path(path).name.replace(".npz", "")
         norm = XYNormalizer(lo, hi, env_name=env_name, stride=stride)
-        prior = cls(norm.normalize(windows), cosine_alphas_cumprod(T), lo=lo, hi=hi, env_name=env_name,
-                    stride=stride, **kwargs)
-        prior.planning_consensus = float(planning_consensus)
-        return prior
+        return cls(norm.normalize(windows), cosine_alphas_cumprod(T), lo=lo, hi=hi, env_name=env_name,
+                   stride=stride, planning_consensus=planning_consensus, **kwargs)
 
     # ------------------------------------------------------------------ LocalPrior
     def logits(self, x_t: Tensor, t: Tensor, observed: Tensor | None = None, observed_mask: Tensor | None = None,

@@ -42,12 +42,8 @@ class CoFi:
             prior's ``fused`` ε̂ (the authors' video loop); only with ``coarse_update="ddim"``.
         init_noise: x_T on the ``canvas`` (split) or per ``plans``.
         weights: optional ``(N,)`` weights of the scaffold mean (uniform if None).
-        consensus: κ of consensus coupling in both stages (0 = off; priors with
-            ``accepts_evidence`` such as `EmpiricalPrior`): every prediction is conditioned on the neighbouring windows'
-            previous x̂ over its overlaps, each counting κ times the window's own noisy state.
-        consensus_snr_max: cap on that state's precision ᾱ/(1−ᾱ) in the messages' weight, so
-            that near clean data messages cannot outweigh the prior and the pins (10: the
-            level t ≈ 0.22·T of a cosine schedule).
+        consensus, consensus_snr_max: consensus coupling in both stages, as in `GSC` (the
+            refinement's first prediction reads the coarse stage's last x̂).
     """
 
     steps: int = 50
