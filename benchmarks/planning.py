@@ -13,7 +13,9 @@ tables; ``--json`` appends one line per episode. Priors: the shipped
 ``pointmaze-{maze}-stitch`` checkpoints, ``--checkpoint-dir DIR`` holding
 ``pointmaze-{maze}-stitch/``, or ``--prior closed-form``: the exact posterior mean over
 the padded, strided windows of ``--data/pointmaze-{maze}-stitch-v0.npz`` (regenerate with
-``python -m cofi.planning generate``), top-k 64 and consensus coupling κ = 5 by default (``--consensus 0``: off).
+``python -m cofi.planning generate``), top-k 64 and consensus coupling κ = 5 by default
+(``--consensus 0``: off). For a U-Net trained with ``--evidence-prob``, ``--consensus κ``
+overrides the checkpoint's ``planning_consensus``.
 """
 
 from __future__ import annotations
@@ -35,10 +37,15 @@ def load_prior(maze: str, args):
         from cofi.priors import EmpiricalPrior
 
         return EmpiricalPrior.from_stitch_data(os.path.join(args.data, f"{name}-v0.npz"), top_k=args.top_k,
-                                               planning_consensus=args.consensus)
+                                               planning_consensus=5.0 if args.consensus is None else args.consensus)
     from cofi.priors import TrajectoryPrior
 
-    return TrajectoryPrior.from_pretrained(os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else name)
+    prior = TrajectoryPrior.from_pretrained(os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else name)
+    if args.consensus is not None:
+        if args.consensus > 0 and not prior.accepts_evidence:
+            raise SystemExit(f"--consensus {args.consensus}: the {name} network was not trained to read evidence")
+        prior.planning_consensus = args.consensus
+    return prior
 
 
 def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=False):
@@ -123,8 +130,9 @@ def main() -> None:
                     help="the shipped U-Net priors, or the closed-form EmpiricalPrior of the stitch data")
     ap.add_argument("--data", default="data", help="directory of the regenerated stitch datasets (closed-form)")
     ap.add_argument("--top-k", type=int, default=64, help="closed-form prior: bank windows kept per query")
-    ap.add_argument("--consensus", type=float, default=5.0,
-                    help="closed-form prior: consensus coupling κ of every method (0 = off; default 5)")
+    ap.add_argument("--consensus", type=float, default=None,
+                    help="consensus coupling κ of every method (0 = off). Default: 5 for the closed-form "
+                         "prior, the checkpoint's planning_consensus for a U-Net (one trained with evidence)")
     ap.add_argument("--checkpoint-dir", default=None)
     ap.add_argument("--ablation", action="store_true", help="λ0 and refinement-depth sweeps instead")
     ap.add_argument("--figure", default=None, help="PNG of a composed plan (first maze, method, task, seed)")

@@ -314,7 +314,8 @@ def test_stf_targets_are_the_bank_posterior_mean(tmp_path):
     eps = torch.from_numpy(pad_episodes(np.load(tmp_path / "toy.npz")["observations"].reshape(12, 201, 2), 64) / 20)
     ac = cosine_alphas_cumprod(20)
     bank = EmpiricalPrior(torch.from_numpy(cut_windows(eps.numpy(), 160, 4, 4)), ac, obs_std=0.02)
-    x_in, t, mask, target = Batcher(eps.float(), ac, args, bank, cond=True)(32, torch.Generator().manual_seed(0))
+    x_in, t, mask, target, ev = Batcher(eps.float(), ac, args, bank, cond=True)(32, torch.Generator().manual_seed(0))
+    assert ev == {}  # no --evidence-prob
     assert mask.shape == (32, 40) and mask[:, 1:-1].sum() == 0 and 0 < mask.sum() < 64
     x0 = to_x0(target, x_in, ac[t], "v_prediction")
     full = mask[..., None].expand_as(x_in)
@@ -359,7 +360,7 @@ def test_stf_reference_batch_is_the_batch_plus_a_bank_sample(tmp_path):
     ac = cosine_alphas_cumprod(20)
     bank = EmpiricalPrior(torch.from_numpy(cut_windows(eps.numpy(), 160, 4, 4)), ac)
     g = torch.Generator().manual_seed(0)
-    x_in, t, mask, target = Batcher(eps.float(), ac, args, bank, cond=False)(6, g)
+    x_in, t, mask, target, _ = Batcher(eps.float(), ac, args, bank, cond=False)(6, g)
     # replay the draws: windows, timesteps, noise, then the bank rows
     r = torch.Generator().manual_seed(0)
     x0 = sample_windows(eps.float(), 6, 160, r, 4)
@@ -367,6 +368,146 @@ def test_stf_reference_batch_is_the_batch_plus_a_bank_sample(tmp_path):
     rows = torch.randint(0, bank.size, (5,), generator=r)
     ref = EmpiricalPrior(torch.cat([x0, bank.bank[rows].reshape(5, 40, 2)]), ac)
     torch.testing.assert_close(to_x0(target, x_in, ac[t], "v_prediction"), ref.denoise(x_in, t), atol=1e-4, rtol=1e-4)
+
+
+def test_unet_evidence_inputs_and_zero_weight_expansion():
+    """A network with ``evidence`` reads (y, π/(1+π)); weights of a network without those
+    inputs, expanded with zero columns, compute exactly the old network's output whatever the
+    evidence, and evidence changes the output once those weights are nonzero."""
+    from cofi.priors.unet1d import expand_input_weights
+
+    torch.manual_seed(0)
+    cfg = dict(horizon=16, dim=8, dim_mults=(1, 2), groups=4, grid=8, cond=True)
+    old = TemporalUNet(UNet1DConfig(**cfg))
+    new = TemporalUNet(UNet1DConfig(**cfg, evidence=True))
+    assert new.inp.weight.shape[1] == old.inp.weight.shape[1] + 4
+    new.load_state_dict(expand_input_weights(old.state_dict(), new))
+    x, t = torch.randn(3, 16, 2), torch.tensor([0, 5, 9])
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    mask[:, 0] = True
+    y, prec = torch.randn(3, 16, 2), torch.rand(3, 16, 2) * 5
+    ref = old(x, t, mask)
+    torch.testing.assert_close(new(x, t, mask), ref, atol=0, rtol=0)
+    torch.testing.assert_close(new(x, t, mask, evidence=y, evidence_precision=prec), ref, atol=0, rtol=0)
+    with torch.no_grad():
+        new.inp.weight[:, -4:] = torch.randn_like(new.inp.weight[:, -4:])
+    assert not torch.allclose(new(x, t, mask, evidence=y, evidence_precision=prec), ref)
+    # no evidence and zero precision are the same input: y is ignored where π = 0
+    torch.testing.assert_close(new(x, t, mask, evidence=y, evidence_precision=torch.zeros_like(y)),
+                               new(x, t, mask), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="shape of x"):
+        new(x, t, mask, evidence=y[:, :8], evidence_precision=prec[:, :8])
+
+
+def test_trajectory_prior_evidence_surface():
+    prior = tiny_prior()
+    assert not prior.accepts_evidence and prior.planning_consensus == 0.0
+    x = torch.randn(2, 160, 2)
+    with pytest.raises(ValueError, match="not trained to read evidence"):
+        prior.denoise(x, torch.tensor([3, 4]), evidence=x, evidence_precision=torch.ones_like(x))
+    with pytest.raises(ValueError, match="planning_consensus > 0 needs a network trained to read evidence"):
+        TrajectoryPrior(prior.net, prior.alphas_cumprod, [0.0, -1.0], [20.0, 9.0], planning_consensus=5.0)
+
+
+def test_sample_evidence_covers_overlaps_at_the_consensus_precision(tmp_path):
+    """Training evidence: prefix and/or suffix of exactly the overlap (56 env steps = 14
+    points at stride 4), precision κ·min(ᾱ/(1−ᾱ), 10) with κ in range, y = x_0 + ε/√π."""
+    from cofi.planning.train import sample_evidence
+
+    _toy_data(tmp_path)
+    args = _train_args(tmp_path, "x", "--evidence-prob", "0.75", "--evidence-kappa", "1", "4")
+    n = 4000
+    x0 = torch.randn(n, 40, 2)
+    a = torch.rand(n).clamp(0.01, 0.99)
+    ev = sample_evidence(x0, a, args, torch.Generator().manual_seed(0))
+    y, prec = ev["evidence"], ev["evidence_precision"]
+    assert y.shape == prec.shape == x0.shape and (prec >= 0).all()
+    on = prec[:, :, 0] > 0
+    assert (prec[..., 0] == prec[..., 1]).all() and not on[:, 14:26].any()  # middle never observed
+    pre, suf = on[:, :14], on[:, 26:]
+    assert (pre.all(1) | ~pre.any(1)).all() and (suf.all(1) | ~suf.any(1)).all()  # whole overlaps
+    frac = (pre.any(1) | suf.any(1)).float().mean().item()
+    assert abs(frac - 0.75) < 0.03
+    both = (pre.any(1) & suf.any(1)).float().mean().item()
+    assert abs(both - 0.25) < 0.03  # a third of the windows with evidence get both ends
+    kappa = prec[:, :, 0].max(1).values / (a / (1 - a)).clamp(max=10.0)
+    assert (kappa[on.any(1)] >= 1 - 1e-4).all() and (kappa[on.any(1)] <= 4 + 1e-4).all()
+    z = ((y - x0) * prec.sqrt())[prec > 0]
+    assert abs(z.std().item() - 1) < 0.02 and abs(z.mean().item()) < 0.02
+    assert (y[prec == 0] == 0).all()
+
+
+def test_evidence_targets_are_the_bank_posterior_under_the_evidence(tmp_path):
+    """With --evidence-prob the target decodes to the bank's posterior mean given the noisy
+    window, the observed ends and the evidence (which moves it toward y over the overlaps)."""
+    from cofi.planning.data import cut_windows, pad_episodes
+    from cofi.planning.train import Batcher
+    from cofi.priors import EmpiricalPrior
+    from cofi.prior import to_x0
+
+    _toy_data(tmp_path)
+    args = _train_args(tmp_path, "x", "--steps", "1", "--evidence-prob", "1")
+    eps = torch.from_numpy(pad_episodes(np.load(tmp_path / "toy.npz")["observations"].reshape(12, 201, 2), 64) / 20)
+    ac = cosine_alphas_cumprod(20)
+    bank = EmpiricalPrior(torch.from_numpy(cut_windows(eps.numpy(), 160, 4, 4)), ac, obs_std=0.02)
+    x_in, t, mask, target, ev = Batcher(eps.float(), ac, args, bank, cond=True)(32, torch.Generator().manual_seed(0))
+    assert set(ev) == {"evidence", "evidence_precision"} and (ev["evidence_precision"] > 0).any(1).all()
+    full = mask[..., None].expand_as(x_in)
+    x0 = to_x0(target, x_in, ac[t], "v_prediction")
+    torch.testing.assert_close(x0, bank.denoise(x_in, t, observed=x_in, observed_mask=full, **ev), atol=1e-4, rtol=1e-4)
+    plain = bank.denoise(x_in, t, observed=x_in, observed_mask=full)
+    seen = ev["evidence_precision"] > 0
+    assert (x0 - ev["evidence"])[seen].abs().mean() < (plain - ev["evidence"])[seen].abs().mean()
+
+
+def test_training_with_evidence_warm_starts_resumes_and_plans_with_consensus(tmp_path):
+    """--evidence-prob: a network with evidence inputs, warm-started from one without (zero
+    new weights), resumable bit-identically; its prior takes consensus in the planner."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from cofi.planning.train import train
+
+    _toy_data(tmp_path)
+    train(_train_args(tmp_path, "base", "--steps", "1"), "base")
+    ev = ("--evidence-prob", "0.5", "--init", str(tmp_path / "base"))
+    train(_train_args(tmp_path, "warm", "--steps", "1", "--lr", "0", *ev), "w")
+    base, warm = load_file(tmp_path / "base" / "state.safetensors"), load_file(tmp_path / "warm" / "state.safetensors")
+    w = warm.pop("net.inp.weight")  # lr 0: the base run's weights, with zero columns for the new inputs
+    torch.testing.assert_close(w[:, :-4], base.pop("net.inp.weight"), atol=0, rtol=0)
+    assert (w[:, -4:] == 0).all()
+    for k in base:
+        if k.startswith("net."):
+            assert torch.equal(base[k], warm[k]), k
+    train(_train_args(tmp_path, "a", "--steps", "2", *ev), "e")
+    train(_train_args(tmp_path, "b", "--steps", "2", "--stop-at", "1", *ev), "e")
+    train(_train_args(tmp_path, "b", "--steps", "2", *ev), "e")
+    a, b = load_file(tmp_path / "a" / "state.safetensors"), load_file(tmp_path / "b" / "state.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["unet"]["evidence"] and cfg["evidence_prob"] == 0.5 and cfg["evidence_kappa"] == [0.5, 20.0]
+    prior = TrajectoryPrior.from_pretrained(tmp_path / "a")
+    assert prior.accepts_evidence and prior.planning_consensus == 0.0
+    prior.planning_consensus = 5.0
+    prior.save_pretrained(tmp_path / "c")
+    prior = TrajectoryPrior.from_pretrained(tmp_path / "c")
+    assert prior.planning_consensus == 5.0
+    sampler = planning_sampler("gsc", prior=prior, steps=2)
+    assert sampler.consensus == 5.0
+    from cofi.planning.planner import plan
+
+    seen = []
+    prior.net.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["evidence_precision"]), with_kwargs=True)
+    result = plan(prior, (0.0, 0.0), (20.0, 20.0), sampler, count=2, batch=2,
+                  generator=torch.Generator().manual_seed(0), maze="medium")
+    assert np.isfinite(result.xy).all()
+    # the first prediction has no messages yet; later ones read the neighbour over the 14-point overlaps
+    assert seen[0] is None and seen[-1] is not None
+    on = (seen[-1][..., 0] > 0).reshape(2, 2, 40)  # (candidates, windows, points)
+    assert on[:, 0, 26:].all() and on[:, 1, :14].all() and not on[:, 0, :26].any() and not on[:, 1, 14:].any()
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)

@@ -16,6 +16,12 @@ With ``--cond-prob p`` (default 0.5 each) the first and the last point of a wind
 given to the network as clean observations (an extra mask channel), and the target is
 conditioned on them exactly, so at planning time a pinned start or goal is read, not
 guessed (the inpainting-aware training of CompDiffuser's planners).
+With ``--evidence-prob q`` a window gets, with probability q, Gaussian evidence
+``y = x_0 + ε/√π`` about its first and/or last overlap (56 env steps), at the precision
+consensus coupling uses, ``π = κ·min(ᾱ/(1−ᾱ), 10)`` with κ log-uniform in
+``--evidence-kappa``; the target is the bank's posterior mean under that evidence
+(`EmpiricalPrior.denoise(evidence=...)`), so the network learns the closed-form prior's
+consensus conditioning and planners can couple its windows (``consensus=κ``).
 
 Resumable: ``<out>/state.safetensors`` (weights, EMA, optimiser, RNG) + ``<out>/state.json``
 (step, history, wall time); rerunning the same command continues bit-identically. The
@@ -40,10 +46,11 @@ from tqdm.auto import tqdm
 from ..prior import append_dims
 from ..priors.empirical import EmpiricalPrior
 from ..priors.trajectory import TrajectoryPrior, XYNormalizer, cosine_alphas_cumprod
-from ..priors.unet1d import TemporalUNet, UNet1DConfig
-from .data import HORIZON_STEPS, cut_windows, load_episodes, pad_episodes
+from ..priors.unet1d import TemporalUNet, UNet1DConfig, expand_input_weights
+from .data import HORIZON_STEPS, OVERLAP_STEPS, cut_windows, load_episodes, pad_episodes
 
-__all__ = ["add_train_args", "train_from_args", "train", "sample_windows", "save_state", "load_state"]
+__all__ = ["add_train_args", "train_from_args", "train", "sample_windows", "sample_evidence", "save_state",
+           "load_state"]
 
 
 def sample_windows(eps: Tensor, n: int, horizon: int, g: torch.Generator, stride: int = 1) -> Tensor:
@@ -71,6 +78,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bank-sample", type=int, default=0,
                    help="STF reference batch: this many random bank windows plus the batch (0: the whole bank)")
     p.add_argument("--cond-prob", type=float, default=0.5, help="probability that each end point is observed")
+    p.add_argument("--evidence-prob", type=float, default=0.0,
+                   help="probability that a window gets consensus evidence on its prefix and/or suffix "
+                        "(> 0: a network that reads evidence, UNet1DConfig.evidence)")
+    p.add_argument("--evidence-kappa", type=float, nargs=2, default=(0.5, 20.0), metavar=("LO", "HI"),
+                   help="evidence precision κ·min(ᾱ/(1−ᾱ), 10), κ log-uniform in [LO, HI]")
     p.add_argument("--fourier", type=int, default=0, help="Fourier input features per coordinate (0: raw xy only)")
     p.add_argument("--grid", type=int, default=64, help="resolution of the learned xy feature grid (0: none)")
     p.add_argument("--grid-dim", type=int, default=8, help="channels of the feature grid")
@@ -103,8 +115,30 @@ def _net_target(x0_star: Tensor, x_in: Tensor, a: Tensor, prediction: str) -> Te
     return eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0_star
 
 
+def sample_evidence(x0: Tensor, a: Tensor, args, g: torch.Generator) -> dict[str, Tensor]:
+    """Consensus-like evidence for a batch of clean windows ``x0 (n, H, C)`` at ᾱ ``a (n,)``:
+    with probability ``args.evidence_prob`` a window's first and/or last ``OVERLAP_STEPS //
+    stride`` points (each half the time, at least one) get ``y = x_0 + ε/√π``,
+    ``π = κ·min(ᾱ/(1−ᾱ), 10)``, κ log-uniform in ``args.evidence_kappa``; elsewhere π = 0."""
+    n, H = x0.shape[:2]
+    k = OVERLAP_STEPS // args.stride
+    on = torch.rand(n, generator=g) < args.evidence_prob
+    side = torch.randint(0, 3, (n,), generator=g)  # 0: prefix, 1: suffix, 2: both
+    where = torch.zeros(n, H, dtype=torch.bool)
+    where[:, :k] = (on & (side != 1))[:, None]
+    where[:, H - k:] = (on & (side != 0))[:, None]
+    lo, hi = (math.log(v) for v in args.evidence_kappa)
+    kappa = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g))
+    prec = append_dims(kappa * (a / (1 - a)).clamp(max=10.0), 3) * where[..., None].to(x0)
+    prec = prec.expand_as(x0).contiguous()
+    noise = torch.randn(x0.shape, generator=g)
+    y = torch.where(prec > 0, x0 + noise / prec.clamp(min=1e-12).sqrt(), torch.zeros_like(x0))
+    return {"evidence": y, "evidence_precision": prec}
+
+
 class Batcher:
-    """Noised training batches with their targets: ``(x_in, t, mask, target)``."""
+    """Noised training batches with their targets: ``(x_in, t, mask, target, evidence)``
+    (``evidence``: keyword tensors for the network, empty unless ``--evidence-prob``)."""
 
     def __init__(self, eps: Tensor, ac: Tensor, args, bank: EmpiricalPrior | None, cond: bool) -> None:
         self.eps, self.ac, self.args, self.bank, self.cond = eps, ac, args, bank, cond
@@ -122,10 +156,12 @@ class Batcher:
             mask[:, 0], mask[:, -1] = ends[:, 0], ends[:, 1]
         full = mask[..., None].expand_as(x0)
         x_in = torch.where(full, x0, x_t)
+        ev = sample_evidence(x0, a, a_, g) if a_.evidence_prob > 0 else {}
         if self.bank is None:
             x0_star = x0
         else:
             obs = dict(observed=x0, observed_mask=full) if self.cond else {}
+            obs.update(ev)
             bank = self.bank
             if a_.bank_sample:  # STF's reference batch: a random part of the bank + the batch itself
                 rows = torch.randint(0, bank.size, (a_.bank_sample,), generator=g)
@@ -133,12 +169,12 @@ class Batcher:
                 bank = EmpiricalPrior(ref, self.ac, obs_std=bank.obs_std)
             with torch.no_grad():
                 x0_star = bank.denoise(x_t, t, **obs)
-        return x_in, t, mask, _net_target(x0_star, x_in, a, a_.prediction)
+        return x_in, t, mask, _net_target(x0_star, x_in, a, a_.prediction), ev
 
 
 def _loss(net, batch, cond: bool, ac: Tensor) -> Tensor:
-    x_in, t, mask, target = batch
-    out = net(x_in, t, mask, alpha=ac[t]) if cond else net(x_in, t, alpha=ac[t])
+    x_in, t, mask, target, ev = batch
+    out = net(x_in, t, mask if cond else None, alpha=ac[t], **ev)
     return (out - target).pow(2).mean()
 
 
@@ -214,7 +250,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
     cfg = UNet1DConfig(horizon=HORIZON_STEPS // args.stride, dim=args.dim, dim_mults=tuple(args.dim_mults),
                        fourier=args.fourier, grid=args.grid, grid_dim=args.grid_dim,
                        grid_smooth=tuple(args.grid_smooth), grid_extent=args.scale,
-                       grid_wiener=args.grid_wiener, cond=cond)
+                       grid_wiener=args.grid_wiener, cond=cond, evidence=args.evidence_prob > 0)
     ac = cosine_alphas_cumprod(args.T)
     bank = None
     if args.target == "stf":
@@ -236,12 +272,18 @@ def train(args: argparse.Namespace, command: str) -> Path:
     elif args.init is not None:  # warm start: weights + EMA, fresh optimiser and schedule
         init = Path(args.init)
         if (init / "state.safetensors").exists():  # a training run: its weights and its EMA
-            ema_age = load_state(init / "state", net, ema, torch.optim.AdamW(net.parameters()),
-                                 torch.Generator())["step"]
+            from safetensors.torch import load_file
+
+            tensors = load_file(init / "state.safetensors")
+            for prefix, module in (("net.", net), ("ema.", ema)):
+                part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                module.load_state_dict(expand_input_weights(part, module))
+            ema_age = json.loads((init / "state.json").read_text())["step"]
         else:  # a shipped checkpoint: its EMA weights start both
             shipped = TrajectoryPrior.from_pretrained(init)
-            net.load_state_dict(shipped.net.state_dict())
-            ema.load_state_dict(shipped.net.state_dict())
+            weights = expand_input_weights(shipped.net.state_dict(), net)  # e.g. adding evidence inputs
+            net.load_state_dict(weights)
+            ema.load_state_dict(weights)
             ema_age = int(json.loads((init / "config.json").read_text()).get("step", 0))
         print(f"initialised from {args.init} (step {ema_age})")
     batches = Batcher(tr, ac, args, bank, cond)
@@ -249,6 +291,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
     meta = dict(env_name=env, T=args.T, schedule="cosine", command=command, seed=args.seed, steps=args.steps,
                 batch=args.batch, lr=args.lr, target=args.target, pad=args.pad, bank_every=args.bank_every,
                 cond_prob=args.cond_prob, bank_windows=None if bank is None else bank.size,
+                evidence_prob=args.evidence_prob, evidence_kappa=list(args.evidence_kappa),
                 bank_sample=args.bank_sample)
     if args.init is not None:
         init_cfg = json.loads((Path(args.init) / "config.json").read_text())

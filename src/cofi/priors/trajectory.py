@@ -86,6 +86,8 @@ class TrajectoryPrior(XYNormalizer):
         stride: environment steps per plan point (``horizon · stride`` env steps per window).
         planning_guidance, planning_guidance_schedule: the overlap-guidance weight and schedule
             `cofi.planning.planner.planning_sampler` uses with this prior (None: its defaults).
+        planning_consensus: the consensus κ `planning_sampler` uses (0: off); only a network
+            trained to read evidence (``UNet1DConfig.evidence``, ``--evidence-prob``) takes it.
     """
 
     supports_grad = True
@@ -94,7 +96,8 @@ class TrajectoryPrior(XYNormalizer):
 
     def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None,
                  clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0, stride: int = 1,
-                 planning_guidance: float | None = None, planning_guidance_schedule: str | None = None) -> None:
+                 planning_guidance: float | None = None, planning_guidance_schedule: str | None = None,
+                 planning_consensus: float = 0.0) -> None:
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
@@ -105,6 +108,9 @@ class TrajectoryPrior(XYNormalizer):
         self.prediction_type = prediction
         self.planning_guidance = planning_guidance
         self.planning_guidance_schedule = planning_guidance_schedule
+        if planning_consensus and not net.config.evidence:
+            raise ValueError("planning_consensus > 0 needs a network trained to read evidence (UNet1DConfig.evidence)")
+        self.planning_consensus = float(planning_consensus)
 
     # ------------------------------------------------------------------ LocalPrior
     @property
@@ -112,14 +118,26 @@ class TrajectoryPrior(XYNormalizer):
         """Whether the network was trained to read observed points (``UNet1DConfig.cond``)."""
         return bool(self.net.config.cond)
 
+    @property
+    def accepts_evidence(self) -> bool:
+        """Whether the network was trained to read soft evidence (``UNet1DConfig.evidence``),
+        so that consensus coupling (``consensus=κ`` on the samplers) can be used with it."""
+        return bool(self.net.config.evidence)
+
     def denoise(self, x_t: Tensor, t: Tensor, *, observed: Tensor | None = None,
-                observed_mask: Tensor | None = None, **cond) -> Tensor:
+                observed_mask: Tensor | None = None, evidence: Tensor | None = None,
+                evidence_precision: Tensor | None = None, **cond) -> Tensor:
         """x̂ for ``x_t`` ``(M, horizon, 2)`` and timesteps ``(M,)``.
 
         ``observed`` / ``observed_mask`` ``(M, horizon, 2)``: points known exactly (a pinned
         start or goal). A network trained with observations (``cond``) reads them in place of
         the noisy values, with a mask channel; other networks ignore them.
+        ``evidence`` / ``evidence_precision`` ``(M, horizon, 2)``: Gaussian evidence about x_0
+        (consensus messages), read by a network trained with ``evidence``; the network learned
+        the exact posterior mean under that evidence from the bank (`cofi.planning.train`).
         """
+        if evidence is not None and not self.accepts_evidence:
+            raise ValueError("this network was not trained to read evidence (UNet1DConfig.evidence is False)")
         if tuple(x_t.shape[1:]) != self.sample_shape:
             raise ValueError(f"x_t must have shape (M, {self.sample_shape[0]}, {self.sample_shape[1]}), got {tuple(x_t.shape)}")
         mask = None
@@ -127,7 +145,8 @@ class TrajectoryPrior(XYNormalizer):
             x_t = torch.where(observed_mask, observed.to(x_t), x_t)
             mask = observed_mask.any(-1)
         a_t = self.alphas_cumprod.to(x_t.device)[t]
-        out = self.net(x_t, t, mask, alpha=a_t) if self.net.config.cond else self.net(x_t, t, alpha=a_t)
+        ev = dict(evidence=evidence, evidence_precision=evidence_precision) if self.net.config.evidence else {}
+        out = self.net(x_t, t, mask, alpha=a_t, **ev)
         x0 = to_x0(out, x_t, a_t, self.prediction_type)
         return x0 if self.clip is None else x0.clamp(-self.clip * self.scale, self.clip * self.scale)
 
@@ -149,7 +168,8 @@ class TrajectoryPrior(XYNormalizer):
                    prediction=self.prediction_type, scale=self.scale, clip=self.clip, stride=self.stride,
                    lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name,
                    planning_guidance=self.planning_guidance,
-                   planning_guidance_schedule=self.planning_guidance_schedule)
+                   planning_guidance_schedule=self.planning_guidance_schedule,
+                   planning_consensus=self.planning_consensus)
         (d / "config.json").write_text(json.dumps(cfg, indent=2))
         return d
 
@@ -175,4 +195,5 @@ class TrajectoryPrior(XYNormalizer):
                    prediction=cfg.get("prediction", "epsilon"), scale=cfg.get("scale", 1.0),
                    clip=cfg.get("clip", 1.0), stride=cfg.get("stride", 1),
                    planning_guidance=cfg.get("planning_guidance"),
-                   planning_guidance_schedule=cfg.get("planning_guidance_schedule")).to(device)
+                   planning_guidance_schedule=cfg.get("planning_guidance_schedule"),
+                   planning_consensus=cfg.get("planning_consensus") or 0.0).to(device)

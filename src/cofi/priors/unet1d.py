@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["UNet1DConfig", "TemporalUNet"]
+__all__ = ["UNet1DConfig", "TemporalUNet", "expand_input_weights"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class UNet1DConfig:
     grid_extent: float = 1.0  # the grid covers [-grid_extent, grid_extent]²
     grid_wiener: bool = False  # read the grid at the Wiener estimate of x_0, not at x_t (needs alpha)
     cond: bool = False  # one more input channel: 1 where a point is observed (inpainting-aware)
+    evidence: bool = False  # 2·channels more: soft evidence y and its weight π/(1+π) (consensus)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,7 +111,7 @@ class TemporalUNet(nn.Module):
                              f"grid_smooth={c.grid_smooth}")
         self.grid = nn.Parameter(0.1 * torch.randn(1, c.grid_dim, c.grid, c.grid)) if c.grid else None
         reads = (1 + len(c.grid_smooth)) if c.grid else 0
-        cin = c.channels * (1 + 2 * c.fourier) + c.grid_dim * reads + int(c.cond)
+        cin = c.channels * (1 + 2 * c.fourier) + c.grid_dim * reads + int(c.cond) + 2 * c.channels * int(c.evidence)
         self.inp = nn.Conv1d(cin, c.dim, 1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         cin = c.dim
@@ -128,14 +129,21 @@ class TemporalUNet(nn.Module):
             cin = d
         self.out = nn.Sequential(ConvBlock(cin, cin, c.kernel_size, c.groups), nn.Conv1d(cin, c.channels, 1))
 
-    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None, alpha: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None, alpha: Tensor | None = None,
+                evidence: Tensor | None = None, evidence_precision: Tensor | None = None) -> Tensor:
         """``x (B, H, C)``, ``t (B,)``; with ``config.cond``, ``mask (B, H)`` marks the points
         whose values in ``x`` are clean observations (None: none are). With
-        ``config.grid_wiener``, ``alpha (B,)`` is ᾱ_t of each row."""
+        ``config.grid_wiener``, ``alpha (B,)`` is ᾱ_t of each row. With ``config.evidence``,
+        ``evidence`` and ``evidence_precision`` ``(B, H, C)`` are Gaussian evidence ``y`` about
+        x_0 with precision π ≥ 0 per entry (`cofi.priors.EmpiricalPrior.denoise`); the network
+        reads ``y`` (0 where π = 0) and ``π / (1 + π)``, so an absent message is all zeros
+        and input weights added for these channels change nothing until evidence arrives."""
         temb = self.time(sinusoidal_embedding(t, self.config.dim))
         extra = []
         if self.config.cond:
             extra = [(x.new_zeros(x.shape[:2]) if mask is None else mask.to(x.dtype))[:, None]]
+        if self.config.evidence:
+            extra += list(_evidence_features(x, evidence, evidence_precision))
         x = x.transpose(1, 2)  # (B, C, H)
         if self.config.fourier:
             arg = (x[:, :, None, :] * self.freqs[None, None, :, None]).flatten(1, 2)
@@ -178,6 +186,33 @@ class TemporalUNet(nn.Module):
         feats = nn.functional.grid_sample(self.grid.expand(xy.shape[0], -1, -1, -1), pts,
                                           mode="bilinear", padding_mode="border", align_corners=True)
         return feats[:, :, 0]
+
+
+def _evidence_features(x: Tensor, evidence: Tensor | None, precision: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(y, π/(1+π))`` as ``(B, C, H)`` channels; zeros without evidence."""
+    if evidence is None or precision is None:
+        zero = x.new_zeros(x.shape).transpose(1, 2)
+        return zero, zero
+    if evidence.shape != x.shape or precision.shape != x.shape:
+        raise ValueError(f"evidence and evidence_precision must have the shape of x {tuple(x.shape)}, "
+                         f"got {tuple(evidence.shape)} and {tuple(precision.shape)}")
+    p = precision.to(x)
+    y = torch.where(p > 0, evidence.to(x), torch.zeros_like(x))
+    return y.transpose(1, 2), (p / (1 + p)).transpose(1, 2)
+
+
+def expand_input_weights(state: dict[str, Tensor], net: TemporalUNet) -> dict[str, Tensor]:
+    """A state dict of a network without some input channels, with zero weights added for them
+    so that `net` (same layout, more inputs at the end, e.g. ``evidence``) loads it. New
+    channels appended after the old ones get weight 0: with those inputs at zero (no evidence)
+    the expanded network computes exactly what the old one did."""
+    state = dict(state)
+    w_new = net.inp.weight
+    w = state["inp.weight"]
+    if w.shape[1] < w_new.shape[1]:
+        pad = w.new_zeros(w.shape[0], w_new.shape[1] - w.shape[1], *w.shape[2:])
+        state["inp.weight"] = torch.cat([w, pad], 1)
+    return state
 
 
 def box_smooth(x: Tensor, width: int) -> Tensor:
