@@ -41,9 +41,7 @@ def load_prior(maze: str, args):
     from cofi.priors import TrajectoryPrior
 
     prior = TrajectoryPrior.from_pretrained(os.path.join(args.checkpoint_dir, name) if args.checkpoint_dir else name)
-    if args.consensus is not None:
-        if args.consensus > 0 and not prior.accepts_evidence:
-            raise SystemExit(f"--consensus {args.consensus}: the {name} network was not trained to read evidence")
+    if args.consensus is not None:  # ValueError unless the network reads evidence
         prior.planning_consensus = args.consensus
     return prior
 

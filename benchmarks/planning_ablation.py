@@ -2,6 +2,7 @@
 
     python benchmarks/planning_ablation.py --maze giant --seeds 0 1 --figure docs/figures/giant_ablation.png
     python benchmarks/planning_ablation.py --prior unet --maze medium
+    python benchmarks/planning_ablation.py --prior unet --checkpoint runs/giant8 --consensus 5 --lam0 0.9 1.0 --depth 0 0.6
 
 For every setting and every OGBench task × seed, composes the first plan of the evaluation
 episode (the same start, goal and generator as `benchmarks/planning.py`, no execution) and
@@ -27,7 +28,10 @@ def main() -> None:
     ap.add_argument("--prior", choices=("closed-form", "unet"), default="closed-form")
     ap.add_argument("--data", default="data")
     ap.add_argument("--top-k", type=int, default=64)
-    ap.add_argument("--consensus", type=float, default=5.0, help="closed-form prior: consensus κ (0 = off)")
+    ap.add_argument("--consensus", type=float, default=None,
+                    help="consensus κ (0 = off). Default: 5 for the closed-form prior, the checkpoint's "
+                         "planning_consensus for a U-Net (only one trained with --evidence-prob reads it)")
+    ap.add_argument("--checkpoint", default=None, help="U-Net prior: a checkpoint directory (default: the shipped one)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--lam0", type=float, nargs="+", default=[0.5, 0.8, 0.9, 1.0])
@@ -45,9 +49,11 @@ def main() -> None:
     env_name = f"pointmaze-{args.maze}-stitch-v0"
     if args.prior == "closed-form":
         prior = EmpiricalPrior.from_stitch_data(os.path.join(args.data, f"{env_name}.npz"), top_k=args.top_k,
-                                                planning_consensus=args.consensus)
+                                                planning_consensus=5.0 if args.consensus is None else args.consensus)
     else:
-        prior = TrajectoryPrior.from_pretrained(env_name[:-3])
+        prior = TrajectoryPrior.from_pretrained(args.checkpoint or env_name[:-3])
+        if args.consensus is not None:  # ValueError unless the network reads evidence
+            prior.planning_consensus = args.consensus
     env = make_env(env_name)
     maze = Maze.from_env(env)
     problems = [episode_problem(env, task, seed) for seed in args.seeds for task in args.tasks]

@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the planning preset)")
     ap.add_argument("--guidance", type=float, default=None, help="overlap guidance weight (default: the preset's)")
+    ap.add_argument("--consensus", type=float, default=None,
+                    help="consensus coupling κ (0 = off; default: the prior's planning_consensus)")
     ap.add_argument("--max-replans", type=int, default=10, help="replans allowed (the benchmark's 10)")
     ap.add_argument("--checkpoint", default=None, help="a local prior directory instead of the shipped one")
     ap.add_argument("--closed-form", default=None, metavar="NPZ",
@@ -43,6 +45,8 @@ def main() -> None:
         prior = EmpiricalPrior.from_stitch_data(args.closed_form, top_k=64)
     else:
         prior = TrajectoryPrior.from_pretrained(args.checkpoint or f"pointmaze-{maze_type}-stitch")
+    if args.consensus is not None:  # ValueError unless the network reads evidence
+        prior.planning_consensus = args.consensus
     sampler = planning_sampler(args.method, prior=prior, **({} if args.steps is None else {"steps": args.steps}),
                                **({} if args.guidance is None else {"guidance": args.guidance}))
     count, batch = default_count(maze_type), default_batch(args.method)
@@ -50,7 +54,7 @@ def main() -> None:
     maze = Maze.from_env(env)
     print(f"{args.env} task {args.task}: {args.method}, {count} windows x 160 steps "
           f"({prior.sample_shape[0]} points at stride {prior.stride}), {batch} candidates, "
-          f"{sampler.steps} DDIM steps, seed {args.seed}")
+          f"{sampler.steps} DDIM steps, consensus κ = {sampler.consensus:g}, seed {args.seed}")
     t0 = time.perf_counter()
     rec = run_episode(env, prior, task=args.task, sampler=sampler, method=args.method, count=count,
                       batch=batch, seed=args.seed, maze=maze, max_replans=args.max_replans, keep_paths=True,

@@ -405,8 +405,14 @@ def test_trajectory_prior_evidence_surface():
     x = torch.randn(2, 160, 2)
     with pytest.raises(ValueError, match="not trained to read evidence"):
         prior.denoise(x, torch.tensor([3, 4]), evidence=x, evidence_precision=torch.ones_like(x))
-    with pytest.raises(ValueError, match="planning_consensus > 0 needs a network trained to read evidence"):
+    with pytest.raises(ValueError, match="planning_consensus = 5 needs a network trained to read consensus"):
         TrajectoryPrior(prior.net, prior.alphas_cumprod, [0.0, -1.0], [20.0, 9.0], planning_consensus=5.0)
+    with pytest.raises(ValueError, match="planning_consensus = 2 needs a network trained to read consensus"):
+        prior.planning_consensus = 2  # set after construction: checked the same way
+    prior.planning_consensus = 0  # off is always allowed
+    assert prior.planning_consensus == 0.0
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        prior.planning_consensus = -1.0
 
 
 def test_sample_evidence_covers_overlaps_at_the_consensus_precision(tmp_path):

@@ -108,15 +108,30 @@ class TrajectoryPrior(XYNormalizer):
         self.prediction_type = prediction
         self.planning_guidance = planning_guidance
         self.planning_guidance_schedule = planning_guidance_schedule
-        if planning_consensus and not net.config.evidence:
-            raise ValueError("planning_consensus > 0 needs a network trained to read evidence (UNet1DConfig.evidence)")
-        self.planning_consensus = float(planning_consensus)
+        self.planning_consensus = planning_consensus
 
     # ------------------------------------------------------------------ LocalPrior
     @property
     def accepts_observations(self) -> bool:
         """Whether the network was trained to read observed points (``UNet1DConfig.cond``)."""
         return bool(self.net.config.cond)
+
+    @property
+    def planning_consensus(self) -> float:
+        """The consensus κ `cofi.planning.planning_sampler` plans with (0: off). Settable; a
+        value > 0 needs a network trained to read evidence (``accepts_evidence``)."""
+        return self._planning_consensus
+
+    @planning_consensus.setter
+    def planning_consensus(self, value: float) -> None:
+        value = float(value or 0.0)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"planning_consensus must be a finite number >= 0, got {value!r}")
+        if value > 0 and not self.accepts_evidence:
+            raise ValueError(f"planning_consensus = {value:g} needs a network trained to read consensus evidence "
+                             "(UNet1DConfig.evidence, `python -m cofi.planning train --evidence-prob`); this one "
+                             "was not")
+        self._planning_consensus = value
 
     @property
     def accepts_evidence(self) -> bool:
