@@ -530,3 +530,23 @@ def test_shipped_checkpoints_load_and_pass_the_contract(name):
     # of the convolutions is amplified 100×, so the tolerance follows the prediction type
     tol = 1e-3 if prior.prediction_type != "epsilon" else 2e-2
     check_prior(prior, batch=2, atol=tol, rtol=tol)
+
+
+def test_evidence_features_are_weighted_and_bounded():
+    """The network reads (w·y, w), w = π/(1+π): evidence drawn at a tiny precision (high noise,
+    y = x_0 + ε/√π far outside the data) stays bounded, |w·y| ≤ |x_0| + |ε|/2, and π = 0
+    gives zeros whatever y holds."""
+    from cofi.priors.unet1d import _evidence_features
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 10, 2, generator=g), torch.randn(4, 10, 2, generator=g)
+    prec = torch.logspace(-8, 2, 40).reshape(4, 10, 1).expand(4, 10, 2)
+    y = x0 + eps / prec.sqrt()
+    wy, w = _evidence_features(x0, y, prec)
+    torch.testing.assert_close(w, (prec / (1 + prec)).transpose(1, 2))
+    torch.testing.assert_close(wy, (w.transpose(1, 2) * y).transpose(1, 2))
+    assert bool((wy.abs() <= (x0.abs() + eps.abs() / 2).transpose(1, 2) + 1e-5).all())
+    assert y.abs().max() > 1e3  # the raw value would not have been
+    zero = torch.zeros_like(prec)
+    wy0, w0 = _evidence_features(x0, y, zero)
+    assert not wy0.any() and not w0.any()

@@ -46,7 +46,7 @@ class UNet1DConfig:
     grid_extent: float = 1.0  # the grid covers [-grid_extent, grid_extent]²
     grid_wiener: bool = False  # read the grid at the Wiener estimate of x_0, not at x_t (needs alpha)
     cond: bool = False  # one more input channel: 1 where a point is observed (inpainting-aware)
-    evidence: bool = False  # 2·channels more: soft evidence y and its weight π/(1+π) (consensus)
+    evidence: bool = False  # 2·channels more: soft evidence w·y and its weight w = π/(1+π) (consensus)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,7 +136,7 @@ class TemporalUNet(nn.Module):
         ``config.grid_wiener``, ``alpha (B,)`` is ᾱ_t of each row. With ``config.evidence``,
         ``evidence`` and ``evidence_precision`` ``(B, H, C)`` are Gaussian evidence ``y`` about
         x_0 with precision π ≥ 0 per entry (`cofi.priors.EmpiricalPrior.denoise`); the network
-        reads ``y`` (0 where π = 0) and ``π / (1 + π)``, so an absent message is all zeros
+        reads ``w·y`` and ``w = π / (1 + π)`` (`_evidence_features`), so an absent message is all zeros
         and input weights added for these channels change nothing until evidence arrives."""
         temb = self.time(sinusoidal_embedding(t, self.config.dim))
         extra = []
@@ -189,7 +189,11 @@ class TemporalUNet(nn.Module):
 
 
 def _evidence_features(x: Tensor, evidence: Tensor | None, precision: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``(y, π/(1+π))`` as ``(B, C, H)`` channels; zeros without evidence."""
+    """``(w·y, w)`` with ``w = π/(1+π)``, as ``(B, C, H)`` channels; zeros without evidence.
+
+    The value enters weighted, not raw: evidence drawn at a tiny precision (high noise) is
+    ``y = x_0 + ε/√π``, far outside the data's range, and ``w·y`` stays bounded (its noise
+    part is at most ``|ε|/2``) while carrying the same information as ``(y, w)``."""
     if evidence is None or precision is None:
         zero = x.new_zeros(x.shape).transpose(1, 2)
         return zero, zero
@@ -197,8 +201,9 @@ def _evidence_features(x: Tensor, evidence: Tensor | None, precision: Tensor | N
         raise ValueError(f"evidence and evidence_precision must have the shape of x {tuple(x.shape)}, "
                          f"got {tuple(evidence.shape)} and {tuple(precision.shape)}")
     p = precision.to(x)
-    y = torch.where(p > 0, evidence.to(x), torch.zeros_like(x))
-    return y.transpose(1, 2), (p / (1 + p)).transpose(1, 2)
+    w = p / (1 + p)
+    wy = torch.where(p > 0, w * evidence.to(x), torch.zeros_like(x))
+    return wy.transpose(1, 2), w.transpose(1, 2)
 
 
 def expand_input_weights(state: dict[str, Tensor], net: TemporalUNet) -> dict[str, Tensor]:
