@@ -284,13 +284,19 @@ def test_training_warm_start_from_a_previous_run(tmp_path):
     # from a checkpoint directory alone (what ships): its EMA weights start the net and the EMA
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    for f in ("model.safetensors", "config.json"):
-        (ckpt / f).write_bytes((tmp_path / "base" / f).read_bytes())
+    (ckpt / "model.safetensors").write_bytes((tmp_path / "base" / "model.safetensors").read_bytes())
+    tuned = dict(json.loads((tmp_path / "base" / "config.json").read_text()), planning_guidance=5.0,
+                 planning_guidance_schedule="variance")  # as the shipped giant prior's
+    (ckpt / "config.json").write_text(json.dumps(tuned))
     train(_train_args(tmp_path, "fromckpt", "--steps", "1", "--init", str(ckpt), "--lr", "0"), "c")
     got = load_file(tmp_path / "fromckpt" / "state.safetensors")
     shipped = load_file(ckpt / "model.safetensors")
     for k, v in shipped.items():
         assert torch.equal(got[f"net.{k}"], v), k
+    # the warm start keeps the planning settings its checkpoint was tuned with; a fresh run has none
+    warmed = TrajectoryPrior.from_pretrained(tmp_path / "fromckpt")
+    assert (warmed.planning_guidance, warmed.planning_guidance_schedule) == (5.0, "variance")
+    assert TrajectoryPrior.from_pretrained(tmp_path / "base").planning_guidance is None
     # bit-identical resume of a warm-started run
     train(_train_args(tmp_path, "w2", "--steps", "2", "--init", str(tmp_path / "base")), "w")
     train(_train_args(tmp_path, "w3", "--steps", "2", "--init", str(tmp_path / "base"), "--stop-at", "1"), "w")

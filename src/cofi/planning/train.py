@@ -293,10 +293,12 @@ def train(args: argparse.Namespace, command: str) -> Path:
                 cond_prob=args.cond_prob, bank_windows=None if bank is None else bank.size,
                 evidence_prob=args.evidence_prob, evidence_kappa=list(args.evidence_kappa),
                 bank_sample=args.bank_sample)
+    planning = {}  # a warm start keeps the planning settings its checkpoint was tuned with
     if args.init is not None:
         init_cfg = json.loads((Path(args.init) / "config.json").read_text())
         meta.update(init=dict(path=str(args.init), command=init_cfg.get("command"), steps=init_cfg.get("step"),
                               wall_s=init_cfg.get("wall_s")))
+        planning = {k: init_cfg[k] for k in ("planning_guidance", "planning_guidance_schedule") if init_cfg.get(k)}
     running = history["train"][-1][1] if history["train"] else None
     bar = tqdm(total=args.steps, initial=step, desc=f"train {env}")
     t0 = time.time()
@@ -328,7 +330,7 @@ def train(args: argparse.Namespace, command: str) -> Path:
             wall = round(wall_before + time.time() - t0, 1)
             meta.update(step=step, val_loss=val, train_loss=running, wall_s=wall)
             TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction, scale=args.scale,
-                            stride=args.stride).save_pretrained(out, extra=meta)
+                            stride=args.stride, **planning).save_pretrained(out, extra=meta)
             save_state(state_path, net, ema, opt, g, dict(step=step, history=history, wall_s=wall, ema_age=ema_age))
             _plot(history, out / "loss.png")
             bar.write(f"step {step}: train {running:.4f}  val {val:.4f}")
