@@ -14,8 +14,9 @@ tables; ``--json`` appends one line per episode. Priors: the shipped
 ``pointmaze-{maze}-stitch/``, or ``--prior closed-form``: the exact posterior mean over
 the padded, strided windows of ``--data/pointmaze-{maze}-stitch-v0.npz`` (regenerate with
 ``python -m cofi.planning generate``), top-k 64 and consensus coupling κ = 5 by default
-(``--consensus 0``: off). For a U-Net trained with ``--evidence-prob``, ``--consensus κ``
-overrides the checkpoint's ``planning_consensus``.
+(``--consensus 0``: off) for the methods that condition on neighbours (CoFi, CD, CDGS; GSC
+composes unconditional scores, see `planning_sampler`). For a U-Net trained with
+``--evidence-prob``, ``--consensus κ`` overrides the checkpoint's ``planning_consensus``.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def figure(env_name, prior, method, args):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mazes", nargs="+", default=["medium", "large", "giant"])
-    ap.add_argument("--methods", nargs="+", default=["cofi", "gsc", "cdgs"])
+    ap.add_argument("--methods", nargs="+", default=["cofi", "gsc", "cd", "cdgs"],
+                    help="cd runs only with a prior that has consensus coupling (the closed-form prior)")
     ap.add_argument("--tasks", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     ap.add_argument("--episodes", type=int, default=1, help="episodes per task and seed")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -129,7 +131,7 @@ def main() -> None:
     ap.add_argument("--data", default="data", help="directory of the regenerated stitch datasets (closed-form)")
     ap.add_argument("--top-k", type=int, default=64, help="closed-form prior: bank windows kept per query")
     ap.add_argument("--consensus", type=float, default=None,
-                    help="consensus coupling κ of every method (0 = off). Default: 5 for the closed-form "
+                    help="consensus coupling κ of CoFi, CD and CDGS (0 = off). Default: 5 for the closed-form "
                          "prior, the checkpoint's planning_consensus for a U-Net (one trained with evidence)")
     ap.add_argument("--checkpoint-dir", default=None)
     ap.add_argument("--ablation", action="store_true", help="λ0 and refinement-depth sweeps instead")
@@ -169,6 +171,10 @@ def main() -> None:
             continue
         rows = []
         for method in args.methods:
+            if method == "cd" and not getattr(prior, "planning_consensus", None):
+                print(f"  {maze} cd: skipped (CD needs a prior with consensus coupling; this one has none)",
+                      file=sys.stderr, flush=True)
+                continue
             t0 = time.perf_counter()
             rows += summarize(run(env_name, prior, method, args))
             print(f"  {maze} {method}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)

@@ -20,7 +20,8 @@ def main() -> None:
     ap.add_argument("--env", default="pointmaze-giant-stitch-v0",
                     help="pointmaze-{medium,large,giant}-stitch-v0")
     ap.add_argument("--task", type=int, default=1, help="OGBench evaluation task 1..5")
-    ap.add_argument("--method", default="cofi", choices=("cofi", "gsc", "cdgs"))
+    ap.add_argument("--method", default="cofi", choices=("cofi", "gsc", "cd", "cdgs"),
+                    help="cd (CompDiffuser-style GSC with neighbour-conditioned scores) needs --closed-form")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the planning preset)")
     ap.add_argument("--guidance", type=float, default=None, help="overlap guidance weight (default: the preset's)")

@@ -292,10 +292,14 @@ def test_plan_with_the_strided_closed_form_prior(closed_form):
 
 def test_closed_form_plans_with_consensus(closed_form):
     """The closed-form prior of stitch data plans with consensus coupling (κ = 5) by default,
-    for every method; the windows of a consensus plan agree on their overlaps more closely
-    than without it, from the same noise."""
+    for every method that conditions on neighbours (CoFi, CD, CDGS; GSC composes unconditional
+    scores); the windows of a consensus plan agree on their overlaps more closely than
+    without it, from the same noise."""
     assert closed_form.planning_consensus == 5.0
-    assert all(planning_sampler(m, prior=closed_form).consensus == 5.0 for m in ("cofi", "gsc", "cdgs"))
+    assert all(planning_sampler(m, prior=closed_form).consensus == 5.0 for m in ("cofi", "cd", "cdgs"))
+    assert planning_sampler("gsc", prior=closed_form).consensus == 0.0
+    cd = planning_sampler("cd", prior=closed_form)
+    assert type(cd) is type(planning_sampler("gsc")) and cd == planning_sampler("gsc", prior=closed_form, consensus=5.0)
     bank = closed_form.unnormalize(closed_form.bank.reshape(-1, 40, 2)).numpy()
     err = {0.0: [], 5.0: []}
     # starts and goals of different episodes (27 windows each), 6 and 15 units apart; 3 seeds
@@ -331,6 +335,11 @@ def test_plan_presets():
     assert planning_sampler("cofi", prior=_Prior(), guidance=7.0).guidance == 7.0
     with pytest.raises(ValueError, match="method"):
         planning_sampler("diffuser")
+    # CD is GSC with neighbour-conditioned scores: a prior that cannot read them is refused
+    with pytest.raises(ValueError, match=r"'cd'.*planning_consensus > 0.*_Prior.*use 'gsc'"):
+        planning_sampler("cd", prior=_Prior())
+    with pytest.raises(ValueError, match="'cd'"):
+        planning_sampler("cd")
 
 
 def test_plan_errors(prior):

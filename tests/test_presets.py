@@ -12,7 +12,7 @@ from cofi import presets
 
 def test_domains_list_their_methods_default_first():
     assert presets.methods("generic") == ("cofi", "gsc", "multidiffusion", "cdgs", "syncdiffusion")
-    assert presets.methods("planning") == ("cofi", "gsc", "cdgs")
+    assert presets.methods("planning") == ("cofi", "gsc", "cd", "cdgs")
     assert presets.methods("panorama")[0] == "cofi" and "cofi-ddim" in presets.methods("panorama")
     assert presets.methods("video")[0] == "cofi" and "cofi-stochastic" in presets.methods("video")
     with pytest.raises(ValueError, match="unknown domain 'audio'"):

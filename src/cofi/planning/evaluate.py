@@ -243,7 +243,7 @@ def evaluate(
     Args:
         env_name: ``pointmaze-{medium,large,giant}-stitch-v0``.
         prior: the trajectory prior (e.g. ``TrajectoryPrior.from_pretrained(env_name[:-3])``).
-        method: ``cofi`` / ``gsc`` / ``cdgs`` (the `planning_sampler` preset), used when
+        method: ``cofi`` / ``gsc`` / ``cd`` / ``cdgs`` (the `planning_sampler` preset), used when
             ``sampler`` is None; otherwise only the records' label.
         tasks: OGBench task ids (1…5).
         episodes, seeds: episodes per task and seed; start/goal noise and the planner's

@@ -31,7 +31,7 @@ __all__ = [
 
 HORIZON = HORIZON_STEPS  # env steps of one local plan
 OVERLAP = OVERLAP_STEPS  # env steps shared by adjacent windows
-METHODS = ("cofi", "gsc", "cdgs")
+METHODS = ("cofi", "gsc", "cd", "cdgs")
 _COUNT = {"medium": 3, "large": 6, "giant": 8}
 
 # Planning presets (docs/planning.md, "Settings"). DDIM with stochasticity η = 1, overlap
@@ -83,7 +83,8 @@ def _method(name: str) -> str:
 
 def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidance: float | None = None,
                      prior=None, **overrides):
-    """The planning preset of a sampler: ``cofi``, ``gsc`` or ``cdgs``.
+    """The planning preset of a method: ``cofi``, ``gsc``, ``cd`` or ``cdgs`` (the paper's
+    Table 1 compositional columns).
 
     All three: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
     guidance of weight ``guidance`` at every step, pins for start and goal. ``guidance=None``
@@ -95,8 +96,16 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
     stretches others across walls (docs/planning.md). U-Nets trained here store their weight
     (and the giant prior the ``variance`` schedule) in their config. Consensus coupling
     (``consensus`` κ, priors with ``accepts_evidence``) is the prior's ``planning_consensus``
-    (the closed-form prior of stitch data: 5), else off.
-      - ``gsc``: ``GSC(fusion=False)``; the final plans are blended.
+    (the closed-form prior of stitch data: 5), else off; it is what separates the baselines.
+    The paper's compositional score (eq. 10/26) averages each window's score *conditioned on
+    its neighbours*, as CompDiffuser (CD, Luo et al. 2026) does and as CoFi and CDGS run on
+    its models; GSC (Mishra et al. 2023) composes *unconditional* local scores, coupled by
+    guidance alone ("local guidance without resampling or search"):
+      - ``gsc``: ``GSC(fusion=False, consensus=0)`` whatever the prior; the final plans are
+        blended.
+      - ``cd``: the same sampler with the prior's consensus: neighbour-conditioned local
+        scores and no scaffold. It needs a prior that reads evidence with
+        ``planning_consensus > 0`` (ValueError otherwise: without it CD is GSC).
       - ``cofi``: ``CoFi(fusion=False, lam0=0.9, schedule="linear", refine_at=0.4,
         refine_eta=1)``: the coarse stage shrinks toward the scaffold, λ ramping linearly to 1;
         refinement re-runs the last 12 steps from the renoised global scaffold.
@@ -112,6 +121,14 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
     base = dict(steps=STEPS if steps is None else int(steps), eta=1.0, guidance=float(guidance),
                 guidance_schedule=schedule, consensus=consensus)
     if method == "gsc":
+        return GSC(**{**base, "fusion": False, "consensus": 0.0, **overrides})
+    if method == "cd":
+        if not consensus and not overrides.get("consensus"):
+            raise ValueError("method 'cd' conditions each window on its neighbours (consensus coupling); it needs "
+                             "a prior with accepts_evidence and planning_consensus > 0 (e.g. "
+                             "EmpiricalPrior.from_stitch_data, or a U-Net trained with --evidence-prob), got "
+                             f"{type(prior).__name__} with planning_consensus "
+                             f"{getattr(prior, 'planning_consensus', None)!r}; without it use 'gsc'")
         return GSC(**{**base, "fusion": False, **overrides})
     if method == "cdgs":
         return CDGS(**{**base, "inner": CDGS_INNER, "fusion": True, **overrides})
@@ -119,7 +136,7 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
                    "refine_eta": 1.0, **overrides})
 
 
-for _name, _cls in (("cofi", CoFi), ("gsc", GSC), ("cdgs", CDGS)):
+for _name, _cls in (("cofi", CoFi), ("gsc", GSC), ("cd", GSC), ("cdgs", CDGS)):
     register("planning", _name, Preset(functools.partial(planning_sampler, _name), _cls, None, "exp",
                                        f"planning_sampler({_name!r})"))
 
@@ -137,7 +154,7 @@ class PlanResult:
         composition: the `Composition` of all candidates (normalised coordinates).
         layout: the `Chain` of windows.
         time_s: wall time of the composition, seconds.
-        method: ``cofi`` / ``gsc`` / ``cdgs`` or the sampler's class name.
+        method: ``cofi`` / ``gsc`` / ``cd`` / ``cdgs`` or the sampler's class name.
         raw_xy: ``(L', 2)`` the blended canvas at the prior's stride, ends not overwritten.
     """
 
@@ -202,7 +219,7 @@ def plan(
             point, default 1), e.g. ``TrajectoryPrior`` or ``EmpiricalPrior``. A prior with
             ``accepts_observations`` conditions exactly on the pinned start and goal.
         start_xy, goal_xy: ``(2,)`` positions in environment coordinates.
-        sampler: a sampler config, a method name (``cofi`` / ``gsc`` / ``cdgs``, see
+        sampler: a sampler config, a method name (``cofi`` / ``gsc`` / ``cd`` / ``cdgs``, see
             `planning_sampler`), or None for ``cofi``.
         count: windows N (None: `default_count` of the maze).
         batch: candidates (None: 16, or 40 for CDGS); the lowest overlap error is kept.
