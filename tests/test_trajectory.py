@@ -506,8 +506,8 @@ def test_training_with_evidence_warm_starts_resumes_and_plans_with_consensus(tmp
     prior.save_pretrained(tmp_path / "c")
     prior = TrajectoryPrior.from_pretrained(tmp_path / "c")
     assert prior.planning_consensus == 5.0
-    sampler = planning_sampler("gsc", prior=prior, steps=2)
-    assert sampler.consensus == 5.0
+    sampler = planning_sampler("cd", prior=prior, steps=2)  # GSC with neighbour-conditioned scores
+    assert sampler.consensus == 5.0 and planning_sampler("gsc", prior=prior).consensus == 0.0
     from cofi.planning.planner import plan
 
     seen = []
