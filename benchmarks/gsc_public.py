@@ -19,7 +19,6 @@ import math
 import torch
 
 from cofi.planning.evaluate import evaluate, markdown_table, summarize
-from cofi.planning.planner import planning_sampler
 from cofi.priors import EmpiricalPrior
 from cofi.samplers import base
 
@@ -55,7 +54,7 @@ def main() -> None:
                 f.write(json.dumps({**rec.to_dict(), "label": label}) + "\n")
 
     recs = evaluate("pointmaze-giant-stitch-v0", prior, "cd", tasks=(1, 2, 3, 4, 5), episodes=1, seeds=args.seeds,
-                    sampler=planning_sampler("cd", prior=prior), batch=args.batch, max_replans=10, log=log)
+                    batch=args.batch, max_replans=10, log=log)
     for r in recs:
         r.method = label
     print(markdown_table(summarize(recs)))

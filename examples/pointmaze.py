@@ -16,11 +16,13 @@ import time
 
 
 def main() -> None:
+    from cofi.planning.planner import METHODS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--env", default="pointmaze-giant-stitch-v0",
                     help="pointmaze-{medium,large,giant}-stitch-v0")
     ap.add_argument("--task", type=int, default=1, help="OGBench evaluation task 1..5")
-    ap.add_argument("--method", default="cofi", choices=("cofi", "gsc", "cd", "cdgs"),
+    ap.add_argument("--method", default="cofi", choices=METHODS,
                     help="cd (CompDiffuser-style GSC with neighbour-conditioned scores) needs --closed-form")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the planning preset)")

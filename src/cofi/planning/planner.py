@@ -86,7 +86,7 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
     """The planning preset of a method: ``cofi``, ``gsc``, ``cd`` or ``cdgs`` (the paper's
     Table 1 compositional columns).
 
-    All three: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
+    All four: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
     guidance of weight ``guidance`` at every step, pins for start and goal. ``guidance=None``
     takes the prior's ``planning_guidance`` if it has one, else 20; the schedule is the prior's
     ``planning_guidance_schedule``, else ``constant`` (see `cofi.GSC`). The right weight depends
