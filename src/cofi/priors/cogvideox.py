@@ -6,10 +6,12 @@ chain axis is ``axis=0`` (frames) and a canvas ``(B, L, C, h, w)`` is exactly th
 ``latents`` tensor of `CogVideoXPipeline` for L latent frames.
 
 ``denoise`` runs the transformer once for all M chunks and both classifier-free guidance
-branches (a batch of 2M), combines the v-predictions in float32 and returns
+branches (a batch of 2M), combines the v-predictions in float32 (`cofi.priors._cfg.cfg_combine`,
+the pipeline's formula) and returns
 ``x̂ = √ᾱ_t x_t − √(1−ᾱ_t) v̂`` in the dtype of ``x_t``. The schedule ``alphas_cumprod`` is
 read from an instantiated `CogVideoXDDIMScheduler`, so the SNR shift (``snr_shift_scale``)
-and the zero-terminal-SNR rescaling are applied exactly as diffusers applies them.
+and the zero-terminal-SNR rescaling are applied exactly as diffusers applies them; the text is
+encoded by the pipeline's own ``encode_prompt``.
 """
 
 from __future__ import annotations
@@ -20,21 +22,34 @@ import torch
 from torch import Tensor
 
 from ..prior import schedule_from_diffusers, to_x0
+from ._cfg import cfg_combine
 
 __all__ = ["CogVideoXPrior", "encode_prompt"]
 
 
-@torch.no_grad()
 def encode_prompt(tokenizer, text_encoder, prompt: str | Sequence[str], max_sequence_length: int = 226,
                   device=None, dtype: torch.dtype | None = None) -> Tensor:
-    """T5 embeddings ``(P, max_sequence_length, D)`` of one or more prompts, tokenised as
-    `CogVideoXPipeline` does (padded to ``max_sequence_length``, truncated, special tokens on)."""
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    ids = tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                    add_special_tokens=True, return_tensors="pt").input_ids
-    device = device if device is not None else text_encoder.device
-    emb = text_encoder(ids.to(text_encoder.device))[0]
-    return emb.to(device=device, dtype=dtype if dtype is not None else emb.dtype)
+    """T5 embeddings of one or more prompts by diffusers' own `CogVideoXPipeline.encode_prompt`
+    (padded to ``max_sequence_length``, truncated, special tokens on), built over
+    ``tokenizer`` and ``text_encoder`` alone.
+
+    Args:
+        tokenizer, text_encoder: the pipeline's T5 tokenizer and encoder.
+        prompt: one prompt or a list of P prompts.
+        max_sequence_length: tokens per prompt (the transformer's ``max_text_seq_length``, 226).
+        device: where the embeddings go (default: the text encoder's device).
+        dtype: their dtype (default: the text encoder's).
+    Returns:
+        ``(P, max_sequence_length, D)`` embeddings, without autograd history.
+    """
+    from diffusers import CogVideoXPipeline
+
+    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=None, transformer=None, scheduler=None)
+    with torch.no_grad():
+        emb = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length,
+                                 device=text_encoder.device)[0]
+    return emb.to(device=device if device is not None else text_encoder.device,
+                  dtype=dtype if dtype is not None else emb.dtype)
 
 
 def _rotary_embeddings(transformer, frames: int, grid: tuple[int, int], device) -> tuple[Tensor, Tensor] | None:
@@ -143,8 +158,8 @@ class CogVideoXPrior:
         device: torch.device | str | None = None,
     ) -> "CogVideoXPrior":
         """Prior from a diffusers `CogVideoXPipeline`: the prompt (and, with CFG, the negative
-        prompt) is encoded once with the pipeline's T5. Defaults come from the transformer
-        config as in the pipeline: ``frames = (sample_frames − 1)/4 + 1`` (13),
+        prompt) is encoded once by the pipeline's own ``encode_prompt``. Defaults come from the
+        transformer config as in the pipeline: ``frames = (sample_frames − 1)/4 + 1`` (13),
         ``height, width = 8·sample_height, 8·sample_width`` (480×720) and
         ``max_sequence_length = max_text_seq_length`` (226)."""
         cfg = pipe.transformer.config
@@ -154,10 +169,10 @@ class CogVideoXPrior:
         width = width if width is not None else cfg.sample_width * s
         n = max_sequence_length if max_sequence_length is not None else cfg.max_text_seq_length
         device = device if device is not None else pipe._execution_device
-        dtype = pipe.transformer.dtype
-        pos = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompt, n, device, dtype)
-        neg = encode_prompt(pipe.tokenizer, pipe.text_encoder, negative_prompt or "", n, device, dtype) \
-            if guidance_scale > 1.0 else None
+        with torch.no_grad():  # the pipeline's own encode_prompt, on its execution device
+            pos, neg = pipe.encode_prompt(prompt, negative_prompt or "",
+                                          do_classifier_free_guidance=guidance_scale > 1.0, max_sequence_length=n,
+                                          device=pipe._execution_device, dtype=pipe.transformer.dtype)
         return cls(pipe.transformer, pipe.scheduler, pos, neg, guidance_scale=guidance_scale, frames=frames,
                    height=height, width=width, vae_scale_factor_spatial=s, device=device)
 
@@ -181,8 +196,7 @@ class CogVideoXPrior:
         work = torch.promote_types(x_t.dtype, torch.float32)  # CFG and x̂ in >= float32
         out = out.to(work)
         if self.do_cfg:
-            uncond, text = out.chunk(2)
-            out = uncond + self.guidance_scale * (text - uncond)
+            out = cfg_combine(*out.chunk(2), self.guidance_scale)  # [uncond; cond]
         x0 = to_x0(out, x_t.to(self.device, work), self.alphas_cumprod[t], self.prediction_type)
         return x0.to(x_t.dtype)
 

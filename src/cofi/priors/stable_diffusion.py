@@ -7,8 +7,10 @@ exactly the ``latents`` tensor of `StableDiffusionPanoramaPipeline` for a ``8h �
 ``denoise`` runs the UNet once for all M windows and both classifier-free guidance branches
 (a batch of 2M), combines the predictions in float32 and returns x̂ (``cofi.prior.to_x0``, for
 epsilon and v-prediction schedulers) in the dtype of ``x_t``. The text is encoded once at
-construction: one prompt for every window, or a list with one prompt per window, selected
-by the ``window`` index that `cofi.compose` passes with every call.
+construction by diffusers' own ``pipe.encode_prompt``: one prompt for every window, or a list
+with one prompt per window, selected by the ``window`` index that `cofi.compose` passes with
+every call. CFG is `cofi.priors._cfg.cfg_combine`, the pipelines' formula; ``decode`` ends in
+the pipeline's `VaeImageProcessor`.
 """
 
 from __future__ import annotations
@@ -19,24 +21,53 @@ import torch
 from torch import Tensor
 
 from ..prior import schedule_from_diffusers, to_x0
+from ._cfg import cfg_combine
 
 __all__ = ["StableDiffusionPrior", "encode_prompt"]
 
 
+def _text_pipeline(pipe):
+    """``pipe`` itself when it is a diffusers SD pipeline (it has ``encode_prompt``); otherwise a
+    `StableDiffusionPipeline` over its ``text_encoder`` and ``tokenizer`` alone (no UNet, VAE or
+    scheduler: building one over the caller's scheduler would let diffusers rewrite a legacy
+    ``steps_offset``/``clip_sample`` in its config; no safety checker)."""
+    if callable(getattr(pipe, "encode_prompt", None)):
+        return pipe
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(vae=None, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=None,
+                                   scheduler=None, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
 @torch.no_grad()
+def _encode(pipe, prompts: list[str]) -> Tensor:
+    """``pipe.encode_prompt`` (diffusers) of P prompts, no CFG branch: ``(P, L, D)`` on the
+    pipeline's execution device in the text encoder's dtype."""
+    device = getattr(pipe, "_execution_device", None) or pipe.text_encoder.device
+    return pipe.encode_prompt(prompts, device, 1, False)[0]
+
+
 def encode_prompt(tokenizer, text_encoder, prompt: str | Sequence[str], device=None,
                   dtype: torch.dtype | None = None) -> Tensor:
-    """CLIP embeddings ``(P, L, D)`` of P prompts, tokenised as `StableDiffusionPipeline`
-    does (padded to ``tokenizer.model_max_length``, truncated; last hidden state)."""
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt")
-    mask = None
-    if getattr(text_encoder.config, "use_attention_mask", False):
-        mask = tok.attention_mask.to(text_encoder.device)
-    emb = text_encoder(tok.input_ids.to(text_encoder.device), attention_mask=mask)[0]
-    device = device if device is not None else text_encoder.device
-    return emb.to(device=device, dtype=dtype if dtype is not None else emb.dtype)
+    """CLIP embeddings ``(P, L, D)`` of P prompts by diffusers' own
+    `StableDiffusionPipeline.encode_prompt` (padded to ``tokenizer.model_max_length``,
+    truncated; last hidden state), built over ``tokenizer`` and ``text_encoder`` alone.
+
+    Args:
+        tokenizer, text_encoder: the pipeline's CLIP tokenizer and text encoder.
+        prompt: one prompt or a list of P prompts.
+        device: where the embeddings go (default: the text encoder's device).
+        dtype: their dtype (default: the text encoder's).
+    Returns:
+        ``(P, L, D)`` embeddings, without autograd history.
+    """
+    from types import SimpleNamespace
+
+    pipe = _text_pipeline(SimpleNamespace(text_encoder=text_encoder, tokenizer=tokenizer))
+    emb = _encode(pipe, [prompt] if isinstance(prompt, str) else list(prompt))
+    return emb.to(device=device if device is not None else text_encoder.device,
+                  dtype=dtype if dtype is not None else emb.dtype)
 
 
 def _as_list(prompt: str | Sequence[str], name: str) -> list[str]:
@@ -130,17 +161,19 @@ class StableDiffusionPrior:
         """Prior from a diffusers SD pipeline (`StableDiffusionPipeline`,
         `StableDiffusionPanoramaPipeline`, ...) or any object with ``unet``, ``vae``,
         ``text_encoder``, ``tokenizer`` and ``scheduler``. The prompt(s) and, with CFG, the
-        negative prompt(s) are encoded once. A list of prompts gives one per window (its
-        length must equal the layout's window count, see `check_layout`)."""
+        negative prompt(s) are encoded once, by the pipeline's own ``encode_prompt`` (for an
+        object without one, by a `StableDiffusionPipeline` built over its text encoder and
+        tokenizer). A list of prompts gives one per window (its length must equal the
+        layout's window count, see `check_layout`)."""
         prompts = _as_list(prompt, "prompt")
         negs = _as_list(negative_prompt if negative_prompt is not None else "", "negative_prompt")
         if len(negs) not in (1, len(prompts)):
             raise ValueError(f"negative_prompt must be one string or one per prompt ({len(prompts)}), got {len(negs)}")
         if device is None:
             device = getattr(pipe, "_execution_device", None) or pipe.unet.device
-        dtype = pipe.unet.dtype
-        pos = encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts, device, dtype)
-        neg = encode_prompt(pipe.tokenizer, pipe.text_encoder, negs, device, dtype) if guidance_scale > 1.0 else None
+        text = _text_pipeline(pipe)  # diffusers' encode_prompt: the pipeline's own, or one over its components
+        pos = _encode(text, prompts)
+        neg = _encode(text, negs) if guidance_scale > 1.0 else None  # one negative is encoded once, not per window
         vsf = getattr(pipe, "vae_scale_factor", None) or 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         return cls(pipe.unet, pipe.scheduler, pos, neg, guidance_scale=guidance_scale, height=height,
                    width=width, vae=pipe.vae, vae_scale_factor=vsf, device=device)
@@ -149,7 +182,9 @@ class StableDiffusionPrior:
     def from_components(cls, unet, vae, text_encoder, tokenizer, scheduler, prompt: str | Sequence[str],
                         negative_prompt: str | Sequence[str] = "", guidance_scale: float = 7.5,
                         **kwargs) -> StableDiffusionPrior:
-        """`from_pipe` over separate components (no pipeline object needed)."""
+        """`from_pipe` over separate components (no pipeline object needed; the prompts are
+        encoded by diffusers' `StableDiffusionPipeline.encode_prompt` over ``text_encoder`` and
+        ``tokenizer``, and ``scheduler`` is only read, never handed to a pipeline)."""
         from types import SimpleNamespace
 
         pipe = SimpleNamespace(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
@@ -202,19 +237,29 @@ class StableDiffusionPrior:
         work = torch.promote_types(x_t.dtype, torch.float32)  # CFG and x̂ in >= float32
         out = out.to(work)
         if self.do_cfg:
-            uncond, text = out.chunk(2)
-            out = uncond + self.guidance_scale * (text - uncond)
+            out = cfg_combine(*out.chunk(2), self.guidance_scale)  # [uncond; cond]
         x0 = to_x0(out, x_t.to(self.device, work), self.alphas_cumprod[t], self.prediction_type)
         return x0.to(x_t.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
-        """Images ``(M, 3, H, W)`` in [0, 1] of latent windows ``(M, C, h, w)`` through the VAE,
-        differentiable (SyncDiffusion's perceptual gradient); returns float32."""
+        """Images of latent windows through the VAE, differentiable (SyncDiffusion's perceptual
+        gradient): the pipelines' ``vae.decode(latents / scaling_factor)`` followed by diffusers'
+        `VaeImageProcessor.postprocess(..., output_type="pt")` (denormalised to [0, 1]).
+
+        Args:
+            latents: ``(M, C, h, w)`` latent windows.
+        Returns:
+            ``(M, 3, H, W)`` float32 images in [0, 1], with autograd history.
+        """
         if self.vae is None:
             raise ValueError("decode needs the VAE: build the prior with vae=... (from_pipe does)")
+        if getattr(self, "_image_processor", None) is None:
+            from diffusers.image_processor import VaeImageProcessor
+
+            self._image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         z = latents.to(self.vae.device, self.vae.dtype) / self.vae.config.scaling_factor
         img = self.vae.decode(z, return_dict=False)[0]
-        return (img.float() / 2 + 0.5).clamp(0, 1)
+        return self._image_processor.postprocess(img.float(), output_type="pt")
 
     def __repr__(self) -> str:
         return (f"StableDiffusionPrior(sample_shape={self.sample_shape}, prompts={self.num_prompts}, "
