@@ -31,7 +31,7 @@ import time
 import torch
 
 import cofi
-from cofi.distributed import spawn
+from cofi.testing import spawn
 
 
 def _prior(name: str):

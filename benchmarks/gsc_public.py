@@ -7,7 +7,7 @@ on the closed-form prior, 48 candidates, giant tasks 1–5. Appends one JSON lin
 
     python benchmarks/gsc_public.py --seeds 0 1 2 3 --json benchmarks/records/gsc_public48_s0-3.jsonl
 
-Session 12 (2 CPU cores, one thread): 10/20, no first plan valid (the `gsc` preset: 12/20).
+Result (2 CPU cores, one thread): 10/20, no first plan valid (the `gsc` preset: 12/20).
 """
 
 from __future__ import annotations
@@ -17,20 +17,23 @@ import json
 import math
 
 import torch
+from einops import rearrange
 
 from cofi.planning.evaluate import evaluate, markdown_table, summarize
 from cofi.priors import EmpiricalPrior
-from cofi.samplers import base
+from cofi.samplers import gsc
 
 
-def end_windows_only(messages):
-    """Wrap `Context.messages` so that only the first and the last window receive evidence."""
-    def wrapped(self, x0, t, consensus, snr_max=math.inf):
-        out = messages(self, x0, t, consensus, snr_max)
+def end_windows_only(consensus):
+    """Wrap `cofi.steps.consensus` so that only the first and the last window receive evidence."""
+    def wrapped(run, x0, t, kappa, snr_max=math.inf):
+        out = consensus(run, x0, t, kappa, snr_max)
+        if out is None:
+            return None
         B, N = x0.shape[:2]
-        prec = out["evidence_precision"].reshape(B, N, *x0.shape[2:]).clone()
+        prec = rearrange(out["evidence_precision"], "(b n) ... -> b n ...", b=B).clone()
         prec[:, 1:N - 1] = 0
-        return {**out, "evidence_precision": prec.flatten(0, 1)}
+        return {**out, "evidence_precision": rearrange(prec, "b n ... -> (b n) ...")}
     return wrapped
 
 
@@ -42,7 +45,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    base.Context.messages = end_windows_only(base.Context.messages)
+    gsc.consensus = end_windows_only(gsc.consensus)  # the name GSC's loop calls
     prior = EmpiricalPrior.from_stitch_data(args.data, top_k=64)
     label = "gsc (public: end windows conditioned)"
 

@@ -61,7 +61,7 @@ def to_image(x: torch.Tensor) -> torch.Tensor:
 def methods(steps: int) -> dict:
     sync = cofi.SyncDiffusion(steps=steps, sync_steps=max(1, steps // 5), weight=20.0, lpips=gram_distance,
                               decode=to_image)
-    cofi_preset = cofi.presets.resolve("panorama", "cofi", steps=steps).sampler
+    cofi_preset = cofi.presets.resolve(cofi.panorama.PRESETS, "cofi", steps=steps).sampler
     return {
         "MultiDiffusion / GSC": (cofi.GSC(steps=steps), 1),
         "GSC at CoFi's NFE": (cofi.GSC(steps=2 * steps - cofi_preset.refine_step), 1),
@@ -157,8 +157,8 @@ def main() -> None:
         for lam0 in (0.0, 0.2, 0.5, 0.8, 1.0):
             row = [f"{lam0:.1f}"]
             for r in depths:
-                s = cofi.presets.resolve("panorama", "cofi", steps=args.steps, lam0=lam0, schedule="constant",
-                                         refine_at=r).sampler
+                s = cofi.presets.resolve(cofi.panorama.PRESETS, "cofi", steps=args.steps, lam0=lam0, schedule="constant",
+                                                 refine_at=r).sampler
                 canv, _, _ = run(prior, layout, s, 1, max(8, args.n // 2), args.seed)
                 m = summarise(prior, layout, canv)
                 row.append(f"{m['coherence']:.2f} / {m['nll']:.2f}")

@@ -8,8 +8,8 @@ Protocol (Appendix B.3/B.5): SD 2.0 base in fp16, DDIM 50 steps, CFG 7.5, 512×2
 --width 4608); methods and their windows from `cofi.panorama.reference_sampler` /
 `reference_stride` / `reference_blend`: MultiDiffusion (stride 8, uniform), SyncDiffusion
 (stride 16, LPIPS weight 20 ×0.95, first 10 steps), CDGS, CoFi (the authors' loop: stride 32,
-ramp, λ0 = 0.8, coarse re-noise with blended noise, refine from step 15 with η = 1) and
-cofi-ddim (the earlier CoFi preset). Metrics from `cofi.metrics.image` over non-overlapping
+ramp, λ0 = 0.8, coarse re-noise with blended noise, refine from step 15 with η = 1).
+Metrics from `cofi.metrics.image` over non-overlapping
 512×512 crops: Intra-LPIPS ↓, Intra-Style ↓ (×10³), CLIP score ↑ (ViT-B/32, mean over
 crops); plus NFE (window evaluations, each with both CFG branches) and wall time. Every
 panorama is saved under --out; the table (mean ± std over prompts × seeds) is printed as markdown.

@@ -93,7 +93,7 @@ PROMPTS = {  # Appendix B.4, verbatim
     ),
 }
 
-METHODS = ("native", "native-273", "gen-l-video", "cdgs", "cofi", "cofi-stochastic")
+METHODS = ("native", "native-273", "gen-l-video", "cdgs", "cofi")
 
 
 _SCORERS: dict = {}

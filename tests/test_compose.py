@@ -152,7 +152,7 @@ def test_guidance_reduces_overlap_error(gmm):
     guided = cofi.compose(gmm, layout, cofi.GSC(steps=20, fusion=False, guidance=0.5), batch=16,
                           generator=gen(4), progress=False)
     assert guided.overlap_error.mean() < 0.5 * plain.overlap_error.mean()
-    assert plain.best == int(plain.overlap_error.argmin())
+    assert plain.best == int(plain.disagreement.argmin())
 
 
 def test_cofi_is_more_coherent_than_gsc():
@@ -188,18 +188,18 @@ def test_x_T_as_plans_or_canvas(gmm):
 @pytest.mark.parametrize(
     "make,msg",
     [
-        (lambda: cofi.CoFi(lam0=1.5), r"lam0 must be in \[0, 1\]"),
-        (lambda: cofi.CoFi(lam0=-0.1), r"lam0 must be in \[0, 1\]"),
+        (lambda: cofi.CoFi(lam0=1.5), r"lam0 must be a finite number in \[0, 1\]"),
+        (lambda: cofi.CoFi(lam0=-0.1), r"lam0 must be a finite number in \[0, 1\]"),
         (lambda: cofi.CoFi(refine_at=1.0), r"refine_at must be None or a fraction of the schedule in \[0, 1\), got 1.0"),
         (lambda: cofi.CoFi(refine_at=-0.1), r"refine_at must be None or a fraction"),
         (lambda: cofi.CoFi(refine_at=True), r"refine_at must be None or a fraction"),
-        (lambda: cofi.CoFi(coarse_update="euler"), r"coarse_update must be 'ddim' or 'renoise'"),
-        (lambda: cofi.CoFi(direction="x0"), r"direction must be 'recompute' or 'fused'"),
+        (lambda: cofi.CoFi(coarse_update="euler"), r"coarse_update must be one of 'ddim', 'renoise'"),
+        (lambda: cofi.CoFi(direction="x0"), r"direction must be one of 'recompute', 'fused'"),
         (lambda: cofi.CoFi(coarse_update="renoise", direction="fused"), r"direction='fused' needs coarse_update='ddim'"),
         (lambda: cofi.CoFi(refine_noise="canvas"), r"noise must be one of 'independent', 'shared', 'blend'"),
-        (lambda: cofi.GSC(eta=-1.0), r"eta must be >= 0"),
+        (lambda: cofi.GSC(eta=-1.0), r"eta must be a finite number >= 0"),
         (lambda: cofi.GSC(noise="global"), r"noise must be one of 'independent', 'shared', 'blend', got 'global'"),
-        (lambda: cofi.CDGS(keep=2.0), r"keep must be in \[0, 1\]"),
+        (lambda: cofi.CDGS(keep=2.0), r"keep must be a finite number in \[0, 1\]"),
         (lambda: cofi.CDGS(inner=0), r"inner must be an int >= 1"),
     ],
 )
@@ -234,7 +234,7 @@ def test_prior_returning_wrong_shape_is_named():
 
 def test_nan_names_the_step():
     ts = cofi.timestep_grid(100, 5)
-    with pytest.raises(FloatingPointError, match=rf"stage 'gsc', step 2 \(t={int(ts[2])}\)"):
+    with pytest.raises(FloatingPointError, match=rf"returned NaN or inf at t={int(ts[2])}$"):
         cofi.compose(NaNAt(int(ts[2])), cofi.Chain(8, 2, 2), cofi.GSC(steps=5), progress=False)
 
 
@@ -318,7 +318,7 @@ def test_compose_accepts_sampler_names_and_rejects_others():
     a = cofi.compose(prior, layout, "gsc", generator=torch.Generator().manual_seed(0), progress=False)
     b = cofi.compose(prior, layout, cofi.GSC(), generator=torch.Generator().manual_seed(0), progress=False)
     torch.testing.assert_close(a.canvas, b.canvas)
-    with pytest.raises(ValueError, match="unknown method 'ddpm' for generic; valid: cofi, gsc, multidiffusion, cdgs, syncdiffusion"):
+    with pytest.raises(ValueError, match="unknown sampler 'ddpm'; by name compose takes gsc, cofi, cdgs, syncdiffusion"):
         cofi.compose(prior, layout, "ddpm")
     with pytest.raises(TypeError, match="sampler must be a sampler config"):
         cofi.compose(prior, layout, 3)
@@ -369,3 +369,64 @@ def test_variance_guidance_schedule_matches_a_hand_written_loop():
     assert not torch.allclose(constant.plans, out.plans)
     with pytest.raises(ValueError, match="guidance_schedule must be one of 'constant', 'variance'"):
         cofi.CoFi(guidance_schedule="cosine")
+
+
+class Recording:
+    """Wraps a prior and keeps the x̂ of its last call (the estimates before any coupling)."""
+
+    def __init__(self, prior):
+        self.prior, self.last = prior, None
+        self.alphas_cumprod, self.sample_shape = prior.alphas_cumprod, prior.sample_shape
+
+    def denoise(self, x_t, t, **cond):
+        self.last = self.prior.denoise(x_t, t, **cond)
+        return self.last
+
+
+@pytest.mark.parametrize("sampler", [cofi.CoFi(steps=10), cofi.GSC(steps=10), cofi.CDGS(steps=6, inner=2, prune_at=0.0)])
+def test_best_is_the_candidate_whose_estimates_disagreed_least_before_fusion(gmm, sampler):
+    """Fused plans agree on their overlaps, so their own overlap error ranks nothing; the
+    candidates are ranked by the disagreement of the last step's local x̂ before fusion (eq. 22)."""
+    B, layout = 8, cofi.Chain(16, 6, 4, blend="ramp")
+    rec = Recording(gmm)
+    out = cofi.compose(rec, layout, sampler, batch=B, generator=gen(3), progress=False, dtype=torch.float64)
+    assert out.overlap_error.abs().max() < 1e-20  # fused: every candidate scores 0 on its final plans
+    x0 = rec.last.reshape(B, 4, 16, 2)  # the last call: B·N plans, candidate-major
+    by_hand = (x0[:, :-1, 10:] - x0[:, 1:, :6]).pow(2).mean((1, 2, 3))
+    torch.testing.assert_close(out.disagreement, by_hand, atol=1e-12, rtol=1e-9)
+    assert out.best == int(by_hand.argmin())
+    bests = {cofi.compose(gmm, layout, sampler, batch=B, generator=gen(s), progress=False).best for s in range(6)}
+    assert len(bests) > 1  # different seeds, different winners (the old rule always said 0)
+
+
+def test_compose_rejects_unknown_keywords_and_takes_cond_explicitly(gmm):
+    layout = cofi.Chain(16, 4, 2)
+    with pytest.raises(TypeError, match="bacth"):
+        cofi.compose(gmm, layout, cofi.GSC(steps=2), bacth=4)
+    seen = []
+
+    class Conditioned:
+        alphas_cumprod, sample_shape = gmm.alphas_cumprod, gmm.sample_shape
+
+        def denoise(self, x_t, t, *, window, scale):
+            seen.append(scale)
+            return gmm.denoise(x_t, t) * scale
+
+    cofi.compose(Conditioned(), layout, cofi.GSC(steps=2), cond={"scale": 1.0}, progress=False)
+    assert seen == [1.0, 1.0]
+    with pytest.raises(TypeError, match="cond must be a mapping"):
+        cofi.compose(gmm, layout, cofi.GSC(steps=2), cond=[("scale", 1.0)])
+
+
+@pytest.mark.parametrize("sampler", [cofi.CoFi(steps=6), cofi.CDGS(steps=4, inner=2, prune_at=0.25, keep=0.5)])
+def test_a_mutating_callback_cannot_change_the_result(gmm, sampler):
+    layout = cofi.Chain(16, 6, 3, blend="ramp")
+    kw = dict(batch=2, progress=False, dtype=torch.float64)
+    plain = cofi.compose(gmm, layout, sampler, generator=gen(5), **kw)
+
+    def vandal(d):
+        d["x"].mul_(0)
+        d["x0"].add_(1e3)
+
+    mutated = cofi.compose(gmm, layout, sampler, generator=gen(5), callback=vandal, **kw)
+    assert torch.equal(plain.canvas, mutated.canvas)

@@ -1,6 +1,6 @@
 """Composition over 2 gloo processes equals the single-process run (cofi.distributed).
 
-Each case spawns two local processes (`cofi.distributed.spawn`), composes with
+Each case spawns two local processes (`cofi.testing.spawn`), composes with
 ``group=dist.group.WORLD`` and compares every rank's `Composition` against the same
 composition run here in one process with the same generator.
 """
@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import cofi
-from cofi.distributed import block, spawn
+from cofi.distributed import block
+from cofi.testing import spawn
 
 TOL = dict(atol=1e-9, rtol=1e-9)  # float64 priors: only the order of a few sums differs
 
@@ -46,6 +47,11 @@ CASES = {
                               {"pins": True}),
     "cofi-grid": (_field, cofi.Grid((cofi.Chain(6, 2, 3, axis=1, blend="ramp"), cofi.Chain(6, 2, 2, axis=2))),
                   cofi.CoFi(steps=6, guidance=0.2), {}),
+    # the anchor lives on one rank; every rank evaluates it (so NFE grows by B per synchronised step)
+    "syncdiffusion": (_gmm, cofi.Chain(16, 8, 5, blend="ramp"),
+                      cofi.SyncDiffusion(steps=5, sync_steps=3, weight=2.0, eta=1.0,
+                                         lpips=lambda a, b: (a - b).pow(2).flatten(1).mean(1),
+                                         decode=lambda x: torch.sigmoid(x).unsqueeze(1).expand(-1, 3, -1, -1)), {}),
 }
 
 
@@ -60,29 +66,21 @@ def _compose(name: str, distributed: bool):
     comp = cofi.compose(prior, layout, sampler, batch=3, generator=torch.Generator().manual_seed(7),
                         dtype=torch.float64, progress=False, group=dist.group.WORLD if distributed else None, **kw)
     return {"canvas": comp.canvas, "plans": comp.plans, "err": comp.overlap_error, "best": comp.best,
+            "disagreement": comp.disagreement,
             "nfe": comp.nfe, "grad_evals": comp.grad_evals, "scaffold": comp.scaffold}
 
 
-def _compare(got: dict, want: dict) -> None:
-    for k in ("canvas", "plans", "err", "scaffold"):
+def _compare(got: dict, want: dict, extra_nfe: int = 0) -> None:
+    for k in ("canvas", "plans", "err", "disagreement", "scaffold"):
         if want[k] is None:
             assert got[k] is None, k
         else:
             torch.testing.assert_close(got[k], want[k], **TOL, msg=k)
-    assert (got["best"], got["nfe"], got["grad_evals"]) == (want["best"], want["nfe"], want["grad_evals"])
+    assert (got["best"], got["nfe"], got["grad_evals"]) == (want["best"], want["nfe"] + extra_nfe, want["grad_evals"])
 
 
 def _all_cases() -> dict:
-    import torch.distributed as dist
-
-    out = {name: _compose(name, True) for name in CASES}
-    try:  # not distributed yet: a clear error on every rank, not a wrong result
-        sync = cofi.SyncDiffusion(steps=2, lpips=lambda a, b: (a - b).pow(2).mean())
-        cofi.compose(_gmm(), cofi.Chain(16, 8, 4), sync, progress=False, group=dist.group.WORLD)
-        out["syncdiffusion"] = "ran"
-    except NotImplementedError as e:
-        out["syncdiffusion"] = str(e)
-    return out
+    return {name: _compose(name, True) for name in CASES}
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +92,11 @@ def two_ranks():
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_ranks_equal_one_process(two_ranks, name):
     want = _compose(name, False)
+    sampler = CASES[name][2]
+    # SyncDiffusion: the second rank evaluates the anchor too, B more per synchronised step
+    extra = 3 * sum(map(sampler.synced, range(sampler.steps))) if name == "syncdiffusion" else 0
     for rank_result in two_ranks:  # every rank returns the whole composition
-        _compare(rank_result[name], want)
-
-
-def test_syncdiffusion_refuses_a_group(two_ranks):
-    for r in two_ranks:
-        assert "SyncDiffusion does not run over a process group" in r["syncdiffusion"]
+        _compare(rank_result[name], want, extra)
 
 
 def test_blocks_partition_the_windows():

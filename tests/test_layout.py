@@ -104,10 +104,12 @@ def test_grid_split_merge_round_trip_and_partition_of_unity(blend):
     torch.testing.assert_close(g.merge(plans), canvas)
     torch.testing.assert_close(g.fuse(plans), plans)
     # product weights, summed over the windows covering each position (computed here by hand)
-    ws = g.weights(torch.float64)
+    ws = [c.chain_weights(torch.float64) for c in g.chains]
     cover = torch.zeros(14, 23, dtype=torch.float64)
-    for (i, j), (s0, s1) in zip(g.index, g.starts):
-        cover[s0 : s0 + 6, s1 : s1 + 8] += ws[0][i][:, None] * ws[1][j][None, :]
+    for k, ((i, j), (s0, s1)) in enumerate(zip(g.index, g.starts)):
+        w = ws[0][i][:, None] * ws[1][j][None, :]
+        torch.testing.assert_close(g.weights(torch.float64)[k], w)  # a window's weight: the chains' product
+        cover[s0 : s0 + 6, s1 : s1 + 8] += w
     if blend == "uniform":
         assert cover.min() == 1 and cover.max() == 4
     else:

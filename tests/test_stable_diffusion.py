@@ -89,6 +89,59 @@ def test_denoise_is_cfg_then_tweedie(pipe, prediction_type):
         torch.testing.assert_close(pr.denoise(x, t), ref, atol=1e-4, rtol=1e-4)
 
 
+def test_cfg_is_one_helper_with_the_pipelines_formula():
+    """Both adapters combine CFG with `cfg_combine`: ``uncond + w (cond − uncond)`` bit for bit,
+    as the pipelines (and diffusers' experimental `ClassifierFreeGuidance` guider) do."""
+    from cofi.priors._cfg import cfg_combine
+
+    u, c = torch.randn(2, 4, 8, 8, generator=gen(40)), torch.randn(2, 4, 8, 8, generator=gen(41))
+    assert torch.equal(cfg_combine(u, c, 7.5), u + 7.5 * (c - u))
+    assert torch.equal(cfg_combine(u, c, 1.0), u + 1.0 * (c - u))
+    try:
+        from diffusers.guiders import ClassifierFreeGuidance
+    except ImportError:  # older diffusers: no guiders
+        return
+    assert torch.equal(cfg_combine(u, c, 7.5), ClassifierFreeGuidance(guidance_scale=7.5).forward(c, u).pred)
+
+
+def test_prompts_are_encoded_by_the_pipelines_encode_prompt(pipe):
+    """The prior's embeddings are exactly ``pipe.encode_prompt``'s (one prompt, per-window prompts,
+    the module's `encode_prompt`), also when built from components, which leaves the caller's
+    scheduler as it was (no pipeline is built over it)."""
+    from diffusers import DDIMScheduler
+
+    from cofi.priors.stable_diffusion import encode_prompt
+
+    from _tiny_sd import tiny_components
+
+    one = StableDiffusionPrior.from_pipe(pipe, PROMPT, "a city", guidance_scale=3.0)
+    with torch.no_grad():
+        pos, neg = pipe.encode_prompt(PROMPT, "cpu", 1, True, negative_prompt="a city")
+    torch.testing.assert_close(one.prompt_embeds, pos, atol=0, rtol=0)
+    torch.testing.assert_close(one.negative_prompt_embeds, neg, atol=0, rtol=0)
+    assert not one.prompt_embeds.requires_grad and not one.negative_prompt_embeds.requires_grad
+    prompts = [PROMPT, "a castle in the sunset", "a beach"]
+    per_window = StableDiffusionPrior.from_pipe(pipe, prompts)
+    with torch.no_grad():
+        pos, neg = pipe.encode_prompt(prompts, "cpu", 1, True, negative_prompt=[""] * 3)
+    torch.testing.assert_close(per_window.prompt_embeds, pos, atol=0, rtol=0)
+    torch.testing.assert_close(per_window.negative_prompt_embeds, neg, atol=0, rtol=0)
+    torch.testing.assert_close(encode_prompt(pipe.tokenizer, pipe.text_encoder, prompts), pos, atol=0, rtol=0)
+
+    c = tiny_components(seed=0)  # the weights of the `pipe` fixture
+    c["scheduler"] = DDIMScheduler.from_config(c["scheduler"].config, steps_offset=0)  # a config diffusers would "fix"
+    config = dict(c["scheduler"].config)
+    built = StableDiffusionPrior.from_components(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"], c["scheduler"],
+                                                 prompts)
+    assert dict(c["scheduler"].config) == config and built.steps_offset == 0
+    torch.testing.assert_close(built.prompt_embeds, per_window.prompt_embeds, atol=0, rtol=0)
+    torch.testing.assert_close(built.negative_prompt_embeds, per_window.negative_prompt_embeds, atol=0, rtol=0)
+    x, t, win = torch.randn(3, *built.sample_shape, generator=gen(9)), torch.tensor([800, 400, 50]), torch.arange(3)
+    with torch.no_grad():
+        torch.testing.assert_close(built.denoise(x, t, window=win), per_window.denoise(x, t, window=win),
+                                   atol=0, rtol=0)
+
+
 def test_low_precision_model_returns_state_dtype(pipe, prior):
     unet = copy.deepcopy(pipe.unet).to(torch.bfloat16)
     pr = StableDiffusionPrior(unet, pipe.scheduler, prior.prompt_embeds, prior.negative_prompt_embeds[:1])
@@ -234,7 +287,7 @@ def test_nfe_per_method(pipe, method):
     K, N = 5, 3
     sampler = pano.reference_sampler(method, steps=K, lpips=mse)
     nfe = {"multidiffusion": K * N, "syncdiffusion": (K + 1) * N, "cdgs": K * 4 * N,
-           "cofi": (K + K - 1) * N, "cofi-ddim": (K + K - 1) * N}[method]  # refinement from ⌊0.3·5⌋ = 1
+           "cofi": (K + K - 1) * N}[method]  # refinement from ⌊0.3·5⌋ = 1
     out = pano.compose_panorama(pipe, PROMPT, height=H, width=128, sampler=sampler, stride=4, generator=gen(1),
                                 progress=False, blend=pano.reference_blend(method))
     assert out.nfe == nfe == sampler.nfe(cofi.Chain(WIN, 4, N, axis=2), 1)
@@ -279,7 +332,7 @@ def test_window_counts_and_paper_sizes():
     assert pano.panorama_layout(4608, 8, blend="uniform").global_shape((4, 64, 64)) == (4, 64, 576)
     assert pano.windows_for_width(512) == 1
     assert {m: pano.reference_stride(m) for m in pano.METHODS} == {
-        "cofi": 32, "multidiffusion": 8, "syncdiffusion": 16, "cdgs": 32, "cofi-ddim": 32}
+        "cofi": 32, "multidiffusion": 8, "syncdiffusion": 16, "cdgs": 32}
 
 
 def test_tiled_decode(pipe):
@@ -299,6 +352,32 @@ def test_tiled_decode(pipe):
     assert (img - ref).abs().mean() < 0.05  # the same picture up to the seams (the VAE's mid-block attends globally)
 
 
+def test_decoding_is_the_pipelines_postprocessing(pipe, prior):
+    """`decode` (a canvas that fits one tile), `to_pil` and the prior's differentiable `decode`
+    give exactly what the panorama pipeline returns for the same latents (``vae.decode`` then
+    ``image_processor.postprocess``)."""
+    import numpy as np
+
+    p = with_views(pipe, WIN, 4)
+    kw = dict(height=H, width=96, num_inference_steps=2, guidance_scale=7.5)
+    lat = p(PROMPT, generator=gen(13), output_type="latent", **kw).images
+    pt = p(PROMPT, generator=gen(13), output_type="pt", **kw).images
+    pil = p(PROMPT, generator=gen(13), output_type="pil", **kw).images
+    img = pano.decode(pipe.vae, lat)
+    torch.testing.assert_close(img, pt, atol=0, rtol=0)
+    ours = pano.to_pil(img)
+    assert [im.size for im in ours] == [im.size for im in pil] == [(96, H)] and ours[0].mode == "RGB"
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(ours, pil))
+    z = lat[..., :WIN].clone().requires_grad_(True)
+    out = prior.decode(z)
+    with torch.no_grad():
+        ref = pipe.image_processor.postprocess(pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample,
+                                               output_type="pt")
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    out.mean().backward()  # SyncDiffusion's perceptual gradient flows through the post-processing
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
 def test_panorama_one_liner(pipe):
     kw = dict(height=H, width=96, stride=4, generator=gen(7), progress=False)
     out = cofi.panorama(pipe, PROMPT, sampler=cofi.CoFi(steps=2, refine_at=0.5), **kw)
@@ -306,7 +385,7 @@ def test_panorama_one_liner(pipe):
     assert out.best_image.size == (96, H) and out.best_image.mode == "RGB"
     pt = pano.panorama(pipe, PROMPT, sampler="multidiffusion", steps=2, batch=2, output_type="pt", **kw)
     assert pt.images.shape == (2, 3, H, 96) and not torch.allclose(pt.images[0], pt.images[1])
-    assert pt.best == int(pt.composition.overlap_error.argmin())
+    assert pt.best == int(pt.disagreement.argmin())
     assert cofi.panorama is pano and callable(cofi.panorama)  # the module forwards calls to the one-liner
     latents = cofi.panorama(pipe, PROMPT, sampler=cofi.GSC(steps=1), output_type="latent", **kw).images
     assert latents.shape == (1, 4, H // 8, 12)
@@ -325,7 +404,7 @@ def test_one_liner_forwards_like_compose(pipe):
         **{**vars(pano.reference_sampler("cofi", steps=3)), "lam0": 0.5, "refine_at": 0.5}), batch=3, x_T=x_T,
         generator=gen(12), blend="ramp", **kw)
     torch.testing.assert_close(lat.images, ref.canvas)
-    assert lat.best == int(ref.overlap_error.argmin())
+    assert lat.best == int(ref.disagreement.argmin())
     assert seen.count("coarse") == 3 and seen.count("refine") == 2  # refinement from ⌊0.5·3⌋ = 1
     with pytest.raises(TypeError, match="unexpected keyword argument 'lam1'"):
         pano.panorama(pipe, PROMPT, sampler="cofi", steps=1, lam1=0.5, **kw)

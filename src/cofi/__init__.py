@@ -6,20 +6,21 @@ local plans: ``cofi.compose(prior, cofi.Chain(...), cofi.CoFi())``.
 
 from __future__ import annotations
 
-from . import priors
+from . import priors, steps
 from .compose import Composition, Sampler, compose
-from .coupling import Pins, apply_pins, fuse, overlap_reward
-from .layout import Chain, Grid, Layout
+from .coupling import Pins, apply_pins, overlap_reward
+from .layout import Chain, Grid, Lattice, Layout
 from .prior import LocalPrior, eps_from_x0, timestep_grid, to_x0
+from .run import Run, Sampled
 from .samplers import CDGS, GSC, CoFi, SyncDiffusion
 from .scaffold import lam_schedule, shrink
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "compose", "Composition", "Sampler", "Chain", "Grid", "Layout", "Pins", "LocalPrior",
-    "GSC", "CoFi", "CDGS", "SyncDiffusion", "shrink", "lam_schedule", "fuse", "overlap_reward", "apply_pins",
-    "to_x0", "eps_from_x0", "timestep_grid", "priors",
+    "compose", "Composition", "Sampler", "Run", "Sampled", "steps", "Chain", "Grid", "Lattice", "Layout", "Pins",
+    "LocalPrior", "GSC", "CoFi", "CDGS", "SyncDiffusion", "shrink", "lam_schedule", "overlap_reward",
+    "apply_pins", "to_x0", "eps_from_x0", "timestep_grid", "priors",
 ]
 
 

@@ -1,8 +1,13 @@
-"""`compose()`: run a sampler over a layout of local plans and collect the result."""
+"""`compose()`: run a sampler over a layout of local plans and collect the result.
+
+`compose` knows no domain: it checks its arguments, draws x_T, hands the sampler a `Run`, and
+selects the best candidate. Domain front-ends (`cofi.panorama`, `cofi.video`, `cofi.planning`)
+choose a preset and call it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,23 +17,26 @@ from torch import Tensor
 from .coupling import Pins
 from .distributed import shard
 from .layout import Layout
-from .presets import resolve
 from .prior import LocalPrior
-from .samplers.base import Context, Generator
+from .run import Generator, Run, Sampled
+from .samplers import CDGS, GSC, CoFi, SyncDiffusion
 
-__all__ = ["compose", "Composition", "Sampler"]
+__all__ = ["compose", "Composition", "Sampler", "SAMPLERS"]
+
+#: The sampler classes `compose` also accepts by name (with their paper defaults).
+SAMPLERS = {"gsc": GSC, "cofi": CoFi, "cdgs": CDGS, "syncdiffusion": SyncDiffusion}
 
 
 class Sampler(Protocol):
     """What `compose` needs of a sampler config (see `cofi.GSC`, `cofi.CoFi`, `cofi.CDGS`):
     where x_T is drawn (``init_noise``: ``canvas`` or ``plans``), the NFE it will spend, and
-    ``sample(ctx, x_T) -> x_0``, both ``(B, N, *S)``."""
+    ``sample(run, x_T) -> Sampled``, its algorithm's loop over `cofi.steps`."""
 
     init_noise: str
 
     def nfe(self, layout: Layout, batch: int) -> int: ...
 
-    def sample(self, ctx: Context, x: Tensor) -> Tensor: ...
+    def sample(self, run: Run, x: Tensor) -> Sampled: ...
 
 
 @dataclass
@@ -40,8 +48,10 @@ class Composition:
         plans: ``(B, N, *S)`` the final local plans (before merging).
         nfe: plan-evaluations of the prior spent, all candidates together.
         grad_evals: plan-evaluations that were also differentiated (guidance).
-        overlap_error: ``(B,)`` overlap MSE of the final plans (eq. 22).
-        best: index of the candidate with the lowest overlap error.
+        overlap_error: ``(B,)`` overlap MSE of the final plans (eq. 22; 0 after fusion).
+        disagreement: ``(B,)`` overlap MSE of the local estimates before fusion at the last
+            step: how much the windows disagreed (`cofi.steps.disagreement`).
+        best: index of the candidate with the lowest ``disagreement``.
         scaffold: ``(B, *G)`` CoFi's global coarse scaffold, None for other samplers.
     """
 
@@ -50,6 +60,7 @@ class Composition:
     nfe: int
     grad_evals: int
     overlap_error: Tensor
+    disagreement: Tensor
     best: int
     scaffold: Tensor | None = None
 
@@ -58,39 +69,59 @@ class Composition:
         """``(*G)`` the canvas of the best candidate."""
         return self.canvas[self.best]
 
+    @property
+    def best_plans(self) -> Tensor:
+        """``(N, *S)`` the local plans of the best candidate."""
+        return self.plans[self.best]
 
-def _initial_state(ctx: Context, x_T: Tensor | None, init_noise: str) -> Tensor:
-    canvas_shape = (ctx.batch, *ctx.layout.global_shape(ctx.prior.sample_shape))
+
+def _sampler(sampler) -> Sampler:
+    if isinstance(sampler, str):
+        key = sampler.lower()
+        if key not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; by name compose takes {', '.join(SAMPLERS)} (their "
+                             f"paper defaults), else a sampler config such as cofi.CoFi(steps=50)")
+        return SAMPLERS[key]()
+    if not (callable(getattr(sampler, "sample", None)) and callable(getattr(sampler, "nfe", None))):
+        raise TypeError(f"sampler must be a sampler config (cofi.GSC(), cofi.CoFi(), cofi.CDGS(), "
+                        f"cofi.SyncDiffusion(), or an object with sample() and nfe()) or one of their names "
+                        f"({', '.join(SAMPLERS)}); got {type(sampler).__name__}")
+    return sampler
+
+
+def _initial_state(run: Run, x_T: Tensor | None, init_noise: str) -> Tensor:
+    canvas_shape = (run.batch, *run.layout.global_shape(run.sample_shape))
     if x_T is None:
-        return ctx.noise("shared" if init_noise == "canvas" else "independent")
-    x_T = x_T.to(ctx.device, ctx.dtype)
+        return run.noise("shared" if init_noise == "canvas" else "independent")
+    if not isinstance(x_T, Tensor):
+        raise TypeError(f"x_T must be a torch.Tensor, got {type(x_T).__name__}")
+    x_T = x_T.to(run.device, run.dtype)
     if not torch.isfinite(x_T).all():
         raise ValueError("x_T contains NaN or inf")
-    full_plans = (ctx.batch, ctx.windows_total, *ctx.prior.sample_shape)
+    full_plans = (run.batch, run.windows, *run.sample_shape)
     if tuple(x_T.shape) == full_plans:
-        return ctx.layout.local(x_T).clone() if ctx.sharded else x_T.clone()
+        return run.layout.local(x_T).clone()
     if tuple(x_T.shape) == canvas_shape:
-        return ctx.layout.split(x_T)
-    raise ValueError(
-        f"x_T must be plans of shape {full_plans} or a canvas of shape {canvas_shape}, got {tuple(x_T.shape)}"
-    )
+        return run.layout.split(x_T)
+    raise ValueError(f"x_T must be plans of shape {full_plans} or a canvas of shape {canvas_shape}, "
+                     f"got {tuple(x_T.shape)}")
 
 
 def compose(
     prior: LocalPrior,
     layout: Layout,
-    sampler: Sampler,
+    sampler: Sampler | str,
     *,
     batch: int = 1,
     generator: Generator = None,
     max_batch: int | None = None,
     x_T: Tensor | None = None,
     pins: Pins | None = None,
+    cond: Mapping[str, object] | None = None,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     dtype: torch.dtype = torch.float32,
     group=None,
-    **cond,
 ) -> Composition:
     """Compose ``layout.count`` overlapping local plans of ``prior`` into ``batch`` global plans.
 
@@ -98,61 +129,69 @@ def compose(
         prior: any `LocalPrior`.
         layout: a `Chain` or `Grid` of windows; its windows must match the prior's plan shape.
         sampler: `GSC`, `CoFi`, `CDGS`, `SyncDiffusion` (or any object with ``sample`` and
-            ``nfe``), or the name of one with its class defaults (``cofi``, ``gsc`` or
-            ``multidiffusion``, ``cdgs``, ``syncdiffusion``; `cofi.presets.resolve`).
-        batch: candidates B, composed together; the best has the lowest overlap error.
+            ``nfe``), or the name of one of the four (``gsc``, ``cofi``, ``cdgs``,
+            ``syncdiffusion``) with its paper defaults.
+        batch: candidates B, composed together; ``best`` is the one whose local estimates
+            disagreed least over the overlaps (before fusion, at the last step).
         generator: a ``torch.Generator`` or one per candidate (then every candidate depends
-            on its own generator alone). The result is a function of the seed(s) only.
+            on its own generator alone, except under CDGS's pruning, which resamples the
+            population together). The result is a function of the seed(s) only.
         max_batch: most plans per prior call (None: all B·N at once). Never changes the
             random draws, so results agree across values up to the prior's float rounding.
         x_T: initial state, plans ``(B, N, *S)`` or a canvas ``(B, *G)`` (like diffusers' ``latents=``).
         pins: known canvas positions written into every prediction (e.g. start and goal).
+        cond: keyword conditioning passed to every ``prior.denoise`` call.
         progress: show tqdm progress bars.
-        callback: read-only ``callback(dict)`` after every step, keys ``stage, step, t, x, x0``.
+        callback: ``callback(dict)`` after every step, keys ``stage, step, t, x, x0`` (copies:
+            it cannot change the run).
         dtype: sampler state dtype (float32; float64 for exactness tests).
         group: a ``torch.distributed`` process group (e.g. ``dist.group.WORLD``): each rank
             calls the prior on its own contiguous block of windows and the ranks exchange only
             what a step needs (`cofi.distributed`, docs/distributed.md). Every rank passes the
             same arguments and gets the same `Composition`, equal to the single-process one to
             float rounding.
-        **cond: passed to ``prior.denoise`` on every call.
     Returns:
         A `Composition`.
     """
-    sampler = resolve("generic", sampler).sampler
-    if not isinstance(batch, int) or batch < 1:
+    sampler = _sampler(sampler)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
-    if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+    if max_batch is not None and (not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1):
         raise ValueError(f"max_batch must be None or an int >= 1, got {max_batch!r}")
-    if isinstance(generator, (list, tuple)) and len(generator) != batch:
-        raise ValueError(f"generator list must have one generator per candidate ({batch}), got {len(generator)}")
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch:
+            raise ValueError(f"generator list must have one generator per candidate ({batch}), got {len(generator)}")
+        if not all(isinstance(g, torch.Generator) for g in generator):
+            raise TypeError("generator must be a torch.Generator, a list of them (one per candidate) or None")
+    elif generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, a list of them (one per candidate) or None, "
+                        f"got {type(generator).__name__}")
+    if cond is not None and not isinstance(cond, Mapping):
+        raise TypeError(f"cond must be a mapping of keyword arguments for prior.denoise, got {type(cond).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     for name in ("alphas_cumprod", "sample_shape", "denoise"):
         if not hasattr(prior, name):
             raise TypeError(f"prior must implement LocalPrior: missing '{name}'")
     layout.global_shape(tuple(prior.sample_shape))  # validates window and axis against the prior
-    device = prior.alphas_cumprod.device
-    part = shard(layout, group)
-    ctx = Context(prior=prior, layout=part, batch=batch, generator=generator, device=device,
-                  dtype=dtype, max_batch=max_batch, pins=pins, cond=cond, callback=callback,
-                  progress=progress)
     if pins is not None:
         pins.resolve(layout)
-    x = _initial_state(ctx, x_T, sampler.init_noise)
-    plans = sampler.sample(ctx, x).detach()
+    part = shard(layout, group)
+    run = Run(prior=prior, layout=part, batch=batch, generator=generator, dtype=dtype,
+              device=prior.alphas_cumprod.device, max_batch=max_batch, pins=pins, cond=dict(cond or {}),
+              callback=callback, progress=progress)
+    out = sampler.sample(run, _initial_state(run, x_T, sampler.init_noise))
+    plans = out.plans.detach()
     err = part.overlap_error(plans)
     canvas = part.merge(plans)
-    scaffold = ctx.outputs.get("scaffold")
-    nfe, grad_evals = ctx.nfe, ctx.grad_evals
-    if ctx.sharded:  # the whole composition on every rank
-        plans = part.gather(plans)
-        counts = part.all_reduce(torch.tensor([nfe, grad_evals], dtype=torch.float64), "gather")
-        nfe, grad_evals = int(counts[0]), int(counts[1])
+    counts = part.all_reduce(torch.tensor([run.meter.nfe, run.meter.grad_evals], dtype=torch.float64), "gather")
     return Composition(
         canvas=canvas,
-        plans=plans,
-        nfe=nfe,
-        grad_evals=grad_evals,
+        plans=part.gather(plans),
+        nfe=int(counts[0]),
+        grad_evals=int(counts[1]),
         overlap_error=err,
-        best=int(torch.argmin(err)),
-        scaffold=scaffold,
+        disagreement=out.disagreement,
+        best=int(torch.argmin(out.disagreement)),
+        scaffold=out.scaffold,
     )

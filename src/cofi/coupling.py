@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .layout import Layout
 
-__all__ = ["Pins", "fuse", "overlap_reward", "apply_pins", "pin_mask"]
+__all__ = ["Pins", "overlap_reward", "apply_pins", "pin_mask"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,6 @@ class Pins:
                 raise ValueError(f"pin position {p} outside the canvas {bounds} (or negative from its end)")
             out.append(q)
         return out
-
-
-def fuse(x0: Tensor, layout: Layout) -> Tensor:
-    """Bethe averaging (eq. 10/26): ``split(merge(x̂))`` with the layout's blend."""
-    return layout.fuse(x0)
 
 
 def overlap_reward(x0: Tensor, layout: Layout) -> Tensor:

@@ -32,9 +32,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .layout import Chain, Grid, Layout
+from .layout import Lattice, Layout
 
-__all__ = ["Shard", "CommStats", "block", "shard", "spawn"]
+__all__ = ["Shard", "CommStats", "block", "shard"]
 
 
 def block(count: int, world: int, rank: int) -> tuple[int, int]:
@@ -73,51 +73,42 @@ class CommStats:
         return sum(self.seconds.values())
 
 
-def _lattice(layout: Layout) -> Grid:
-    return layout if isinstance(layout, Grid) else Grid((layout,))
-
-
 class Shard:
-    """A layout's windows ``[a, b)`` on one rank of a process group; quacks like the layout
-    for the samplers (``count`` is the local count) and does the cross-rank reductions.
+    """A layout's windows ``[a, b)`` on one rank of a process group. It implements the layout
+    protocol of `cofi.layout.Lattice` (``count`` is the local count; ``full`` the whole layout)
+    with collectives that span the ranks, so a sampler runs on it unchanged.
 
     Args:
         layout: the whole composition's `Chain` or `Grid`.
         group: an initialised ``torch.distributed`` process group (``dist.group.WORLD``).
     """
 
-    is_shard = True
-
     def __init__(self, layout: Layout, group=None) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("group= needs an initialised torch.distributed process group "
                                "(torch.distributed.init_process_group, or launch with torchrun)")
-        if not isinstance(layout, (Chain, Grid)):
+        if not isinstance(layout, Lattice):
             raise TypeError(f"layout must be a Chain or a Grid, got {type(layout).__name__}")
         self.full = layout
         self.group = group
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
-        self._grid = _lattice(layout)
         self.a, self.b = block(layout.count, self.world, self.rank)
         self.blocks = [block(layout.count, self.world, r) for r in range(self.world)]
         self.stats = CommStats()
         self._weights: dict = {}
-        g = self._grid
         # canvas lattice positions covered by each rank's windows, (world, *lengths)
-        cover = torch.zeros(self.world, *g.lengths, dtype=torch.bool)
+        cover = torch.zeros(self.world, *layout.lengths, dtype=torch.bool)
         for r, (a, b) in enumerate(self.blocks):
-            for s in g.starts[a:b]:
-                sl = tuple(slice(si, si + c.window) for si, c in zip(s, g.chains))
-                cover[(r, *sl)] = True
+            for i in range(a, b):
+                cover[(r, *layout.footprint(i))] = True
         self._shared = {q: cover[self.rank] & cover[q] for q in range(self.world)
                         if q != self.rank and bool((cover[self.rank] & cover[q]).any())}
         # adjacent pairs (i, j, chain) in the layout's order, and the halo windows they need
-        self._pairs = g.adjacent_pairs()
+        self._pairs = layout.adjacent_pairs()
         owner = torch.zeros(layout.count, dtype=torch.long)
         for r, (a, b) in enumerate(self.blocks):
             owner[a:b] = r
-        self._owner = owner
         need: list[set[int]] = [set() for _ in range(self.world)]  # windows rank r needs from others
         for i, j, _ in self._pairs:
             if owner[i] != owner[j]:
@@ -148,18 +139,17 @@ class Shard:
     def global_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
         return self.full.global_shape(sample_shape)
 
+    def weights(self, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+        """This rank's windows' blend weights, ``(count, *d)``."""
+        return self.full.weights(dtype, device)[self.a:self.b]
+
     def local(self, plans: Tensor) -> Tensor:
         """This rank's block of a whole plan set ``(B, N, *S) -> (B, count, *S)``."""
         return plans[:, self.a:self.b]
 
-    def split(self, canvas: Tensor) -> Tensor:
-        """Canvas ``(B, *G)`` -> this rank's plans ``(B, count, *S)``."""
-        g = self._grid
-        for c in g.chains:
-            if canvas.ndim <= 1 + c.axis or canvas.shape[1 + c.axis] != c.length:
-                raise ValueError(f"canvas must have {c.length} positions on dim {1 + c.axis}, "
-                                 f"got shape {tuple(canvas.shape)}")
-        return torch.stack([g._slices(canvas, s) for s in g.starts[self.a:self.b]], dim=1)
+    def split(self, canvas: Tensor, ids: Tensor | None = None) -> Tensor:
+        """Canvas ``(B, *G)`` -> this rank's plans ``(B, count, *S)`` (or the windows ``ids``)."""
+        return self.full.split(canvas, self.window_ids if ids is None else ids)
 
     # ---------------------------------------------------------------- reductions
     def _timed(self, kind: str, nbytes: int, fn):
@@ -177,31 +167,14 @@ class Shard:
 
     def _partial(self, plans: Tensor) -> tuple[Tensor, Tensor]:
         """``Σ_{i local} w_i plans_i`` on the whole canvas and the full ``Σ_i w_i``."""
-        g = self._grid
-        B, n = plans.shape[:2]
-        if n != self.count:
-            raise ValueError(f"plans must have this rank's {self.count} windows on dim 1, got {n}")
-        G = [B, *plans.shape[2:]]
-        den_shape = [1] * len(G)
-        for c in g.chains:
-            G[1 + c.axis] = c.length
-            den_shape[1 + c.axis] = c.length
-        key = (plans.dtype, plans.device, len(G))
-        if key not in self._weights:  # this rank's window weights and the full Σ_i w_i, once
-            ws = g.weights(plans.dtype, plans.device)
-            den = plans.new_zeros(den_shape)
-            mine = []
-            for i, (idx, start) in enumerate(zip(g.index, g.starts)):
-                w = g._window_weight(ws, idx, len(G))
-                g._slices(den, start).add_(w)
-                if self.a <= i < self.b:
-                    mine.append((start, w))
-            self._weights[key] = (mine, den)
-        mine, den = self._weights[key]
-        num = plans.new_zeros(G)
-        for k, (start, w) in enumerate(mine):
-            g._slices(num, start).add_(plans[:, k] * w)
-        return num, den
+        if plans.shape[1] != self.count:
+            raise ValueError(f"plans must have this rank's {self.count} windows on dim 1, got {plans.shape[1]}")
+        key = (plans.dtype, plans.device, plans.ndim)
+        if key not in self._weights:  # the blend weights and their coverage, once
+            w = self.full.weights(plans.dtype, plans.device)
+            self._weights[key] = (w, self.full.coverage(w, plans.ndim - 1))
+        w, den = self._weights[key]
+        return self.full.accumulate(plans, w, self.window_ids), den
 
     def _exchange_shared(self, num: Tensor) -> Tensor:
         """Add the other ranks' partial sums on the canvas positions shared with them."""
@@ -258,6 +231,12 @@ class Shard:
             s, tot = (x * w[self.a:self.b]).sum(1, keepdim=True), weights.sum()
         return self.all_reduce(s, "scaffold") / tot
 
+    def neighbour_mean(self, plans: Tensor) -> tuple[Tensor, Tensor]:
+        """As the layout's for this rank's windows: the neighbours of its edge windows live on
+        other ranks, so the estimates are all-gathered first."""
+        mean, count = self.full.neighbour_mean(self.gather(plans))
+        return mean[:, self.a:self.b], count[:, self.a:self.b]
+
     def halo(self, plans: Tensor) -> dict[int, Tensor]:
         """The windows of other ranks that this rank's pairs need, ``{window: (B, *S)}`` (detached)."""
         sends = {q: plans[:, [w - self.a for w in ws]].detach().contiguous()
@@ -287,7 +266,7 @@ class Shard:
         for i, j, ai in self._pairs:
             mine_i, mine_j = self.a <= i < self.b, self.a <= j < self.b
             if mine_i if owned_only else (mine_i or mine_j):
-                out.append((ai, self._grid.pair_difference(win(i), win(j), ai)))
+                out.append((ai, self.full.pair_difference(win(i), win(j), ai)))
         return out
 
     def overlap_pairs(self, plans: Tensor) -> list[Tensor]:
@@ -330,79 +309,3 @@ def shard(layout: Layout, group) -> Layout | Shard:
             raise ValueError("a Shard passed as group= must be a shard of the composition's layout")
         return group
     return Shard(layout, group)
-
-
-# ----------------------------------------------------------------------------- local launcher
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world, port, backend, timeout, threads, fn, args, queue):  # pragma: no cover (child)
-    import datetime
-    import os
-    import pickle
-    import traceback
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    try:
-        torch.set_num_threads(threads)
-        dist.init_process_group(backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=timeout))
-        out = pickle.dumps(fn(*args))  # plain bytes: no shared-memory handles outliving the child
-        queue.put((rank, True, out))
-    except BaseException:  # noqa: BLE001 (every failure goes back to the launcher)
-        queue.put((rank, False, traceback.format_exc()))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def spawn(fn, world: int, *args, backend: str = "gloo", timeout: float = 120.0, threads: int = 1) -> list:
-    """Run ``fn(*args)`` on ``world`` local processes joined in a process group (localhost,
-    ``gloo`` by default) and return their results in rank order. For tests and benchmarks on
-    one machine; multi-machine and GPU runs use ``torchrun`` (docs/distributed.md).
-
-    ``fn`` and its results must be picklable (a module-level function). If a rank raises, the
-    others are stopped and a ``RuntimeError`` carries that rank's traceback; if the run takes
-    longer than ``timeout`` seconds, every rank is stopped and ``TimeoutError`` is raised. It
-    never hangs. ``threads``: torch threads per process.
-    """
-    import pickle
-    import queue as queue_mod
-
-    import torch.multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, world, port, backend, timeout, threads, fn, args, q), daemon=True)
-             for r in range(world)]
-    for p in procs:
-        p.start()
-    results: dict[int, object] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        while len(results) < world:
-            try:
-                rank, ok, out = q.get(timeout=0.2)
-            except queue_mod.Empty:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"distributed run did not finish within {timeout:g} s") from None
-                dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0) and r not in results]
-                if dead:
-                    raise RuntimeError(f"rank {dead[0]} exited with code {procs[dead[0]].exitcode}")
-                continue
-            if not ok:
-                raise RuntimeError(f"rank {rank} of {world} failed:\n{out}")
-            results[rank] = pickle.loads(out)
-    finally:
-        for p in procs:
-            p.join(timeout=5 if len(results) == world else 0)
-            if p.is_alive():
-                p.terminate()
-                p.join()
-    return [results[r] for r in range(world)]

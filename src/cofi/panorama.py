@@ -26,12 +26,12 @@ from torch import Tensor
 
 from .compose import Composition, compose
 from .layout import Blend, Chain, Grid
-from .presets import Preset, factory, get, methods, register, resolve
+from .presets import Preset, factory, resolve
 from .samplers import CDGS, GSC, CoFi
 from .samplers.syncdiffusion import SyncDiffusion
 
 __all__ = [
-    "METHODS", "PAPER_SIZES", "WINDOW", "reference_sampler", "reference_stride", "reference_blend",
+    "METHODS", "PRESETS", "PAPER_SIZES", "WINDOW", "reference_sampler", "reference_stride", "reference_blend",
     "windows_for_width", "panorama_layout", "decode", "to_pil", "compose_panorama", "panorama", "PanoramaOutput",
 ]
 
@@ -46,7 +46,8 @@ def _syncdiffusion(steps: int | None = None, **kw) -> SyncDiffusion:
     return SyncDiffusion(**{**dict(steps=steps, sync_steps=max(1, round(steps / 5))), **kw})
 
 
-for _name, _preset in {
+#: The paper's panorama comparison (Table 2), the default first.
+PRESETS: dict[str, Preset] = {
     "cofi": Preset(factory(CoFi, lam0=0.8, schedule="linear", refine_at=0.3, refine_eta=1.0, fusion=True,
                            coarse_update="renoise", noise="blend", refine_noise="shared"), CoFi, 32, "ramp",
                    "the authors' panorama loop (DESIGN §2): coarse x̃ re-noised to the next level with blended "
@@ -57,20 +58,15 @@ for _name, _preset in {
     "syncdiffusion": Preset(_syncdiffusion, SyncDiffusion, 16, "uniform",
                             "MultiDiffusion + LPIPS gradient to the middle window, weight 20 ×0.95 per step, "
                             "first K/5 steps, stride 16 (public code); needs lpips="),
-    "cdgs": Preset(factory(CDGS, inner=4, prune_at=0.0), CDGS, 32, "ramp", "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
-    "cofi-ddim": Preset(factory(CoFi, eta=1.0, lam0=0.8, schedule="linear", refine_at=0.3, refine_eta=1.0,
-                                fusion=True, noise="independent"), CoFi, 32, "ramp",
-                        "cofi's first preset, measured before the authors' loop was transcribed: DDIM η = 1 "
-                        "coarse steps with independent noise"),
-}.items():
-    register("panorama", _name, _preset)
-
-METHODS = methods("panorama")
+    "cdgs": Preset(factory(CDGS, inner=4, prune_at=0.0), CDGS, 32, "ramp",
+                   "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
+}
+METHODS = tuple(PRESETS)
 
 
 def reference_sampler(method: str = "cofi", steps: int = 50, lpips=None) -> Sampler:
     """The sampler of each method in the paper's panorama comparison (Table 2); see `METHODS`
-    and ``cofi.presets.get("panorama", method).doc`` for where each value comes from.
+    and ``PRESETS[method].doc`` for where each value comes from.
 
     - ``cofi``: the authors' loop (DESIGN §2, "Panorama"). Coarse stage over all K steps:
       fuse x̂ (ramp), shrink with λ0 = 0.8 on a linear ramp to 1, re-noise x̃ straight to the
@@ -82,21 +78,25 @@ def reference_sampler(method: str = "cofi", steps: int = 50, lpips=None) -> Samp
     - ``syncdiffusion``: MultiDiffusion + LPIPS gradient toward the middle window, weight
       20 decaying ×0.95 per step, the first 10 of 50 steps (public defaults); needs ``lpips``.
     - ``cdgs``: CDGS with U = 4 inner iterations and no pruning (a population of one).
-    - ``cofi-ddim``: the preset measured before the reference loop was transcribed: DDIM η = 1
-      coarse steps with independent noise, otherwise as ``cofi``.
     """
-    return resolve("panorama", method, steps=steps, **({"lpips": lpips} if method == "syncdiffusion" else {})).sampler
+    return resolve(PRESETS, method, steps=steps, **({"lpips": lpips} if method == "syncdiffusion" else {})).sampler
+
+
+def _preset(method: str) -> Preset:
+    if method not in PRESETS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[method]
 
 
 def reference_stride(method: str = "cofi") -> int:
     """Window stride in latent columns: MultiDiffusion 8 (diffusers), SyncDiffusion 16 (its
     public code), CDGS and CoFi 32 (overlap 32, the CoFi authors' setting)."""
-    return get("panorama", method).stride
+    return _preset(method).stride
 
 
 def reference_blend(method: str = "cofi") -> Blend:
     """Overlap blending: uniform for MultiDiffusion and SyncDiffusion, ramp (eq. 27) otherwise."""
-    return get("panorama", method).blend
+    return _preset(method).blend
 
 
 # ------------------------------------------------------------------ geometry
@@ -143,26 +143,47 @@ def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 @torch.no_grad()
 def decode(vae, latents: Tensor, *, tile: int = WINDOW, tile_overlap: int | None = None,
            scaling_factor: float | None = None) -> Tensor:
-    """Decode latents ``(B, C, h, W)`` into images ``(B, 3, 8h, 8W)`` in [0, 1] (float32, CPU).
+    """Decode a latent panorama with the VAE in width tiles, each post-processed by diffusers'
+    `VaeImageProcessor` (the pipelines' ``image_processor.postprocess``).
 
     The VAE sees one ``(C, h, tile)`` latent tile at a time; adjacent tiles share at least
-    ``tile_overlap`` latent columns (default ``tile // 4``: 16 for SD) and are cross-faded with linear ramps in pixel space, so
+    ``tile_overlap`` latent columns and are cross-faded with linear ramps in pixel space, so
     decoder memory is that of one window whatever the width. A canvas no wider than ``tile``
-    is decoded in one call, exactly as the pipelines do. (``vae.enable_tiling()`` tiles both
-    axes with diffusers' own blending; width-only tiles keep the whole height in one pass.)
+    is decoded in one call, exactly as the pipelines do (``vae.decode(latents / scaling_factor)``,
+    then ``postprocess(..., output_type="pt")``).
+
+    Why not ``vae.enable_tiling()``: its memory bound is the same (one tile), but its
+    `AutoencoderKL.tiled_decode` tiles the height as well, starting a new tile row every
+    ``0.75 · tile_latent_min_size`` rows even when the whole height already fits one tile (a
+    64-row SD canvas with 64-row tiles gets a second row of 16-row slivers), ends each row with
+    a partial tile of few columns, and takes its tile size from the VAE config rather than the
+    panorama window. Width-only tiles of the full window keep every tile at the UNet's native
+    size with the whole height in one pass, and fewer decoder calls.
+
+    Args:
+        vae: the pipeline's `AutoencoderKL`.
+        latents: the canvas ``(B, C, h, W)``.
+        tile: latent columns per tile (``cofi.panorama`` passes the UNet's ``sample_size``, 64).
+        tile_overlap: least latent columns shared by adjacent tiles (default ``tile // 4``: 16 for SD).
+        scaling_factor: latent scaling (default ``vae.config.scaling_factor``).
+    Returns:
+        Images ``(B, 3, 8h, 8W)`` in [0, 1], float32 on the CPU.
     """
+    from diffusers.image_processor import VaeImageProcessor
+
     if latents.ndim != 4 or latents.shape[1] != vae.config.latent_channels:
         raise ValueError(f"latents must be (B, {vae.config.latent_channels}, h, w), got {tuple(latents.shape)}")
     tile_overlap = tile // 4 if tile_overlap is None else tile_overlap
     if not 0 <= tile_overlap < tile:
         raise ValueError(f"tile_overlap must be in [0, tile - 1] = [0, {tile - 1}], got {tile_overlap}")
     sf = scaling_factor if scaling_factor is not None else vae.config.scaling_factor
+    processor = VaeImageProcessor(vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1))
     W = latents.shape[-1]
     starts = _tile_starts(W, tile, tile_overlap)
     num = den = None
     for i, s in enumerate(starts):
         z = latents[..., s : s + tile].to(vae.device, vae.dtype) / sf
-        img = (vae.decode(z, return_dict=False)[0].float().cpu() / 2 + 0.5).clamp(0, 1)
+        img = processor.postprocess(vae.decode(z, return_dict=False)[0].float().cpu(), output_type="pt")
         if len(starts) == 1:
             return img
         f = img.shape[-1] // z.shape[-1]  # pixels per latent column
@@ -182,11 +203,17 @@ def decode(vae, latents: Tensor, *, tile: int = WINDOW, tile_overlap: int | None
 
 
 def to_pil(images: Tensor) -> list:
-    """Images ``(B, 3, H, W)`` in [0, 1] -> a list of B RGB `PIL.Image`."""
-    from PIL import Image
+    """Images in [0, 1] to PIL by diffusers' `VaeImageProcessor.postprocess(..., output_type="pil")`
+    (the pipelines' last step; values are clamped to [0, 1] first and not denormalised again).
 
-    arr = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
+    Args:
+        images: ``(B, 3, H, W)`` in [0, 1], e.g. from `decode`.
+    Returns:
+        A list of B RGB `PIL.Image`.
+    """
+    from diffusers.image_processor import VaeImageProcessor
+
+    return VaeImageProcessor(do_normalize=False).postprocess(images.detach().float().clamp(0, 1), output_type="pil")
 
 
 # ------------------------------------------------------------------ one-liners
@@ -215,7 +242,7 @@ def compose_panorama(
     diffusers' latents layout. Arguments as in `panorama`."""
     from .priors.stable_diffusion import StableDiffusionPrior
 
-    r = resolve("panorama", sampler, steps=steps, stride=stride, blend=blend, **overrides)
+    r = resolve(PRESETS, sampler, steps=steps, stride=stride, blend=blend, **overrides)
     sampler, stride, blend = r.sampler, r.stride, r.blend
     vsf = pipe.vae_scale_factor
     h = _check_size("height", height, vsf)
@@ -242,19 +269,16 @@ def compose_panorama(
 
 
 @dataclass
-class PanoramaOutput:
-    """What `panorama` returns: every candidate and the index of the best.
+class PanoramaOutput(Composition):
+    """What `panorama` returns: the `cofi.Composition` of the latent canvas (plans, NFE,
+    disagreement, ``best``, CoFi's scaffold) with the decoded candidates.
 
     Attributes:
         images: the B candidates: a list of `PIL.Image` (``output_type="pil"``), a tensor
             ``(B, 3, H, W)`` in [0, 1] (``"pt"``) or the latent canvas ``(B, 4, H/8, W/8)`` (``"latent"``).
-        best: index of the candidate with the lowest overlap error.
-        composition: the `cofi.Composition` (plans, NFE, overlap errors, CoFi's scaffold).
     """
 
-    images: list | Tensor
-    best: int
-    composition: Composition
+    images: list | Tensor | None = None
 
     @property
     def best_image(self):
@@ -314,8 +338,8 @@ def panorama(
         **overrides: sampler fields to change, e.g. ``lam0=0.5``, ``refine_at=0.2`` or, for
             ``"syncdiffusion"``, ``lpips=...`` (its perceptual distance).
     Returns:
-        `PanoramaOutput`: every candidate (``.images``) and the index of the best (``.best``,
-        ``.best_image``).
+        `PanoramaOutput`: the composition with every candidate decoded (``.images``) and the
+        index of the best (``.best``, ``.best_image``).
     """
     if output_type not in ("pil", "pt", "latent"):
         raise ValueError(f"output_type must be 'pil', 'pt' or 'latent', got {output_type!r}")
@@ -327,7 +351,7 @@ def panorama(
     if output_type != "latent":
         images = decode(pipe.vae, out.canvas, tile=pipe.unet.config.sample_size)
         images = images if output_type == "pt" else to_pil(images)
-    return PanoramaOutput(images, out.best, out)
+    return PanoramaOutput(**vars(out), images=images)
 
 
 class _CallableModule(types.ModuleType):

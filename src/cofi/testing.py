@@ -1,20 +1,27 @@
-"""The prior contract suite: run any LocalPrior (ours or yours) through it.
+"""Tools for testing: the prior contract suite and a local multi-process launcher.
+
+Run any LocalPrior (ours or yours) through the contract suite::
 
     from cofi.testing import check_prior
     def test_my_prior():
         check_prior(MyPrior(...))
 
-Each check raises AssertionError with a message naming what broke.
+Each check raises AssertionError with a message naming what broke. `spawn` runs a function on
+a few local processes joined in a ``torch.distributed`` group (tests and benchmarks of
+`cofi.distributed`).
 """
 
 from __future__ import annotations
 
+import time
+
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from .prior import LocalPrior
 
-__all__ = ["check_prior"]
+__all__ = ["check_prior", "spawn"]
 
 
 def _inputs(prior: LocalPrior, m: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -72,3 +79,79 @@ def check_prior(prior: LocalPrior, *, batch: int = 3, atol: float = 1e-4, rtol: 
         assert str(e), "the error for a wrong input shape must say what is wrong"
     else:
         raise AssertionError(f"denoise accepted input of shape {tuple(bad.shape)} for sample_shape {shape}")
+
+
+# ----------------------------------------------------------------------------- local launcher
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, backend, timeout, threads, fn, args, queue):  # pragma: no cover (child)
+    import datetime
+    import os
+    import pickle
+    import traceback
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    try:
+        torch.set_num_threads(threads)
+        dist.init_process_group(backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout))
+        out = pickle.dumps(fn(*args))  # plain bytes: no shared-memory handles outliving the child
+        queue.put((rank, True, out))
+    except BaseException:  # noqa: BLE001 (every failure goes back to the launcher)
+        queue.put((rank, False, traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn(fn, world: int, *args, backend: str = "gloo", timeout: float = 120.0, threads: int = 1) -> list:
+    """Run ``fn(*args)`` on ``world`` local processes joined in a process group (localhost,
+    ``gloo`` by default) and return their results in rank order. For tests and benchmarks on
+    one machine; multi-machine and GPU runs use ``torchrun`` (docs/distributed.md).
+
+    ``fn`` and its results must be picklable (a module-level function). If a rank raises, the
+    others are stopped and a ``RuntimeError`` carries that rank's traceback; if the run takes
+    longer than ``timeout`` seconds, every rank is stopped and ``TimeoutError`` is raised. It
+    never hangs. ``threads``: torch threads per process.
+    """
+    import pickle
+    import queue as queue_mod
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, world, port, backend, timeout, threads, fn, args, q), daemon=True)
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    results: dict[int, object] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while len(results) < world:
+            try:
+                rank, ok, out = q.get(timeout=0.2)
+            except queue_mod.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"distributed run did not finish within {timeout:g} s") from None
+                dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0) and r not in results]
+                if dead:
+                    raise RuntimeError(f"rank {dead[0]} exited with code {procs[dead[0]].exitcode}")
+                continue
+            if not ok:
+                raise RuntimeError(f"rank {rank} of {world} failed:\n{out}")
+            results[rank] = pickle.loads(out)
+    finally:
+        for p in procs:
+            p.join(timeout=5 if len(results) == world else 0)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    return [results[r] for r in range(world)]

@@ -23,18 +23,19 @@ from torch import Tensor
 
 from .compose import Composition, compose
 from .layout import Blend, Chain
-from .presets import Preset, factory, get, methods, register, resolve
+from .presets import Preset, factory, resolve
 from .samplers import CDGS, GSC, CoFi
 
 __all__ = [
-    "METHODS", "reference_sampler", "reference_blend", "video_layout", "latent_frames",
+    "METHODS", "PRESETS", "reference_sampler", "reference_blend", "video_layout", "latent_frames",
     "frames_for_latents", "chunks_for_frames", "check_decodable", "decode", "export_mp4",
     "save_frame_grid", "grid_indices", "compose_video", "long_video", "VideoOutput",
 ]
 
 WINDOW, OVERLAP = 13, 6  # CogVideoX-2B: 13 latent frames per chunk, stride 7
 # ------------------------------------------------------------------ methods
-for _name, _preset in {
+#: The paper's long-video comparison (Table 3), the default first.
+PRESETS: dict[str, Preset] = {
     "cofi": Preset(factory(CoFi, eta=0.0, lam0=0.8, schedule="linear", direction="fused", refine_at=0.2,
                            refine_eta=1.0, fusion=True, refine_noise="shared"), CoFi, None, "ramp",
                    "the authors' video loop (DESIGN §2): deterministic coarse DDIM keeping the fused ε̂ as its "
@@ -42,20 +43,15 @@ for _name, _preset in {
                    "refinement with shared noise"),
     "native": Preset(factory(GSC), GSC, None, "ramp", "CogVideoX on one chunk, plain DDIM (η = 0): the pipeline itself"),
     "gen-l-video": Preset(factory(GSC), GSC, None, "uniform", "GSC with uniform fusion of x̂ at every step (Wang et al. 2023)"),
-    "cdgs": Preset(factory(CDGS, inner=4, prune_at=0.0), CDGS, None, "ramp", "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
-    "cofi-stochastic": Preset(factory(CoFi, eta=1.0, lam0=0.8, schedule="cosine", refine_at=0.2,
-                                      refine_eta=1.0, fusion=True, noise="shared"), CoFi, None, "ramp",
-                              "cofi's first preset, measured before the authors' loop was transcribed: coarse "
-                              "DDIM η = 1 with shared noise, cosine λ schedule"),
-}.items():
-    register("video", _name, _preset)
-
-METHODS = methods("video")
+    "cdgs": Preset(factory(CDGS, inner=4, prune_at=0.0), CDGS, None, "ramp",
+                   "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
+}
+METHODS = tuple(PRESETS)
 
 
 def reference_sampler(method: str = "cofi", steps: int = 50) -> GSC | CoFi | CDGS:
     """The sampler of each method in the paper's long-video comparison (Table 3); see
-    ``cofi.presets.get("video", method).doc`` for where each value comes from.
+    ``PRESETS[method].doc`` for where each value comes from.
 
     - ``cofi``: the authors' loop (DESIGN §2, "Long video"). Coarse stage over all K steps,
       deterministic (η = 0): fuse x̂ and ε̂ (ramp), shrink x̂ with λ0 = 0.8 on a linear ramp to
@@ -66,15 +62,15 @@ def reference_sampler(method: str = "cofi", steps: int = 50) -> GSC | CoFi | CDG
     - ``gen-l-video``: GSC, fusion of x̂ on the shared canvas at every step (with uniform
       blending, Wang et al. 2023).
     - ``cdgs``: CDGS with U = 4 inner iterations, no pruning (a population of one).
-    - ``cofi-stochastic``: the preset measured before the reference loop was transcribed
-      (coarse η = 1 with shared noise, cosine λ schedule).
     """
-    return resolve("video", method, steps=steps).sampler
+    return resolve(PRESETS, method, steps=steps).sampler
 
 
 def reference_blend(method: str = "cofi") -> Blend:
     """Overlap blending of each method: uniform for Gen-L-Video, ramp (eq. 28) otherwise."""
-    return get("video", method).blend
+    if method not in PRESETS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[method].blend
 
 
 def video_layout(chunks: int = 9, window: int = WINDOW, overlap: int = OVERLAP, blend: Blend = "ramp") -> Chain:
@@ -129,12 +125,25 @@ def chunks_for_frames(frames: int, window: int = WINDOW, overlap: int = OVERLAP)
 # ------------------------------------------------------------------ decoding and export
 @torch.no_grad()
 def decode(vae, latents: Tensor, *, scaling_factor: float | None = None, tiling: bool = True) -> np.ndarray:
-    """Decode a latent video ``(L, C, h, w)`` (or ``(1, L, C, h, w)``) once with the causal VAE.
+    """Decode a latent video once with the causal VAE, as `CogVideoXPipeline` does: its
+    ``decode_latents`` then ``video_processor.postprocess_video`` (a `CogVideoXPipeline` is
+    built around ``vae`` alone for this), the frames quantised as diffusers'
+    ``numpy_to_pil`` does.
 
     Frames stream through the VAE in small temporal batches with a causal conv cache, and
-    ``tiling`` bounds the spatial memory, so 273 frames at 480×720 fit like 49 do.
-    Returns uint8 frames ``(4L − 3, H, W, 3)``.
+    ``tiling`` (``vae.enable_tiling()``, restored afterwards) bounds the spatial memory, so 273
+    frames at 480×720 fit like 49 do. Post-processing runs in float32 whatever the VAE dtype.
+
+    Args:
+        vae: the pipeline's `AutoencoderKLCogVideoX`.
+        latents: ``(L, C, h, w)`` or ``(1, L, C, h, w)``, diffusers' latents layout; L odd.
+        scaling_factor: latent scaling (default ``vae.config.scaling_factor``).
+        tiling: decode with diffusers' spatial tiling.
+    Returns:
+        uint8 frames ``(4L − 3, H, W, 3)``.
     """
+    from diffusers import CogVideoXPipeline
+
     z = latents if latents.ndim == 5 else latents.unsqueeze(0)
     if z.ndim != 5 or z.shape[0] != 1:
         raise ValueError(f"latents must be (L, C, h, w) or (1, L, C, h, w), got {tuple(latents.shape)}")
@@ -142,31 +151,41 @@ def decode(vae, latents: Tensor, *, scaling_factor: float | None = None, tiling:
     if C != vae.config.latent_channels:
         raise ValueError(f"latents have {C} channels on dim -3, the VAE expects {vae.config.latent_channels}")
     check_decodable(L, vae)
-    sf = scaling_factor if scaling_factor is not None else vae.config.scaling_factor
-    z = (z.permute(0, 2, 1, 3, 4) / sf).to(vae.device, vae.dtype)  # (1, C, L, h, w)
+    pipe = CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=None, scheduler=None)
+    if scaling_factor is not None:
+        pipe.vae_scaling_factor_image = scaling_factor
     was_tiling = getattr(vae, "use_tiling", False)
     vae.enable_tiling() if tiling else vae.disable_tiling()
     try:
-        video = vae.decode(z).sample[0]  # (3, F, H, W) in [-1, 1]
+        video = pipe.decode_latents(z.to(vae.device, vae.dtype))  # (1, 3, F, H, W) in [-1, 1]
     finally:
         vae.enable_tiling() if was_tiling else vae.disable_tiling()
-    if video.shape[1] != frames_for_latents(L):
-        raise RuntimeError(f"the VAE returned {video.shape[1]} frames for {L} latents, expected {frames_for_latents(L)}")
-    video = (video.float() / 2 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return video.permute(1, 2, 3, 0).cpu().numpy()
+    if video.shape[2] != frames_for_latents(L):
+        raise RuntimeError(f"the VAE returned {video.shape[2]} frames for {L} latents, expected {frames_for_latents(L)}")
+    frames = pipe.video_processor.postprocess_video(video.float(), output_type="np")[0]  # (F, H, W, 3) in [0, 1]
+    return (frames * 255).round().astype(np.uint8)
 
 
 def export_mp4(frames: np.ndarray, path: str | Path, fps: int = 8, quality: int = 8) -> Path:
-    """Write uint8 frames ``(F, H, W, 3)`` to an H.264 MP4 with imageio-ffmpeg (CogVideoX: 8 fps)."""
-    import imageio.v2 as imageio
+    """Write frames to an MP4 with diffusers' `export_to_video` (imageio-ffmpeg: H.264,
+    yuv420p; CogVideoX: 8 fps). The frames are handed over as PIL images, so the uint8 values
+    reach the encoder unchanged (its float path would rescale them).
+
+    Args:
+        frames: uint8 ``(F, H, W, 3)``, e.g. from `decode`.
+        path: the ``.mp4`` to write (parent folders are created).
+        fps: frames per second.
+        quality: imageio's variable-bitrate quality, 0–10.
+    Returns:
+        ``path`` as a `Path`.
+    """
+    from diffusers.utils import export_to_video
+    from PIL import Image
 
     _check_frames(frames)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with imageio.get_writer(path, fps=fps, codec="libx264", quality=quality, macro_block_size=1,
-                            pixelformat="yuv420p") as w:
-        for f in frames:
-            w.append_data(f)
+    export_to_video([Image.fromarray(f) for f in frames], str(path), fps=fps, quality=quality, macro_block_size=1)
     return path
 
 
@@ -232,7 +251,7 @@ def compose_video(
     diffusers' latents layout. Arguments as in `long_video`."""
     from .priors.cogvideox import CogVideoXPrior
 
-    r = resolve("video", sampler, steps=steps, blend=blend, **overrides)
+    r = resolve(PRESETS, sampler, steps=steps, blend=blend, **overrides)
     if r.method == "native" and isinstance(sampler, str) and chunks != 1:
         raise ValueError(f"method 'native' is one CogVideoX clip: chunks must be 1, got {chunks}")
     cfg = pipe.transformer.config
@@ -246,19 +265,16 @@ def compose_video(
 
 
 @dataclass
-class VideoOutput:
-    """What `long_video` returns: every candidate and the index of the best.
+class VideoOutput(Composition):
+    """What `long_video` returns: the `cofi.Composition` of the latent video (chunks, NFE,
+    disagreement, ``best``, CoFi's scaffold) with the decoded candidates.
 
     Attributes:
         frames: the B candidates: uint8 ``(B, 4L − 3, H, W, 3)`` (``output_type="np"``) or the
             latent canvas ``(B, L, C, h, w)`` (``"latent"``).
-        best: index of the candidate with the lowest overlap error.
-        composition: the `cofi.Composition` (chunks, NFE, overlap errors, CoFi's scaffold).
     """
 
-    frames: np.ndarray | Tensor
-    best: int
-    composition: Composition
+    frames: np.ndarray | Tensor | None = None
 
     @property
     def best_frames(self):
@@ -312,8 +328,8 @@ def long_video(
         output_type: ``"np"`` (uint8 frames) or ``"latent"`` (the canvas, no decoding).
         **overrides: sampler fields to change, e.g. ``lam0=0.5``, ``refine_at=0.3``.
     Returns:
-        `VideoOutput`: every candidate (``.frames``) and the index of the best (``.best``,
-        ``.best_frames``).
+        `VideoOutput`: the composition with every candidate decoded (``.frames``) and the index
+        of the best (``.best``, ``.best_frames``).
     """
     if output_type not in ("np", "latent"):
         raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
@@ -322,4 +338,4 @@ def long_video(
                         width=width, overlap=overlap, blend=blend, batch=batch, max_batch=max_batch,
                         progress=progress, callback=callback, x_T=x_T, steps=steps, group=group, **overrides)
     frames = out.canvas if output_type == "latent" else np.stack([decode(pipe.vae, c) for c in out.canvas])
-    return VideoOutput(frames, out.best, out)
+    return VideoOutput(**vars(out), frames=frames)

@@ -7,6 +7,7 @@ from .control import WaypointController, waypoint_action
 from .planner import (
     HORIZON,
     METHODS,
+    PRESETS,
     OVERLAP,
     PlanResult,
     default_batch,
@@ -18,7 +19,7 @@ from .planner import (
 
 __all__ = [
     "plan", "planning_sampler", "planning_layout", "default_count", "default_batch", "PlanResult",
-    "HORIZON", "OVERLAP", "METHODS", "WaypointController", "waypoint_action",
+    "HORIZON", "OVERLAP", "METHODS", "PRESETS", "WaypointController", "waypoint_action",
     "evaluate", "run_episode", "EpisodeRecord", "summarize", "markdown_table", "make_env",
     "Maze", "PlanCheck", "parse_env_name", "generate_dataset",
 ]

@@ -209,7 +209,7 @@ def run_episode(
         success=success, steps=steps, replans=replans,
         nfe=sum(p.nfe for p in plans), plan_time_s=sum(p.time_s for p in plans),
         plan_valid=check.valid, first_plan_nfe=first.nfe, first_plan_time_s=first.time_s,
-        overlap_error=first.overlap_error, final_distance=float(np.linalg.norm(xy - goal)),
+        overlap_error=first.best_overlap_error, final_distance=float(np.linalg.norm(xy - goal)),
         plan_in_wall=float((~maze.is_free(first.xy)).mean()),
         path=np.stack(path) if keep_paths else None,
         plans=[p.xy for p in plans] if keep_paths else None,

@@ -18,14 +18,13 @@ import torch
 from ..compose import Composition, compose
 from ..coupling import Pins
 from ..layout import Chain
-from ..presets import Preset, register, resolve
-from ..presets import get as get_preset
+from ..presets import Preset, resolve
 from ..samplers import CDGS, GSC, CoFi
 from .data import HORIZON_STEPS, OVERLAP_STEPS
 from .maze import Maze, parse_env_name
 
 __all__ = [
-    "HORIZON", "OVERLAP", "METHODS", "PlanResult", "default_count", "default_batch",
+    "HORIZON", "OVERLAP", "METHODS", "PRESETS", "PlanResult", "default_count", "default_batch",
     "planning_layout", "planning_sampler", "plan", "upsample",
 ]
 
@@ -77,7 +76,8 @@ def upsample(xy: np.ndarray, stride: int) -> np.ndarray:
 
 
 def _method(name: str) -> str:
-    get_preset("planning", name)  # ValueError listing the methods
+    if str(name).lower() not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
     return str(name).lower()
 
 
@@ -136,14 +136,17 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
                    "refine_eta": 1.0, **overrides})
 
 
-for _name, _cls in (("cofi", CoFi), ("gsc", GSC), ("cd", GSC), ("cdgs", CDGS)):
-    register("planning", _name, Preset(functools.partial(planning_sampler, _name), _cls, None, "exp",
-                                       f"planning_sampler({_name!r})"))
+#: The paper's Table 1 compositional columns (`planning_sampler`), the default first.
+PRESETS: dict[str, Preset] = {
+    name: Preset(functools.partial(planning_sampler, name), cls, None, "exp", f"planning_sampler({name!r})")
+    for name, cls in (("cofi", CoFi), ("gsc", GSC), ("cd", GSC), ("cdgs", CDGS))
+}
 
 
 @dataclass
-class PlanResult:
-    """A composed plan in environment coordinates.
+class PlanResult(Composition):
+    """A composed plan: the `Composition` of all candidates (normalised coordinates) with the
+    best one in environment coordinates.
 
     Attributes:
         xy: ``(L, 2)`` the executed plan: the best candidate's blended canvas, unnormalised and
@@ -151,29 +154,23 @@ class PlanResult:
             ``xy[0]`` is exactly the start and ``xy[-1]`` exactly the goal.
         windows: ``(N, 160 // stride, 2)`` the best candidate's local plans, unnormalised
             (before blending, not interpolated).
-        composition: the `Composition` of all candidates (normalised coordinates).
         layout: the `Chain` of windows.
         time_s: wall time of the composition, seconds.
         method: ``cofi`` / ``gsc`` / ``cd`` / ``cdgs`` or the sampler's class name.
         raw_xy: ``(L', 2)`` the blended canvas at the prior's stride, ends not overwritten.
     """
 
-    xy: np.ndarray
-    windows: np.ndarray
-    composition: Composition
-    layout: Chain
-    time_s: float
-    method: str
+    xy: np.ndarray | None = None
+    windows: np.ndarray | None = None
+    layout: Chain | None = None
+    time_s: float = 0.0
+    method: str = ""
     raw_xy: np.ndarray | None = None
 
     @property
-    def nfe(self) -> int:
-        return self.composition.nfe
-
-    @property
-    def overlap_error(self) -> float:
-        c = self.composition
-        return float(c.overlap_error[c.best])
+    def best_overlap_error(self) -> float:
+        """Overlap MSE of the executed candidate's local plans (normalised units)."""
+        return float(self.overlap_error[self.best])
 
     @property
     def max_jump(self) -> float:
@@ -257,7 +254,7 @@ def plan(
         if maze_ is None or not maze_.name:
             raise ValueError("count is None and the maze is unknown: pass count= or maze='pointmaze-...-v0'")
         count = default_count(maze_.name)
-    resolved = resolve("planning", sampler, **({"prior": prior} if sampler is None or isinstance(sampler, str) else {}))
+    resolved = resolve(PRESETS, sampler, **({"prior": prior} if sampler is None or isinstance(sampler, str) else {}))
     sampler, method = resolved.sampler, resolved.method or type(sampler).__name__.lower()
     batch = default_batch(method) if batch is None and method in METHODS else (batch or BATCH)
     layout = planning_layout(int(count), stride)
@@ -274,5 +271,5 @@ def plan(
     windows = _to_numpy(prior.unnormalize(comp.plans[comp.best]))
     xy = upsample(raw, stride)
     xy[0], xy[-1] = start, goal  # equal up to float rounding already (pins)
-    return PlanResult(xy=xy, windows=windows, composition=comp, layout=layout, time_s=elapsed, method=method,
+    return PlanResult(**vars(comp), xy=xy, windows=windows, layout=layout, time_s=elapsed, method=method,
                       raw_xy=raw)

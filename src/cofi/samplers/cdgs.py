@@ -12,10 +12,14 @@ import math
 from dataclasses import dataclass
 
 import torch
+from einops import reduce
 from torch import Tensor
 
 from ..layout import Layout
-from .base import Context, GuidanceSchedule, Noise, check_common, denoise_pass
+from ..run import Run, Sampled
+from ..steps import check_consensus, consensus, ddim_step, disagreement, fuse, guidance_weight, guide, nudge, \
+    pairs, pin, pin_state, predict, renoise
+from .config import GuidanceSchedule, InitNoise, Noise, check_common, check_number
 
 __all__ = ["CDGS", "inversion_score"]
 
@@ -45,19 +49,15 @@ class CDGS:
     guidance: float = 0.0
     guidance_schedule: GuidanceSchedule = "constant"
     noise: Noise = "independent"
-    init_noise: str = "canvas"
+    init_noise: InitNoise = "canvas"
     consensus: float = 0.0
     consensus_snr_max: float = 10.0
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule,
-                     self.consensus, self.consensus_snr_max)
-        if not isinstance(self.inner, int) or self.inner < 1:
-            raise ValueError(f"inner must be an int >= 1, got {self.inner!r}")
+        check_common(self)
+        check_number("inner", self.inner, 1, integer=True)
         for name in ("prune_at", "keep", "inversion"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
+            check_number(name, getattr(self, name), 0.0, 1.0)
 
     @property
     def prune_step(self) -> int | None:
@@ -76,31 +76,41 @@ class CDGS:
             n += self.inversion_steps * layout.count * batch
         return n
 
-    def sample(self, ctx: Context, x: Tensor) -> Tensor:
-        ts = ctx.grid(self.steps)
-        kw = dict(stage="cdgs", eta=self.eta, fusion=self.fusion, guidance=self.guidance,
-                  guidance_schedule=self.guidance_schedule, noise=self.noise,
-                  inner=self.inner, consensus=self.consensus,
-                  consensus_snr_max=self.consensus_snr_max)
-        p = self.prune_step
-        if p is None:
-            x, _ = denoise_pass(ctx, x, ts, **kw)
-            return x
-        # steps 0 … p, then prune the population by the likelihood proxy, then the rest
-        last = p + 1 >= len(ts)
-        x, x0 = denoise_pass(ctx, x, ts[: p + 1], end=-1 if last else int(ts[p + 1]), **kw)
-        score = inversion_score(ctx, x0, ts[-self.inversion_steps:])
-        n_keep = max(1, math.ceil(self.keep * x.shape[0]))
+    def survivors(self, score: Tensor) -> Tensor:
+        """Population index after pruning, ``(P,)``: the best ``keep`` fraction by ``score``
+        (at least one), copied round-robin to refill the population."""
+        n_keep = max(1, math.ceil(self.keep * score.shape[0]))
         best = torch.argsort(score, descending=True)[:n_keep]
-        refill = best[torch.arange(x.shape[0], device=best.device) % n_keep]
-        x = x[refill]
-        if not last:
-            x, _ = denoise_pass(ctx, x, ts[p + 1:], first_step=p + 1, messages=x0[refill], **kw)
-        return x
+        return best[torch.arange(score.shape[0], device=best.device) % n_keep]
+
+    def sample(self, run: Run, x: Tensor) -> Sampled:
+        check_consensus(run, self.consensus)
+        ts = run.grid(self.steps)
+        x0 = None
+        bar = run.bar(len(ts) * self.inner, "cdgs")
+        for k, (t, s) in enumerate(pairs(ts)):
+            a_t, a_s = run.alpha(t), run.alpha(s)
+            w = guidance_weight(self.guidance, a_s, self.guidance_schedule)
+            for u in range(self.inner):  # U rounds of message passing: denoise t → s, re-noise s → t
+                messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
+                x0, grad = guide(run, x, t, w, messages)
+                x0_c = pin(run, fuse(run, x0) if self.fusion else x0)
+                z = run.noise(self.noise) if self.eta > 0 else None
+                x_s = pin_state(run, nudge(run, ddim_step(x, x0_c, a_t, a_s, self.eta, z), w, grad))
+                if u + 1 < self.inner:
+                    x = renoise(x_s, a_s, a_t, run.noise(self.noise))
+                bar.update()
+            x = x_s
+            run.emit(stage="cdgs", step=k, t=t, x=x, x0=x0_c)
+            if k == self.prune_step:  # once: prune the population by the likelihood proxy, refill
+                keep = self.survivors(inversion_score(run, x0_c, ts[-self.inversion_steps:]))
+                x, x0 = x[keep], x0_c[keep]  # the next messages read the survivors' coupled x̂
+        bar.close()
+        return Sampled(x, disagreement(run, x0))
 
 
 @torch.no_grad()
-def inversion_score(ctx: Context, x0: Tensor, timesteps: Tensor) -> Tensor:
+def inversion_score(run: Run, x0: Tensor, timesteps: Tensor) -> Tensor:
     """Likelihood proxy per candidate, ``(B,)``: deterministic DDIM inversion of the clean
     estimate over the low-noise end of the grid (``timesteps`` descending), scoring
     ``−mean ‖ε̂‖²`` of the noise the prior reads along the path (off-manifold plans need
@@ -108,12 +118,13 @@ def inversion_score(ctx: Context, x0: Tensor, timesteps: Tensor) -> Tensor:
     asc = [int(t) for t in reversed(timesteps.tolist())]
     x = x0
     energy = x0.new_zeros(x0.shape[0])
+    entries = run.windows * math.prod(run.sample_shape)
     for j, t in enumerate(asc):
-        a_t = ctx.alpha(t)
-        x0_hat = ctx.predict(x, t, stage="cdgs-inversion", step=j)
+        a_t = run.alpha(t)
+        x0_hat = predict(run, x, t)
         eps = (x - a_t.sqrt() * x0_hat) / (1 - a_t).sqrt()
-        energy += ctx.plan_mean(eps.pow(2))
+        energy += run.layout.all_reduce(reduce(eps.pow(2), "b ... -> b", "sum")) / entries
         if j + 1 < len(asc):
-            a_n = ctx.alpha(asc[j + 1])
+            a_n = run.alpha(asc[j + 1])
             x = a_n.sqrt() * x0_hat + (1 - a_n).sqrt() * eps
     return -energy / len(asc)

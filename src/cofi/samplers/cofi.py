@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ..layout import Layout
+from ..run import Run, Sampled
 from ..scaffold import Schedule, lam_schedule
-from .base import Context, Direction, GuidanceSchedule, Noise, Update, check_common, denoise_pass
+from ..steps import check_consensus, consensus, ddim_step, disagreement, eps_from_x0, fuse, guidance_weight, \
+    guide, nudge, pairs, pin, pin_state, renoise_canvas, shrink
+from .config import GuidanceSchedule, InitNoise, Noise, check_choice, check_common, check_number
+
+Update = Literal["ddim", "renoise"]
+Direction = Literal["recompute", "fused"]
 
 __all__ = ["CoFi"]
 
@@ -60,34 +67,31 @@ class CoFi:
     refine_noise: Noise | None = None
     coarse_update: Update = "ddim"
     direction: Direction = "recompute"
-    init_noise: str = "canvas"
+    init_noise: InitNoise = "canvas"
     weights: tuple[float, ...] | None = None
     consensus: float = 0.0
     consensus_snr_max: float = 10.0
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule,
-                     self.consensus, self.consensus_snr_max)
+        check_common(self)
+        check_number("refine_eta", self.refine_eta)
         if self.refine_noise is not None:
-            check_common(self.steps, self.refine_eta, 0.0, self.refine_noise, self.init_noise)
-        lam_schedule(self.lam0, self.steps, self.schedule)  # validates lam0 and schedule
+            check_choice("refine_noise", self.refine_noise, ("independent", "shared", "blend"))
+        check_number("lam0", self.lam0, 0.0, 1.0)
+        check_choice("schedule", self.schedule, ("constant", "linear", "cosine"))
         if self.refine_at is not None and not (
             isinstance(self.refine_at, (int, float)) and not isinstance(self.refine_at, bool)
             and 0.0 <= self.refine_at < 1.0
         ):
             raise ValueError(f"refine_at must be None or a fraction of the schedule in [0, 1), got {self.refine_at!r}")
-        if self.coarse_update not in ("ddim", "renoise"):
-            raise ValueError(f"coarse_update must be 'ddim' or 'renoise', got {self.coarse_update!r}")
-        if self.direction not in ("recompute", "fused"):
-            raise ValueError(f"direction must be 'recompute' or 'fused', got {self.direction!r}")
+        check_choice("coarse_update", self.coarse_update, ("ddim", "renoise"))
+        check_choice("direction", self.direction, ("recompute", "fused"))
         if self.direction == "fused" and self.coarse_update != "ddim":
             raise ValueError("direction='fused' needs coarse_update='ddim' (a re-noise step has no direction term)")
         if self.weights is not None:
             w = [float(v) for v in self.weights]
             if not all(math.isfinite(v) and v >= 0 for v in w) or sum(w) <= 0:
                 raise ValueError(f"weights must be finite, >= 0 and not all 0, got {self.weights!r}")
-        if self.refine_eta < 0:
-            raise ValueError(f"refine_eta must be >= 0, got {self.refine_eta}")
 
     @property
     def refine_step(self) -> int | None:
@@ -100,29 +104,55 @@ class CoFi:
         r = self.refine_step
         return (self.steps + (0 if r is None else self.steps - r)) * layout.count * batch
 
-    def sample(self, ctx: Context, x: Tensor) -> Tensor:
-        ts = ctx.grid(self.steps)
-        w = None if self.weights is None else torch.tensor(self.weights, device=ctx.device, dtype=ctx.dtype)
-        if w is not None and w.shape[0] != ctx.windows_total:
-            raise ValueError(f"weights must have one entry per window ({ctx.windows_total}), got {w.shape[0]}")
+    def sample(self, run: Run, x: Tensor) -> Sampled:
+        check_consensus(run, self.consensus)
+        ts = run.grid(self.steps)
+        w_mean = None if self.weights is None else torch.tensor(self.weights, device=run.device, dtype=run.dtype)
+        if w_mean is not None and w_mean.shape[0] != run.windows:
+            raise ValueError(f"weights must have one entry per window ({run.windows}), got {w_mean.shape[0]}")
         lams = lam_schedule(self.lam0, self.steps, self.schedule)
-        # 1. coarse stage: every step shrinks x̂ toward the shared scaffold
-        guide = dict(guidance=self.guidance, guidance_schedule=self.guidance_schedule, consensus=self.consensus,
-                     consensus_snr_max=self.consensus_snr_max)
-        x, x0 = denoise_pass(ctx, x, ts, stage="coarse", eta=self.eta, fusion=self.fusion, noise=self.noise,
-                            lams=lams, weights=w, update=self.coarse_update, direction=self.direction, **guide)
         r = self.refine_step
+        x0 = None
+        bar = run.bar(len(ts) + (0 if r is None else len(ts) - r), "cofi")
+        # 1. coarse stage (Algorithm 1): every x̂ shrinks toward the shared scaffold
+        for k, (t, s) in enumerate(pairs(ts)):
+            a_t, a_s = run.alpha(t), run.alpha(s)
+            w = guidance_weight(self.guidance, a_s, self.guidance_schedule)
+            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
+            x0, grad = guide(run, x, t, w, messages)              # x̂ (and ∇R, eq. 11)
+            if self.direction == "fused":  # the authors' video loop keeps the prior's ε̂, fused like x̂
+                eps = eps_from_x0(x0, x, a_t.expand(x.shape[0]))
+                eps = fuse(run, eps) if self.fusion else eps
+            x0_c = fuse(run, x0) if self.fusion else x0           # eq. 10
+            if lams[k] < 1.0:                                     # eq. 13
+                x0_c = shrink(x0_c, lams[k], mean=run.layout.window_mean(x0_c, w_mean))
+            x0_c = pin(run, x0_c)
+            if self.coarse_update == "renoise":  # the authors' panorama loop: x̃ straight to level s
+                x = a_s.sqrt() * x0_c + (1 - a_s).sqrt() * run.noise(self.noise)
+            else:
+                z = run.noise(self.noise) if self.eta > 0 else None
+                x = ddim_step(x, x0_c, a_t, a_s, self.eta, z, eps if self.direction == "fused" else None)
+            x = pin_state(run, nudge(run, x, w, grad))
+            run.emit(stage="coarse", step=k, t=t, x=x, x0=x0_c)
+            bar.update()
         if r is None:
-            return x
-        # 2. global scaffold X_c = merge(x_0)
-        scaffold = ctx.layout.merge(x)
-        ctx.outputs["scaffold"] = scaffold
-        # 3. renoise on the global canvas with ONE noise (eq. 16)
-        a_r = ctx.alpha(int(ts[r]))
-        z = ctx.randn(scaffold.shape[1:])
-        x = ctx.layout.split(a_r.sqrt() * scaffold + (1 - a_r).sqrt() * z)
-        # 4. refinement stage: local coupling only (λ = 1)
-        x, _ = denoise_pass(ctx, x, ts[r:], stage="refine", eta=self.refine_eta,
-                            fusion=self.fusion if self.refine_fusion is None else self.refine_fusion,
-                            noise=self.refine_noise or self.noise, first_step=r, messages=x0, **guide)
-        return x
+            bar.close()
+            return Sampled(x, disagreement(run, x0))
+        # 2. global scaffold X_c = merge(x_0); 3. renoise it with ONE canvas noise (eq. 16)
+        scaffold = run.layout.merge(x)
+        x = renoise_canvas(run, scaffold, run.alpha(int(ts[r])))
+        # 4. refinement stage (Algorithm 2): local coupling only (λ = 1)
+        fusion = self.fusion if self.refine_fusion is None else self.refine_fusion
+        x0 = x0_c  # the refinement's first consensus messages: the coarse stage's last x̃
+        for k, (t, s) in enumerate(pairs(ts[r:]), start=r):
+            a_t, a_s = run.alpha(t), run.alpha(s)
+            w = guidance_weight(self.guidance, a_s, self.guidance_schedule)
+            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
+            x0, grad = guide(run, x, t, w, messages)
+            x0_c = pin(run, fuse(run, x0) if fusion else x0)
+            z = run.noise(self.refine_noise or self.noise) if self.refine_eta > 0 else None
+            x = pin_state(run, nudge(run, ddim_step(x, x0_c, a_t, a_s, self.refine_eta, z), w, grad))
+            run.emit(stage="refine", step=k, t=t, x=x, x0=x0_c)
+            bar.update()
+        bar.close()
+        return Sampled(x, disagreement(run, x0), scaffold)

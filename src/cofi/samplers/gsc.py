@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from ..layout import Layout
-from .base import Context, GuidanceSchedule, Noise, check_common, denoise_pass
+from ..run import Run, Sampled
+from ..steps import check_consensus, consensus, ddim_step, disagreement, fuse, guidance_weight, guide, nudge, \
+    pairs, pin, pin_state
+from .config import GuidanceSchedule, InitNoise, Noise, check_common
 
 __all__ = ["GSC"]
 
@@ -23,7 +26,8 @@ class GSC:
         guidance: weight of the overlap-MSE gradient guidance (0 = off).
         guidance_schedule: ``constant`` weight, or ``variance``: the weight times 1 − ᾱ_s of
             the level each step lands on (full at high noise, fading to 0 at clean data).
-        noise: directional noise per plan (``independent``) or per canvas (``shared``).
+        noise: directional noise per plan (``independent``), per canvas (``shared``) or
+            ``blend`` (per-plan draws merged to a unit-variance canvas).
         init_noise: x_T drawn on the ``canvas`` and split (overlaps start equal), or per ``plans``.
         consensus: κ of consensus coupling (0 = off; priors with ``accepts_evidence`` such as
             `EmpiricalPrior`): every prediction is conditioned on the neighbouring windows'
@@ -39,20 +43,31 @@ class GSC:
     guidance: float = 0.0
     guidance_schedule: GuidanceSchedule = "constant"
     noise: Noise = "independent"
-    init_noise: str = "canvas"
+    init_noise: InitNoise = "canvas"
     consensus: float = 0.0
     consensus_snr_max: float = 10.0
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, self.guidance, self.noise, self.init_noise, self.guidance_schedule,
-                     self.consensus, self.consensus_snr_max)
+        check_common(self)
 
     def nfe(self, layout: Layout, batch: int) -> int:
         return self.steps * layout.count * batch
 
-    def sample(self, ctx: Context, x: Tensor) -> Tensor:
-        ts = ctx.grid(self.steps)
-        x, _ = denoise_pass(ctx, x, ts, stage="gsc", eta=self.eta, fusion=self.fusion,
-                            guidance=self.guidance, guidance_schedule=self.guidance_schedule, noise=self.noise,
-                            consensus=self.consensus, consensus_snr_max=self.consensus_snr_max)
-        return x
+    def sample(self, run: Run, x: Tensor) -> Sampled:
+        check_consensus(run, self.consensus)
+        ts = run.grid(self.steps)
+        x0 = None
+        bar = run.bar(len(ts), "gsc")
+        for k, (t, s) in enumerate(pairs(ts)):
+            a_t, a_s = run.alpha(t), run.alpha(s)
+            w = guidance_weight(self.guidance, a_s, self.guidance_schedule)
+            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
+            x0, grad = guide(run, x, t, w, messages)          # x̂ (and ∇R, eq. 11)
+            x0_c = fuse(run, x0) if self.fusion else x0       # eq. 10
+            x0_c = pin(run, x0_c)
+            z = run.noise(self.noise) if self.eta > 0 else None
+            x = pin_state(run, nudge(run, ddim_step(x, x0_c, a_t, a_s, self.eta, z), w, grad))
+            run.emit(stage="gsc", step=k, t=t, x=x, x0=x0_c)
+            bar.update()
+        bar.close()
+        return Sampled(x, disagreement(run, x0))

@@ -16,12 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from einops import rearrange, repeat
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..layout import Layout
-from .base import Context, Noise, check_common
-from .ddim import ddim_step
+from ..run import Run, Sampled
+from ..steps import ddim_step, disagreement, fuse, pairs, predict
+from .config import InitNoise, Noise, check_common, check_number
 
 __all__ = ["SyncDiffusion", "perceptual_distance"]
 
@@ -54,6 +56,7 @@ def perceptual_distance(lpips) -> Distance:
 class SyncDiffusion:
     """SyncDiffusion over a `Chain` or `Grid` of windows. NFE = K·N·B + n_sync·N·B (per synchronised
     step one anchor evaluation and N − 1 differentiated ones; ``grad_evals`` counts the latter).
+    Over a process group every rank evaluates the anchor itself (NFE counts each evaluation).
 
     Args:
         steps: DDIM steps K.
@@ -79,21 +82,18 @@ class SyncDiffusion:
     anchor: int | None = None
     eta: float = 0.0
     noise: Noise = "independent"
-    init_noise: str = "canvas"
+    init_noise: InitNoise = "canvas"
     grad_batch: int = 1
     lpips: Distance | None = field(default=None, compare=False, repr=False)
     decode: Callable[[Tensor], Tensor] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        check_common(self.steps, self.eta, 0.0, self.noise, self.init_noise)
-        if self.weight < 0:
-            raise ValueError(f"weight must be >= 0, got {self.weight}")
-        if not 0 < self.decay <= 1:
-            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
-        for name in ("sync_steps", "every", "grad_batch"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < (0 if name == "sync_steps" else 1):
-                raise ValueError(f"{name} must be an int >= {0 if name == 'sync_steps' else 1}, got {v!r}")
+        check_common(self)
+        check_number("weight", self.weight)
+        check_number("decay", self.decay, 0.0, 1.0, open_lo=True)
+        check_number("sync_steps", self.sync_steps, 0, integer=True)
+        check_number("every", self.every, 1, integer=True)
+        check_number("grad_batch", self.grad_batch, 1, integer=True)
 
     def synced(self, k: int) -> bool:
         """Whether step k (0-based) runs the perceptual gradient."""
@@ -109,55 +109,51 @@ class SyncDiffusion:
         n_sync = sum(self.synced(k) for k in range(self.steps)) if layout.count > 1 else 0
         return (self.steps + n_sync) * layout.count * batch
 
-    def sample(self, ctx: Context, x: Tensor) -> Tensor:
-        if ctx.sharded:
-            raise NotImplementedError("SyncDiffusion does not run over a process group yet: its anchor window "
-                                      "pulls every window at every synchronised step; compose it without group=")
-        N = ctx.layout.count
-        a = self.anchor_index(N)
+    def sample(self, run: Run, x: Tensor) -> Sampled:
+        a = self.anchor_index(run.windows)
         dist = decode = None
-        if N > 1 and self.sync_steps > 0:
+        if run.windows > 1 and self.sync_steps > 0:
             if self.lpips is None:
                 raise ValueError("SyncDiffusion needs a perceptual distance: SyncDiffusion(lpips=...), e.g. "
                                  "cofi.metrics.image.LPIPS.from_pretrained(lin_path=...)")
             dist = perceptual_distance(self.lpips)
-            decode = self.decode or getattr(ctx.prior, "decode", None)
+            decode = self.decode or getattr(run.prior, "decode", None)
             if decode is None:
                 raise ValueError("SyncDiffusion needs decode=... or a prior with a differentiable decode()")
-        ts = ctx.grid(self.steps)
-        K = len(ts)
-        for k in tqdm(range(K), desc="syncdiffusion", disable=not ctx.progress, leave=False):
-            t = int(ts[k])
-            a_t, a_s = ctx.alpha(t), ctx.alpha(int(ts[k + 1]) if k + 1 < K else -1)
+        ts = run.grid(self.steps)
+        for k, (t, s) in enumerate(tqdm(list(pairs(ts)), desc="syncdiffusion", disable=not run.progress,
+                                        leave=False)):
+            a_t, a_s = run.alpha(t), run.alpha(s)
             if dist is not None and self.synced(k) and self.weight > 0:
-                x = self._synchronise(ctx, x, t, k, self.weight * self.decay**k, a, dist, decode)
-            x0 = ctx.predict(x, t, stage="syncdiffusion", step=k)
-            z = ctx.noise(self.noise) if self.eta > 0 else None
+                x = self._synchronise(run, x, t, self.weight * self.decay**k, a, dist, decode)
+            x0 = predict(run, x, t)
+            z = run.noise(self.noise) if self.eta > 0 else None
             # MultiDiffusion: a DDIM step per window, then the windows averaged on the canvas
-            x = ctx.layout.fuse(ddim_step(x, x0, a_t, a_s, self.eta, z))
-            ctx.emit(stage="syncdiffusion", step=k, t=t, x=x, x0=x0)
-        return x
+            x = fuse(run, ddim_step(x, x0, a_t, a_s, self.eta, z))
+            run.emit(stage="syncdiffusion", step=k, t=t, x=x, x0=x0)
+        return Sampled(x, disagreement(run, x0))
 
-    def _synchronise(self, ctx: Context, x: Tensor, t: int, k: int, w: float, a: int, dist: Distance,
+    def _synchronise(self, run: Run, x: Tensor, t: int, w: float, a: int, dist: Distance,
                      decode: Callable[[Tensor], Tensor]) -> Tensor:
-        """``x_t^i ← x_t^i − w ∇ LPIPS(decode(x̂_i), decode(x̂_a))`` for every window i ≠ a."""
-        B, N = x.shape[:2]
-        S = tuple(x.shape[2:])
-        dev = ctx.device
-        x0_a = ctx.predict(x[:, a : a + 1], t, stage="syncdiffusion-anchor", step=k,
-                           windows=torch.tensor([a], device=dev))
+        """``x_t^i ← x_t^i − w ∇ LPIPS(decode(x̂_i), decode(x̂_a))`` for every window i ≠ a
+        held here. The anchor's state comes from wherever it is held (`Lattice.gather`)."""
+        B = x.shape[0]
+        anchor = torch.tensor([a], device=run.device)
+        x0_a = predict(run, run.layout.gather(x)[:, a : a + 1], t, ids=anchor)
         with torch.no_grad():
             img_a = decode(x0_a[:, 0])
-        others = [i for i in range(N) if i != a]
+        ids = run.layout.window_ids.tolist()
+        others = [j for j, i in enumerate(ids) if i != a]  # positions in x of the windows to pull
         out = x.clone()
-        for j in range(0, len(others), self.grad_batch):
-            idx = torch.tensor(others[j : j + self.grad_batch], device=dev)
-            n = idx.numel()
-            xg = x[:, idx].detach().requires_grad_(True)
+        for c in range(0, len(others), self.grad_batch):
+            pos = torch.tensor(others[c : c + self.grad_batch], device=run.device)
+            n = pos.numel()
+            xg = x[:, pos].detach().requires_grad_(True)
             with torch.enable_grad():
-                x0 = ctx.predict(xg, t, stage="syncdiffusion-sync", step=k, grad=True, windows=idx)
-                loss = dist(decode(x0.reshape(B * n, *S)), img_a.repeat_interleave(n, dim=0)).sum()
+                x0 = predict(run, xg, t, ids=run.layout.window_ids.to(run.device)[pos], grad=True)
+                loss = dist(decode(rearrange(x0, "b n ... -> (b n) ...")),
+                            repeat(img_a, "b ... -> (b n) ...", n=n)).sum()
                 (g,) = torch.autograd.grad(loss, xg)
-            out[:, idx] = xg.detach() - w * g.to(xg.dtype)
-            ctx.grad_evals += B * n
+            out[:, pos] = xg.detach() - w * g.to(xg.dtype)
+            run.meter.grad_evals += B * n
         return out

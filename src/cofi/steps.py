@@ -1,0 +1,209 @@
+"""The sampler vocabulary: small functions a sampler's loop is written in (DESIGN §2, §3).
+
+    x0 = predict(run, x, t)                         # one micro-batched prior call for B·N plans
+    x0, grad = guide(run, x, t, w)                  # x̂ and ∇_{x_t} R (eq. 9/11) when w > 0
+    x0 = fuse(run, x0)                              # Bethe averaging (eq. 10/26)
+    x0 = shrink(x0, lam, mean=run.layout.window_mean(x0))   # scaffold (eq. 13)
+    x0 = pin(run, x0)                               # inpainting of known canvas positions
+    x = ddim_step(x, x0, a_t, a_s, eta, run.noise("independent"))
+    x = nudge(run, x, w, grad)                      # the guidance step, off the pins
+    x = renoise_canvas(run, canvas, a_r)            # eq. 16: one noise on the global canvas
+
+Tensors are plans ``(B, N, *S)`` (on a sharded layout: this rank's windows); ``a_t``, ``a_s``
+are 0-dim tensors from ``run.alpha``. Nothing here keeps state: a sampler's state is its loop's
+local variables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+from .coupling import apply_pins, overlap_reward, pin_mask
+from .prior import eps_from_x0
+from .run import Run
+from .scaffold import shrink
+
+__all__ = [
+    "pairs", "predict", "guide", "guidance_weight", "nudge", "fuse", "shrink", "pin", "pin_state",
+    "consensus", "check_consensus", "ddim_sigma", "ddim_step", "renoise", "renoise_canvas", "disagreement",
+    "eps_from_x0",
+]
+
+
+def pairs(timesteps: Tensor) -> Iterator[tuple[int, int]]:
+    """``(t_k, t_{k+1})`` over a descending grid, the last step landing on ``−1`` (clean data)."""
+    ts = [int(t) for t in timesteps]
+    return zip(ts, ts[1:] + [-1])
+
+
+# ----------------------------------------------------------------------------- the prior
+def _observations(run: Run, B: int, ids: Tensor) -> dict[str, Tensor]:
+    """The pins as exact observations ``observed`` / ``observed_mask`` ``(B·n, *S)`` for a prior
+    with ``accepts_observations`` (e.g. `EmpiricalPrior`); else nothing."""
+    if run.pins is None or not getattr(run.prior, "accepts_observations", False):
+        return {}
+    full = run.layout.full
+    shape = (B, full.count, *run.sample_shape)
+    mask = pin_mask(run.pins, full, shape, run.device).expand(shape)
+    vals = apply_pins(torch.zeros(shape, device=run.device, dtype=run.dtype), run.pins, full)
+    return {"observed": rearrange(vals[:, ids], "b n ... -> (b n) ..."),
+            "observed_mask": rearrange(mask[:, ids], "b n ... -> (b n) ...")}
+
+
+def predict(run: Run, x: Tensor, t: int, *, ids: Tensor | None = None, grad: bool = False,
+            evidence: dict[str, Tensor] | None = None) -> Tensor:
+    """x̂ = D(x_t, t) for the plans ``x (B, n, *S)``: one prior call per ``max_batch`` plans, with
+    shape and NaN checks, counted in ``run.meter``. ``ids (n,)``: the composition index of each
+    plan's window (default: the windows held here); the prior receives them as ``window=``.
+    ``evidence``: extra keyword tensors ``(B·n, *S)`` (consensus messages), sliced with the
+    micro-batches. ``grad``: keep the graph (guidance)."""
+    B, n = x.shape[:2]
+    ids = (run.layout.window_ids if ids is None else ids).to(run.device)
+    flat = rearrange(x, "b n ... -> (b n) ...")
+    tt = torch.full((B * n,), int(t), device=run.device, dtype=torch.long)
+    extra = {"window": repeat(ids, "n -> (b n)", b=B), **_observations(run, B, ids), **(evidence or {})}
+    mb = run.max_batch or B * n
+    outs = []
+    with torch.set_grad_enabled(grad):
+        for i in range(0, B * n, mb):
+            part = flat[i : i + mb]
+            out = run.prior.denoise(part, tt[i : i + mb], **{k: v[i : i + mb] for k, v in extra.items()}, **run.cond)
+            if not isinstance(out, Tensor) or tuple(out.shape) != tuple(part.shape):
+                got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ValueError(f"prior.denoise must return shape {tuple(part.shape)} (the input's), got {got}")
+            outs.append(out.to(run.dtype))
+    x0 = rearrange(torch.cat(outs), "(b n) ... -> b n ...", b=B)
+    run.meter.nfe += B * n
+    if not torch.isfinite(x0.detach()).all():
+        raise FloatingPointError(f"prior.denoise returned NaN or inf at t={int(t)}")
+    return x0
+
+
+def guidance_weight(guidance: float, a_s: Tensor, schedule: str = "constant") -> float:
+    """The overlap-guidance weight of a step landing on ᾱ_s: ``guidance``, or times ``1 − ᾱ_s``
+    (``variance``: fading to 0 at clean data); 0 on a step that lands on ᾱ = 1, where the
+    state *is* x̂ and a sharp prior's gradient is orders of magnitude larger than at any noise."""
+    w = guidance if float(a_s) < 1.0 else 0.0
+    return w * float(1 - a_s) if schedule == "variance" else w
+
+
+def guide(run: Run, x: Tensor, t: int, weight: float,
+          evidence: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+    """x̂ and, when ``weight > 0``, ``∇_{x_t} R`` through the prior (eq. 9/11): R is the overlap
+    reward ``−Σ mean‖R(x̂_i) − L(x̂_j)‖²`` plus, with pins, ``−Σ mean‖x̂_pinned − v‖²`` (so the
+    pinned values pull the whole plan, not only their own entries). Without guidance (or with
+    one unpinned window) it is `predict` and the gradient is None."""
+    if weight <= 0 or (run.windows < 2 and run.pins is None):
+        return predict(run, x, t, evidence=evidence), None
+    if not getattr(run.prior, "supports_grad", False):
+        raise ValueError("guidance > 0 needs a prior with supports_grad = True (autograd through denoise)")
+    xg = x.detach().requires_grad_(True)
+    x0 = predict(run, xg, t, grad=True, evidence=evidence)
+    reward = overlap_reward(x0, run.layout)
+    if run.pins is not None:
+        full = run.layout.full
+        mask = pin_mask(run.pins, run.layout, x.shape, run.device)
+        entries = pin_mask(run.pins, full, (1, full.count, *run.sample_shape)).sum().to(run.dtype).clamp(min=1)
+        miss = (x0 - apply_pins(x0.detach(), run.pins, run.layout)).pow(2) * mask
+        reward = reward - rearrange(miss, "b ... -> b (...)").sum(1) / entries
+    (g,) = torch.autograd.grad(reward.sum(), xg)
+    run.meter.grad_evals += x.shape[0] * x.shape[1]
+    return x0.detach(), g
+
+
+def nudge(run: Run, x: Tensor, weight: float, grad: Tensor | None) -> Tensor:
+    """The guidance step ``x + w ∇R`` (nothing without a gradient), never moving pinned entries."""
+    if grad is None:
+        return x
+    mask = pin_mask(run.pins, run.layout, x.shape, run.device)
+    return x + weight * (grad if mask is None else grad.masked_fill(mask, 0.0))
+
+
+# ----------------------------------------------------------------------------- coupling
+def fuse(run: Run, x0: Tensor) -> Tensor:
+    """Bethe averaging (eq. 10/26): every overlap gets the blend-weighted mean of its windows."""
+    return run.layout.fuse(x0)
+
+
+def pin(run: Run, x0: Tensor) -> Tensor:
+    """Write the pinned canvas values into every estimate covering them (identity without pins)."""
+    return apply_pins(x0, run.pins, run.layout)
+
+
+def pin_state(run: Run, x: Tensor) -> Tensor:
+    """With ``Pins(hard=True)``: overwrite the state's pinned entries with the clean values
+    (Janner et al. 2022's inpainting); the state otherwise carries them at its noise level."""
+    if run.pins is None or not run.pins.hard:
+        return x
+    return apply_pins(x, run.pins, run.layout)
+
+
+def check_consensus(run: Run, kappa: float) -> None:
+    """Consensus coupling needs a prior that reads evidence."""
+    if kappa > 0 and not getattr(run.prior, "accepts_evidence", False):
+        raise ValueError(f"consensus > 0 needs a prior with accepts_evidence = True (e.g. EmpiricalPrior); "
+                         f"{type(run.prior).__name__} has none")
+
+
+def consensus(run: Run, x0: Tensor | None, t: int, kappa: float,
+              snr_max: float = math.inf) -> dict[str, Tensor] | None:
+    """Consensus messages for the next prediction at timestep t (the conditional scores of
+    eq. 10): what the *other* windows' last estimates ``x0 (B, N, *S)`` say about each window's
+    overlap entries, as Gaussian evidence ``evidence`` / ``evidence_precision`` for a prior with
+    ``accepts_evidence``. Each covering neighbour counts ``kappa`` times as much as the window's
+    own noisy state, whose precision about x_0 is ``ᾱ_t / (1 − ᾱ_t)``, capped at ``snr_max``.
+    None when ``kappa == 0`` or there is no estimate yet."""
+    if kappa <= 0 or x0 is None:
+        return None
+    mean, count = run.layout.neighbour_mean(x0)
+    a = run.alpha(t)
+    snr = (a / (1 - a)).clamp(max=snr_max)
+    prec = (kappa * snr) * count.expand_as(mean)
+    return {"evidence": rearrange(mean, "b n ... -> (b n) ..."),
+            "evidence_precision": rearrange(prec, "b n ... -> (b n) ...")}
+
+
+def disagreement(run: Run, x0: Tensor) -> Tensor:
+    """How much the local estimates disagree over the overlaps, per candidate ``(B,)``: the
+    overlap MSE of x̂ *before* fusion (eq. 22). Candidates are ranked by it at the last step
+    (fused plans agree on their overlaps by construction, so their own error ranks nothing)."""
+    return run.layout.overlap_error(x0.detach())
+
+
+# ----------------------------------------------------------------------------- updates
+def ddim_sigma(a_t: Tensor, a_s: Tensor, eta: float) -> Tensor:
+    """``σ = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_s)`` for a step t → s < t."""
+    return eta * ((1 - a_s) / (1 - a_t)).sqrt() * (1 - a_t / a_s).sqrt()
+
+
+def ddim_step(x_t: Tensor, x0: Tensor, a_t: Tensor, a_s: Tensor, eta: float, z: Tensor | None,
+              eps: Tensor | None = None) -> Tensor:
+    """DDIM (Song et al. 2021, eq. 12): ``x_s = √ᾱ_s x̃ + √(1−ᾱ_s−σ²) ε̃ + σ z``, the direction
+    ``ε̃`` recomputed from ``x̃ = x0`` unless given as ``eps``. ``z`` may be None when ``eta == 0``."""
+    if eps is None:
+        eps = eps_from_x0(x0, x_t, a_t.expand(x_t.shape[0]))
+    sigma = ddim_sigma(a_t, a_s, eta)
+    x_s = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt() * eps
+    if eta > 0:
+        if z is None:
+            raise ValueError("ddim_step: eta > 0 needs the directional noise z")
+        x_s = x_s + sigma * z
+    return x_s
+
+
+def renoise(x_s: Tensor, a_s: Tensor, a_t: Tensor, z: Tensor) -> Tensor:
+    """Forward kernel q(x_t | x_s): ``√(ᾱ_t/ᾱ_s) x_s + √(1 − ᾱ_t/ᾱ_s) z`` for t > s."""
+    r = a_t / a_s
+    return r.sqrt() * x_s + (1 - r).sqrt() * z
+
+
+def renoise_canvas(run: Run, canvas: Tensor, a: Tensor) -> Tensor:
+    """Eq. 16: ``X_r = √ᾱ_r X_c + √(1−ᾱ_r) Z`` with *one* Z on the global canvas (per-plan noise
+    would break the scaffold), split into the windows held here."""
+    z = run.randn(canvas.shape[1:])
+    return run.layout.split(a.sqrt() * canvas + (1 - a).sqrt() * z)
