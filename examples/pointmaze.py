@@ -5,8 +5,8 @@
 
 Loads the shipped 160-step trajectory prior of the maze, composes N windows of it into a
 start-to-goal plan (8 for giant), follows the plan with a waypoint controller, replans
-when the agent strays more than 1.0 from it, and writes a figure of the first plan
-(windows coloured) with the executed path.
+when the agent strays more than 1.0 from it, and writes a figure of the plans it executed
+(the first plan and each replan, older ones fainter) with the path it walked.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
     from cofi.planning.maze import Maze, parse_env_name
     from cofi.planning.planner import default_batch, default_count, planning_sampler
     from cofi.priors import EmpiricalPrior, TrajectoryPrior
-    from cofi.viz import plot_plan
+    from cofi.viz import plot_episode
 
     maze_type, _ = parse_env_name(args.env)
     if args.closed_form:
@@ -70,11 +70,10 @@ def main() -> None:
     print(f"first plan   open-loop valid: {rec.plan_valid}; NFE {rec.first_plan_nfe}; "
           f"{rec.first_plan_time_s:.1f} s; overlap MSE {rec.overlap_error:.2e}")
     print(f"all plans    NFE {rec.nfe}; planning {rec.plan_time_s:.1f} s; episode {total:.1f} s")
-    goal = rec.plans[0][-1]
-    plot_plan(maze, rec.plans[0], windows=rec.windows[0], path=rec.path, goal=goal,
-              title=f"{args.env} task {args.task} · {args.method} · "
-                    f"{'success' if rec.success else 'failure'} in {rec.steps} steps, {rec.replans} replans",
-              save=args.out)
+    plot_episode(maze, rec.plans, rec.path, rec.plan_steps, goal=rec.plans[0][-1],
+                 title=f"{args.env} task {args.task} · {args.method} · "
+                       f"{'success' if rec.success else 'failure'} in {rec.steps} steps, {rec.replans} replans",
+                 save=args.out)
     print(f"figure       {args.out}")
 
 

@@ -381,6 +381,10 @@ def test_evaluate_smoke(prior):
                 assert counts[k] <= counts[k - 1]
         assert r.nfe == r.first_plan_nfe * sum(counts) // 3 and r.plan_time_s >= r.first_plan_time_s > 0
         assert r.path.shape == (r.steps + 1, 2) and len(r.plans) == 1 + r.replans
+        assert r.plan_steps[0] == 0 and len(r.plan_steps) == len(r.plans)
+        assert all(a < b for a, b in zip(r.plan_steps, r.plan_steps[1:])) and r.plan_steps[-1] <= r.steps
+        for k, a in enumerate(r.plan_steps):  # each plan starts where the agent was when it was made
+            np.testing.assert_allclose(r.plans[k][0], r.path[a], atol=1e-9)
         assert set(r.to_dict()) >= {"success", "steps", "replans", "nfe", "plan_time_s", "plan_valid", "plan_in_wall"}
         assert r.plan_in_wall == pytest.approx(float((~Maze.from_name(MEDIUM).is_free(r.plans[0])).mean()))
     # same seeds, same episodes
@@ -419,3 +423,18 @@ def test_plot_plan(tmp_path, maze):
     out = tmp_path / "plan.png"
     fig = plot_plan(maze, xy, layout, path=pl[::3], save=str(out))
     assert out.stat().st_size > 1000 and len(fig.axes) == 1
+
+
+def test_plot_episode_draws_every_executed_plan(tmp_path, maze):
+    from cofi.viz import plot_episode
+
+    pl = maze.shortest_path([0.0, 0.0], [20.0, 20.0])
+    path, replan = pl[::2], pl[len(pl) // 2:]
+    out = tmp_path / "episode.png"
+    fig = plot_episode(maze, [pl, replan], path, [0, len(path) // 2], save=str(out))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert out.stat().st_size > 1000 and labels[:2] == ["first plan", f"replan 1 (step {len(path) // 2})"]
+    alphas = [line.get_alpha() for line in fig.axes[0].lines if line.get_label() in labels[:2]]
+    assert alphas[0] < alphas[1]  # the older plan is fainter
+    with pytest.raises(ValueError, match="one start step per plan"):
+        plot_episode(maze, [pl, replan], path, [0])

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .layout import Chain
     from .planning.maze import Maze
 
-__all__ = ["plot_plan", "plot_maze"]
+__all__ = ["plot_plan", "plot_maze", "plot_episode"]
 
 
 def _plt():
@@ -98,6 +98,63 @@ def plot_plan(
         ax.set_title(title, fontsize=9)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(6, 3 + len(segs or [])),
               fontsize=6, frameon=False)
+    fig.tight_layout()
+    if save:
+        fig.savefig(save, dpi=150)
+    return fig
+
+
+def plot_episode(
+    maze: "Maze",
+    plans,
+    path,
+    plan_steps,
+    *,
+    goal=None,
+    title: str | None = None,
+    ax=None,
+    cmap: str = "viridis",
+    save: str | None = None,
+):
+    """What an episode executed: every plan the agent followed (the first and each replan,
+    older ones fainter) and the path it walked, each stretch in the colour of the plan it
+    was following.
+
+    Args:
+        maze: the `Maze`.
+        plans: the executed plans, a list of ``(L_k, 2)`` xy arrays in the order they were made.
+        path: ``(T + 1, 2)`` the executed path (positions before and after every env step).
+        plan_steps: the env step at which each plan began (0 for the first).
+        goal: the goal marker (default: the last plan's end).
+        title, ax, cmap, save: as in `plot_plan`.
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    plt = _plt()
+    plans = [np.asarray(p, dtype=np.float64) for p in plans]
+    path = np.asarray(path, dtype=np.float64)
+    if len(plan_steps) != len(plans):
+        raise ValueError(f"plan_steps must give one start step per plan ({len(plans)}), got {len(plan_steps)}")
+    ax = plot_maze(maze, ax)
+    fig = ax.figure
+    colors = plt.get_cmap(cmap)(np.linspace(0.1, 0.9, len(plans)))
+    ends = list(plan_steps[1:]) + [len(path) - 1]
+    for k, (p, c, a, b) in enumerate(zip(plans, colors, plan_steps, ends)):
+        age = len(plans) - 1 - k  # 0 for the last plan
+        label = "first plan" if k == 0 else f"replan {k} (step {a})"
+        ax.plot(p[:, 0], p[:, 1], color=c, lw=2.0, alpha=max(0.2, 0.9 * 0.6 ** age), zorder=3, label=label)
+        seg = path[a : b + 1]
+        ax.plot(seg[:, 0], seg[:, 1], color="k", lw=2.8, zorder=4)
+        ax.plot(seg[:, 0], seg[:, 1], color=c, lw=1.4, ls="--", zorder=5)
+    s = path[0]
+    g = plans[-1][-1] if goal is None else np.asarray(goal)
+    ax.scatter([s[0]], [s[1]], s=90, marker="o", color="limegreen", edgecolor="k", zorder=6, label="start")
+    ax.scatter([g[0]], [g[1]], s=160, marker="*", color="gold", edgecolor="k", zorder=6, label="goal")
+    ax.plot([], [], color="k", lw=1.4, ls="--", label="executed (colour: plan followed)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(4, len(plans) + 3), fontsize=6,
+              frameon=False)
     fig.tight_layout()
     if save:
         fig.savefig(save, dpi=150)

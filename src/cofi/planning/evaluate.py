@@ -34,7 +34,9 @@ class EpisodeRecord:
     """One executed episode. ``plan_valid`` is the open-loop validity of the first plan
     (reaches the goal without crossing a wall, `Maze.check_plan`), ``plan_in_wall`` the
     fraction of its points inside a wall cell (a graded version); ``nfe`` and
-    ``plan_time_s`` add up every plan of the episode (first plan and replans)."""
+    ``plan_time_s`` add up every plan of the episode (first plan and replans). With
+    ``keep_paths``: the executed ``path`` ``(T + 1, 2)``, every executed plan (``plans``, xy;
+    ``windows``, its local plans) and the env step at which each began (``plan_steps``)."""
 
     env_name: str
     method: str
@@ -55,18 +57,19 @@ class EpisodeRecord:
     path: np.ndarray | None = field(default=None, repr=False)
     plans: list[np.ndarray] | None = field(default=None, repr=False)
     windows: list[np.ndarray] | None = field(default=None, repr=False)
+    plan_steps: list[int] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         """The scalar fields (no path, no plans), e.g. for a JSON line."""
         d = asdict(self)
-        for k in ("path", "plans", "windows"):
+        for k in ("path", "plans", "windows", "plan_steps"):
             d.pop(k)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EpisodeRecord":
         """Inverse of `to_dict` (unknown keys, e.g. a JSON line's ``label``, are ignored)."""
-        names = {f.name for f in fields(cls)} - {"path", "plans", "windows"}
+        names = {f.name for f in fields(cls)} - {"path", "plans", "windows", "plan_steps"}
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -171,7 +174,7 @@ def run_episode(
     first = new_plan(xy, count)
     check = maze.check_plan(first.xy, goal)
     plans = [first]
-    plan_starts = [xy.copy()]
+    plan_starts, plan_steps = [xy.copy()], [0]
     ctrl = WaypointController(first.xy, **(controller or {}))
     path = [xy.copy()]
     success, steps, replans = False, 0, 0
@@ -192,6 +195,7 @@ def run_episode(
                 n = replan_count(n, count, ctrl.index / len(ctrl.plan), moved, replan_distance)
             plans.append(new_plan(xy, n))
             plan_starts.append(xy.copy())
+            plan_steps.append(steps)
             ctrl = WaypointController(plans[-1].xy, **(controller or {}))
             best_index, since_progress = 0, 0
             action = ctrl.act(xy)
@@ -214,6 +218,7 @@ def run_episode(
         path=np.stack(path) if keep_paths else None,
         plans=[p.xy for p in plans] if keep_paths else None,
         windows=[p.windows for p in plans] if keep_paths else None,
+        plan_steps=plan_steps if keep_paths else None,
     )
 
 
