@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from einops import reduce
 from torch import Tensor
 
 from .layout import Layout
@@ -53,7 +54,7 @@ def overlap_reward(x0: Tensor, layout: Layout) -> Tensor:
     pairs = layout.overlap_pairs(x0)
     if not pairs:
         return x0.new_zeros(x0.shape[0])
-    return -sum(d.pow(2).flatten(2).mean(2).sum(1) for d in pairs)
+    return -sum(reduce(d.pow(2), "b p ... -> b p", "mean").sum(1) for d in pairs)
 
 
 def _canvas_shape(layout: Layout, plans_shape: Sequence[int]) -> list[int]:

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from einops import reduce
 import torch.distributed as dist
 from torch import Tensor
 
@@ -285,7 +286,7 @@ class Shard:
         diffs = self._pair_diffs(plans, owned_only=True)
         s = plans.new_zeros(plans.shape[0])
         for _, d in diffs:
-            s = s + d.pow(2).flatten(1).mean(1)
+            s = s + reduce(d.pow(2), "b ... -> b", "mean")
         return self.all_reduce(s, "overlap_error") / len(self._pairs)
 
     def gather(self, plans: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from ._backbones import (
@@ -137,7 +138,7 @@ def crops(panorama: Any, crop_size: int = 512) -> Tensor:
     if h < crop_size or w < crop_size:
         raise ValueError(f"panorama {h}x{w} is smaller than one {crop_size}x{crop_size} crop")
     tiles = x.unfold(1, crop_size, crop_size).unfold(2, crop_size, crop_size)  # (3, nh, nw, s, s)
-    return tiles.permute(1, 2, 0, 3, 4).reshape(-1, 3, crop_size, crop_size)
+    return rearrange(tiles, "c nh nw h w -> (nh nw) c h w")
 
 
 def _pairs(n: int) -> list[tuple[int, int]]:
@@ -160,7 +161,7 @@ def intra_lpips(panorama: Any, lpips: LPIPS, crop_size: int = 512) -> float:
 def gram_matrix(features: Tensor) -> Tensor:
     """Gram matrices ``(N, C, C)`` of ``features`` ``(N, C, H, W)``, normalised by ``C * H * W``."""
     n, c, h, w = features.shape
-    f = features.reshape(n, c, h * w)
+    f = rearrange(features, "n c h w -> n c (h w)")
     return f @ f.transpose(1, 2) / (c * h * w)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from .trajectory import XYNormalizer, cosine_alphas_cumprod
@@ -125,17 +126,17 @@ class EmpiricalPrior(XYNormalizer):
         """
         Q = x_t.shape[0]
         a = self.alphas_cumprod.to(x_t.device)[t].to(x_t.dtype).reshape(Q, 1)
-        lin = x_t.reshape(Q, -1) * (a.sqrt() / (1 - a))  # (Q, D)
+        lin = rearrange(x_t, "q ... -> q (...)") * (a.sqrt() / (1 - a))  # (Q, D)
         quad = (a / (2 * (1 - a))).expand(Q, lin.shape[1])
         if observed is not None and observed_mask is not None:
             # an observed entry is known exactly: its noisy copy in x_t adds nothing
-            m = observed_mask.reshape(Q, -1).to(x_t.dtype)
+            m = rearrange(observed_mask, "q ... -> q (...)").to(x_t.dtype)
             inv = 1.0 / self.obs_std**2
-            lin = lin * (1 - m) + inv * m * observed.reshape(Q, -1).to(x_t.dtype)
+            lin = lin * (1 - m) + inv * m * rearrange(observed, "q ... -> q (...)").to(x_t.dtype)
             quad = quad * (1 - m) + 0.5 * inv * m
         if evidence is not None:
-            prec = evidence_precision.reshape(Q, -1).to(x_t.dtype)
-            lin = lin + prec * evidence.reshape(Q, -1).to(x_t.dtype)
+            prec = rearrange(evidence_precision, "q ... -> q (...)").to(x_t.dtype)
+            lin = lin + prec * rearrange(evidence, "q ... -> q (...)").to(x_t.dtype)
             quad = quad + 0.5 * prec
         X, X2 = self.bank[rows].to(x_t), self.bank_sq[rows].to(x_t)
         return lin @ X.T - quad @ X2.T
@@ -197,16 +198,16 @@ class EmpiricalPrior(XYNormalizer):
         X = self.bank.to(x_t)[best_i]  # (Q, k, D)
         Q = x_t.shape[0]
         a = self.alphas_cumprod.to(x_t.device)[t].to(x_t.dtype).reshape(Q, 1)
-        sq = (x_t.reshape(Q, 1, -1) - a.sqrt()[..., None] * X).pow(2)
+        sq = (rearrange(x_t, "q ... -> q 1 (...)") - a.sqrt()[..., None] * X).pow(2)
         if observed is not None:
-            mk = mask.reshape(Q, 1, -1).to(x_t.dtype)
+            mk = rearrange(mask, "q ... -> q 1 (...)").to(x_t.dtype)
             sq = sq * (1 - mk)
         lg = -sq.sum(2) / (2 * (1 - a))
         if observed is not None:
-            lg = lg - (mk * (X - observed.reshape(Q, 1, -1).to(x_t.dtype)).pow(2)).sum(2) / (2 * self.obs_std**2)
+            lg = lg - (mk * (X - rearrange(observed, "q ... -> q 1 (...)").to(x_t.dtype)).pow(2)).sum(2) / (2 * self.obs_std**2)
         if evidence is not None:
-            prec = precision.reshape(Q, 1, -1).to(x_t.dtype)
-            lg = lg - (prec * (X - evidence.reshape(Q, 1, -1).to(x_t.dtype)).pow(2)).sum(2) / 2
+            prec = rearrange(precision, "q ... -> q 1 (...)").to(x_t.dtype)
+            lg = lg - (prec * (X - rearrange(evidence, "q ... -> q 1 (...)").to(x_t.dtype)).pow(2)).sum(2) / 2
         w = torch.softmax(lg, dim=1)
         return (w[..., None] * X).sum(1)
 
