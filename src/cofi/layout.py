@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -48,14 +49,19 @@ class Lattice:
         """Canvas length along each tiled axis."""
         return tuple(c.length for c in self.chains)
 
-    @property
+    @cached_property
     def index(self) -> list[tuple[int, ...]]:
         """Lattice index of every window, in window order."""
         return list(itertools.product(*(range(c.count) for c in self.chains)))
 
+    @cached_property
+    def _footprints(self) -> list[tuple[tuple[int, int, int], ...]]:
+        """Per window, per chain: (canvas dim, start, length), for `_window`'s narrows."""
+        return [tuple((1 + c.axis, c.starts[j], c.window) for c, j in zip(self.chains, idx)) for idx in self.index]
+
     def footprint(self, i: int) -> tuple[slice, ...]:
         """Canvas positions of window ``i``: one slice per tiled axis (in chain order)."""
-        return tuple(slice(c.starts[j], c.starts[j] + c.window) for c, j in zip(self.chains, self.index[i]))
+        return tuple(slice(s, s + n) for _, s, n in self._footprints[i])
 
     def global_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Canvas shape ``G`` for local plans of shape ``sample_shape``."""
@@ -94,8 +100,8 @@ class Lattice:
 
     def _window(self, canvas: Tensor, i: int) -> Tensor:
         """The view of window ``i`` in a canvas-shaped ``(B, *G)`` tensor."""
-        for c, sl in zip(self.chains, self.footprint(i)):
-            canvas = canvas.narrow(1 + c.axis, sl.start, c.window)
+        for dim, start, length in self._footprints[i]:
+            canvas = canvas.narrow(dim, start, length)
         return canvas
 
     def split(self, canvas: Tensor, ids: Tensor | None = None) -> Tensor:
@@ -121,9 +127,17 @@ class Lattice:
             self._window(num, i).add_(plans[:, k] * append_dims(weights[i], plans.ndim - 2))
         return num
 
+    def _blend(self, dtype: torch.dtype, device, ndim: int) -> tuple[Tensor, Tensor]:
+        """The blend weights and their `coverage` for a canvas of ``ndim`` dims (cached: layouts
+        are immutable and every fusion needs them)."""
+        cache = self.__dict__.setdefault("_blend_cache", {})
+        key = (dtype, str(device), ndim)
+        if key not in cache:
+            w = self.weights(dtype, device)
+            cache[key] = (w, self.coverage(w, ndim))
+        return cache[key]
+
     def coverage(self, weights: Tensor, ndim: int) -> Tensor:
-        """``Σ_i w_i`` at every canvas position, shaped to broadcast over a ``(B, *G)`` canvas of
-        ``ndim`` dims (singletons off the tiled axes)."""
         shape = [1] * ndim
         for c in self.chains:
             shape[1 + c.axis] = c.length
@@ -137,8 +151,12 @@ class Lattice:
         covering each position (Bethe averaging, eq. 10/26). ``weights``: ``(N, *d)``
         instead of the blend's."""
         self._check_count(plans)
-        w = self.weights(plans.dtype, plans.device) if weights is None else weights.to(plans)
-        return self.accumulate(plans, w) / self.coverage(w, plans.ndim - 1)
+        if weights is None:
+            w, den = self._blend(plans.dtype, plans.device, plans.ndim - 1)
+        else:
+            w = weights.to(plans)
+            den = self.coverage(w, plans.ndim - 1)
+        return self.accumulate(plans, w) / den
 
     def fuse(self, plans: Tensor) -> Tensor:
         """``split(merge(plans))``: every overlap gets the blended value of its windows."""
