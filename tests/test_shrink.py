@@ -68,7 +68,7 @@ def test_shrink_per_candidate_lambda():
 
 @pytest.mark.parametrize("lam", [-0.1, 1.5])
 def test_shrink_rejects_lambda_outside_unit_interval(lam):
-    with pytest.raises(ValueError, match=r"lam must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"lam must be a number in \[0, 1\]"):
         cofi.shrink(torch.zeros(1, 2, 3), lam)
 
 

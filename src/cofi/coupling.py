@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,28 @@ class Pins:
     positions: Sequence[int | tuple[int, ...]]
     values: Tensor
     hard: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.positions, (str, bytes)) or not isinstance(self.positions, Sequence) or not self.positions:
+            raise ValueError(f"positions must be a non-empty sequence of canvas indices, got {self.positions!r}")
+        for p in self.positions:
+            for i in (tuple(p) if isinstance(p, (tuple, list)) else (p,)):
+                if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+                    raise ValueError(f"pin positions must be integer canvas indices, got {p!r} in positions")
+        values = self.values
+        if not isinstance(values, Tensor):
+            try:
+                values = torch.as_tensor(values, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise TypeError(f"values must be a tensor (or array-like) of pinned values, got "
+                                f"{type(self.values).__name__}") from e
+            object.__setattr__(self, "values", values)
+        if not values.is_floating_point():
+            object.__setattr__(self, "values", values.float())
+        if not torch.isfinite(self.values).all():
+            raise ValueError("values (the pinned canvas values) contain NaN or inf")
+        if not isinstance(self.hard, bool):
+            raise TypeError(f"hard must be a bool, got {self.hard!r}")
 
     def resolve(self, layout: Layout) -> list[tuple[int, ...]]:
         """Every position as a tuple of non-negative canvas indices, one per tiled axis."""

@@ -81,6 +81,10 @@ def to_x0(
     """
     a = append_dims(alpha_bar.to(x_t.dtype), x_t.ndim)
     if prediction_type == "epsilon":
+        if (alpha_bar < 1e-20).any():
+            raise ValueError("an epsilon-prediction model cannot give x̂ at ᾱ_t = 0 (a zero-terminal-SNR "
+                             "schedule's last timestep): x̂ = (x_t − √(1−ᾱ) ε̂)/√ᾱ divides by 0; use a "
+                             "v_prediction model, a schedule with ᾱ_T > 0, or fewer steps so the grid skips t = T−1")
         return (x_t - (1 - a).sqrt() * model_output) / a.sqrt()
     if prediction_type == "v_prediction":
         return a.sqrt() * x_t - (1 - a).sqrt() * model_output

@@ -43,6 +43,7 @@ class Run:
 
     Attributes:
         prior: the `LocalPrior`.
+        alphas_cumprod: the prior's schedule ᾱ, checked (`compose`).
         layout: the windows (a `Chain`, a `Grid`, or this rank's `cofi.distributed.Shard`).
         batch: candidates B.
         generator: one ``torch.Generator``, one per candidate, or None (torch's default).
@@ -57,6 +58,7 @@ class Run:
 
     prior: LocalPrior
     layout: Layout
+    alphas_cumprod: Tensor
     batch: int
     generator: Generator
     dtype: torch.dtype
@@ -71,7 +73,7 @@ class Run:
     # ------------------------------------------------------------- schedule
     def grid(self, steps: int) -> Tensor:
         """K descending timesteps laid over the prior's schedule (its ``timestep_spacing``)."""
-        return timestep_grid(self.prior.alphas_cumprod.shape[0], steps,
+        return timestep_grid(self.alphas_cumprod.shape[0], steps,
                              getattr(self.prior, "timestep_spacing", "leading"),
                              getattr(self.prior, "steps_offset", 0))
 
@@ -81,7 +83,7 @@ class Run:
         if t < 0:
             final = float(getattr(self.prior, "final_alpha_cumprod", 1.0))
             return torch.full((), final, device=self.device, dtype=self.dtype)
-        return self.prior.alphas_cumprod[t].to(self.device, self.dtype)
+        return self.alphas_cumprod[t].to(self.device, self.dtype)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -120,7 +122,15 @@ class Run:
         return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
 
     def emit(self, **info) -> None:
-        """Call the callback with copies of the tensors, so it cannot change the run."""
+        """Report a finished step: check that the state ``x`` is finite (FloatingPointError naming
+        the stage and step otherwise; a non-finite *prediction* is caught earlier, in `predict`,
+        and blamed on the prior), then call the callback with copies, so it cannot change the run."""
+        x = info.get("x")
+        if isinstance(x, Tensor) and not torch.isfinite(x.detach()).all():
+            raise FloatingPointError(
+                f"the sampler state became NaN or inf at stage {info.get('stage')!r}, step {info.get('step')} "
+                f"(t={info.get('t')}); the prior's predictions were finite, so look at the sampler's settings "
+                f"(guidance weight, dtype) and the prior's schedule")
         if self.callback is not None:
             self.callback({k: (v.detach().clone() if isinstance(v, Tensor) else v) for k, v in info.items()})
 

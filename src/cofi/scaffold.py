@@ -42,12 +42,12 @@ def shrink(x0: Tensor, lam: float | Tensor, dim: int = 1, weights: Tensor | None
     group, `cofi.distributed`); then ``weights`` is ignored.
     """
     if not isinstance(lam, Tensor):
-        if not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= float(lam) <= 1.0:
+            raise ValueError(f"lam must be a number in [0, 1] (or a tensor of them), got {lam!r}")
         if lam == 1.0:
             return x0
-    elif ((lam < 0) | (lam > 1)).any():
-        raise ValueError("lam must be in [0, 1]")
+    elif not ((lam >= 0) & (lam <= 1)).all():  # NaN fails both comparisons
+        raise ValueError("lam must lie in [0, 1] (a tensor with values outside [0, 1] or NaN was given)")
     if mean is None:
         mean = scaffold_mean(x0, dim, weights)
     return lam * x0 + (1 - lam) * mean

@@ -84,11 +84,12 @@ def predict(run: Run, x: Tensor, t: int, *, ids: Tensor | None = None, grad: boo
     return x0
 
 
-def guidance_weight(guidance: float, a_s: Tensor, schedule: str = "constant") -> float:
-    """The overlap-guidance weight of a step landing on ᾱ_s: ``guidance``, or times ``1 − ᾱ_s``
-    (``variance``: fading to 0 at clean data); 0 on a step that lands on ᾱ = 1, where the
-    state *is* x̂ and a sharp prior's gradient is orders of magnitude larger than at any noise."""
-    w = guidance if float(a_s) < 1.0 else 0.0
+def guidance_weight(guidance: float, s: int, a_s: Tensor, schedule: str = "constant") -> float:
+    """The overlap-guidance weight of the step landing on timestep ``s`` (ᾱ_s): ``guidance``, or
+    times ``1 − ᾱ_s`` (``variance``: fading to 0 at clean data). 0 on the last step of the grid
+    (``s < 0``) whatever its ᾱ: the state it lands on *is* x̂, and a sharp prior's gradient
+    there is orders of magnitude larger than at any noise level (also 0 on a level with ᾱ = 1)."""
+    w = guidance if s >= 0 and float(a_s) < 1.0 else 0.0
     return w * float(1 - a_s) if schedule == "variance" else w
 
 
@@ -177,7 +178,9 @@ def disagreement(run: Run, x0: Tensor) -> Tensor:
 
 # ----------------------------------------------------------------------------- updates
 def ddim_sigma(a_t: Tensor, a_s: Tensor, eta: float) -> Tensor:
-    """``σ = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_s)`` for a step t → s < t."""
+    """``σ = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1−ᾱ_t/ᾱ_s)`` for a step t → s < t (0 from a clean level, ᾱ_t = 1)."""
+    if float(a_t) >= 1.0:
+        return torch.zeros_like(a_t)
     return eta * ((1 - a_s) / (1 - a_t)).sqrt() * (1 - a_t / a_s).sqrt()
 
 
@@ -185,10 +188,11 @@ def ddim_step(x_t: Tensor, x0: Tensor, a_t: Tensor, a_s: Tensor, eta: float, z: 
               eps: Tensor | None = None) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12): ``x_s = √ᾱ_s x̃ + √(1−ᾱ_s−σ²) ε̃ + σ z``, the direction
     ``ε̃`` recomputed from ``x̃ = x0`` unless given as ``eps``. ``z`` may be None when ``eta == 0``."""
-    if eps is None:
-        eps = eps_from_x0(x0, x_t, a_t.expand(x_t.shape[0]))
     sigma = ddim_sigma(a_t, a_s, eta)
-    x_s = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp(min=0).sqrt() * eps
+    x_s = a_s.sqrt() * x0
+    c = (1 - a_s - sigma**2).clamp(min=0).sqrt()
+    if float(c) > 0:  # no direction term when landing on clean data (nor a 0·∞ from a clean level)
+        x_s = x_s + c * (eps_from_x0(x0, x_t, a_t.expand(x_t.shape[0])) if eps is None else eps)
     if eta > 0:
         if z is None:
             raise ValueError("ddim_step: eta > 0 needs the directional noise z")

@@ -23,9 +23,19 @@ consensus coupling uses, ``π = κ·min(ᾱ/(1−ᾱ), 10)`` with κ log-uniform
 (`EmpiricalPrior.denoise(evidence=...)`), so the network learns the closed-form prior's
 consensus conditioning and planners can couple its windows (``consensus=κ``).
 
-Resumable: ``<out>/state.safetensors`` (weights, EMA, optimiser, RNG) + ``<out>/state.json``
-(step, history, wall time); rerunning the same command continues bit-identically. The
-shipped artefact is ``<out>/model.safetensors`` (EMA weights) + ``<out>/config.json``.
+Resumable: ``<out>/state.safetensors`` (weights, EMA, optimiser, RNG, and in its metadata the
+step, history, wall time and the run's settings) + ``<out>/state.json`` (a readable copy of
+that metadata); rerunning the same command continues bit-identically. The shipped artefact is
+``<out>/model.safetensors`` (EMA weights) + ``<out>/config.json``.
+
+Every file is written atomically (temporary file, then `os.replace`) and
+``state.safetensors`` alone is the commit point: a run killed at any moment resumes from the
+last complete save (a checkpoint written after that save is rewritten from the state).
+Resuming refuses a command whose settings differ from the state's (``--prediction``,
+``--T``, model size, ...; only ``--steps``, ``--stop-at``, ``--every``, ``--threads`` and
+``--out`` may change) and then writes nothing. Arguments are checked before anything is
+read or written (`validate_train_args`); errors are `TrainingSetupError` (a `ValueError`)
+naming the flag or the file, which ``python -m cofi.planning train`` reports as usage errors.
 
     python -m cofi.planning train --data data/pointmaze-giant-stitch-v0.npz --out runs/giant --steps 12000
 """
@@ -34,23 +44,34 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import math
+import os
 import time
+from collections.abc import Sequence
+from numbers import Integral, Real
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..prior import append_dims
 from ..priors.empirical import EmpiricalPrior
-from ..priors.trajectory import TrajectoryPrior, XYNormalizer, cosine_alphas_cumprod
+from ..priors.trajectory import (TrajectoryPrior, XYNormalizer, atomic_write, cosine_alphas_cumprod, read_json,
+                                  read_safetensors)
 from ..priors.unet1d import TemporalUNet, UNet1DConfig, expand_input_weights
 from .data import HORIZON_STEPS, OVERLAP_STEPS, cut_windows, load_episodes, pad_episodes
 
-__all__ = ["add_train_args", "train_from_args", "train", "sample_windows", "sample_evidence", "save_state",
-           "load_state"]
+__all__ = ["add_train_args", "train_from_args", "train", "validate_train_args", "TrainingSetupError",
+           "sample_windows", "sample_evidence", "save_state", "load_state", "read_state", "validation_path"]
+
+
+class TrainingSetupError(ValueError):
+    """A bad argument of `train` (the message names the flag and the valid range), or an input
+    file or run directory that training cannot start or continue from (it names the file)."""
 
 
 def sample_windows(eps: Tensor, n: int, horizon: int, g: torch.Generator, stride: int = 1) -> Tensor:
@@ -63,10 +84,11 @@ def sample_windows(eps: Tensor, n: int, horizon: int, g: torch.Generator, stride
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="training npz (the -val file beside it is used for validation)")
+    p.add_argument("--data", required=True,
+                   help="training npz, <name>.npz (its validation split <name>-val.npz must lie beside it)")
     p.add_argument("--out", required=True)
     p.add_argument("--env", default=None, help="environment name stored in the config (default: from --data)")
-    p.add_argument("--steps", type=int, default=12000)
+    p.add_argument("--steps", type=int, default=12000, help="length of the schedule (>= 1)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--dim", type=int, default=32)
@@ -94,7 +116,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prediction", choices=("epsilon", "sample", "v_prediction"), default="v_prediction")
     p.add_argument("--T", type=int, default=200, help="diffusion steps of the cosine schedule")
     p.add_argument("--ema", type=float, default=0.995)
-    p.add_argument("--every", type=int, default=500, help="checkpoint / validation interval")
+    p.add_argument("--every", type=int, default=500, help="checkpoint / validation interval (steps, >= 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stop-at", type=int, default=None,
@@ -104,6 +126,183 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="warm start: a previous run's directory (its weights and EMA, state.safetensors) or a "
                         "checkpoint directory (model.safetensors: the EMA weights start both); a fresh optimiser "
                         "and a new schedule of --steps")
+
+
+# ----------------------------------------------------------------------------- arguments
+GROUPS = UNet1DConfig.groups  # GroupNorm groups of the network: every width must be a multiple
+# settings that may differ when a run is resumed; all others must equal the state's
+RESUMABLE_CHANGES = ("steps", "stop_at", "every", "threads", "out", "data")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _need_int(a, dest: str, minimum: int, maximum: int | None = None, what: str = "") -> None:
+    v = getattr(a, dest)
+    if not (_is_int(v) and v >= minimum and (maximum is None or v <= maximum)):
+        rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise TrainingSetupError(f"{_flag(dest)} must be an int {rng}{what}, got {v!r}")
+
+
+def _need_real(a, dest: str, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+    v = getattr(a, dest)
+    ok = _is_real(v) and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
+    if not ok:
+        rng = (f"> {lo:g}" if lo_open else f">= {lo:g}") if hi is None else f"in [{lo:g}, {hi:g}]"
+        raise TrainingSetupError(f"{_flag(dest)} must be a finite number {rng}, got {v!r}")
+
+
+def validation_path(data: str | Path) -> Path:
+    """The validation split of a training file: ``<dir>/<name>-val.npz`` for ``<dir>/<name>.npz``."""
+    data = Path(data)
+    if data.suffix != ".npz":
+        raise TrainingSetupError(f"--data must be a .npz file (its validation split <name>-val.npz beside it), "
+                                 f"got {str(data)!r}")
+    return data.with_name(data.name[: -len(".npz")] + "-val.npz")
+
+
+def _train_defaults() -> dict:
+    p = argparse.ArgumentParser()
+    add_train_args(p)
+    return vars(p.parse_args(["--data", "", "--out", ""]))
+
+
+def validate_train_args(args) -> argparse.Namespace:
+    """Check every argument of `train` (types, finite values, ranges, files, and their
+    combinations) before anything is read or written; returns a complete copy of ``args``
+    (missing attributes take the command line's defaults, sequences become tuples).
+
+    Raises `TrainingSetupError` naming the flag and the valid range (or the file)."""
+    given = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+    for dest in ("data", "out"):
+        if given.get(dest) in (None, ""):
+            raise TrainingSetupError(f"{_flag(dest)} is required")
+    a = argparse.Namespace(**{**_train_defaults(), **given})
+    # files
+    if not isinstance(a.data, (str, os.PathLike)):
+        raise TrainingSetupError(f"--data must be a path, got {a.data!r}")
+    val = validation_path(a.data)
+    if not Path(a.data).is_file():
+        raise TrainingSetupError(f"--data {str(a.data)!r}: no such file")
+    if not val.is_file():
+        raise TrainingSetupError(f"--data {str(a.data)!r}: its validation split {str(val)!r} is missing "
+                                 "(`python -m cofi.planning generate` writes both)")
+    if not isinstance(a.out, (str, os.PathLike)):
+        raise TrainingSetupError(f"--out must be a path, got {a.out!r}")
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        raise TrainingSetupError(f"--out {str(a.out)!r} exists and is not a directory")
+    if a.env is not None and not (isinstance(a.env, str) and a.env.strip()):
+        raise TrainingSetupError(f"--env must be a non-empty name, got {a.env!r}")
+    if a.init is not None:
+        init = Path(a.init)
+        if not init.is_dir():
+            raise TrainingSetupError(f"--init {str(a.init)!r}: no such directory")
+        run = (init / "state.safetensors").is_file()
+        if not (init / "config.json").is_file() or not (run or (init / "model.safetensors").is_file()):
+            raise TrainingSetupError(f"--init {str(a.init)!r}: neither a training run (state.safetensors, "
+                                     "config.json) nor a checkpoint (model.safetensors, config.json)")
+    # numbers
+    _need_int(a, "steps", 1)
+    _need_int(a, "batch", 1)
+    _need_real(a, "lr", 0.0)
+    _need_int(a, "dim", 1)
+    if isinstance(a.dim_mults, (str, bytes)) or not isinstance(a.dim_mults, Sequence) or not a.dim_mults \
+            or not all(_is_int(m) and m >= 1 for m in a.dim_mults):
+        raise TrainingSetupError(f"--dim-mults must be one or more ints >= 1, got {a.dim_mults!r}")
+    a.dim_mults = tuple(int(m) for m in a.dim_mults)
+    _need_int(a, "stride", 1, HORIZON_STEPS)
+    if HORIZON_STEPS % a.stride:
+        raise TrainingSetupError(f"--stride must divide the window of {HORIZON_STEPS} env steps, got {a.stride}")
+    _need_int(a, "pad", 0)
+    if a.target not in ("stf", "plain"):
+        raise TrainingSetupError(f"--target must be 'stf' or 'plain', got {a.target!r}")
+    _need_int(a, "bank_every", 1)
+    _need_int(a, "bank_sample", 0)
+    _need_real(a, "cond_prob", 0.0, 1.0)
+    _need_real(a, "evidence_prob", 0.0, 1.0)
+    k = a.evidence_kappa
+    if isinstance(k, (str, bytes)) or not isinstance(k, Sequence) or len(k) != 2 \
+            or not all(_is_real(v) for v in k) or not 0 < k[0] <= k[1]:
+        raise TrainingSetupError(f"--evidence-kappa must be two finite numbers LO HI with 0 < LO <= HI, got {k!r}")
+    a.evidence_kappa = tuple(float(v) for v in k)
+    _need_int(a, "fourier", 0)
+    if not (_is_int(a.grid) and (a.grid == 0 or a.grid >= 2)):
+        raise TrainingSetupError(f"--grid must be 0 (no grid) or an int >= 2, got {a.grid!r}")
+    _need_int(a, "grid_dim", 1)
+    gs = a.grid_smooth
+    if isinstance(gs, (str, bytes)) or not isinstance(gs, Sequence) \
+            or not all(_is_int(w) and w >= 1 and w % 2 == 1 for w in gs):
+        raise TrainingSetupError(f"--grid-smooth must be odd ints >= 1, got {gs!r}")
+    if gs and not a.grid:
+        raise TrainingSetupError(f"--grid-smooth {' '.join(map(str, gs))} needs a feature grid (--grid >= 2)")
+    a.grid_smooth = tuple(int(w) for w in gs)
+    if not isinstance(a.grid_wiener, bool):
+        raise TrainingSetupError(f"--grid-wiener must be a bool, got {a.grid_wiener!r}")
+    _need_real(a, "scale", 0.0, lo_open=True)
+    if a.prediction not in ("epsilon", "sample", "v_prediction"):
+        raise TrainingSetupError(f"--prediction must be 'epsilon', 'sample' or 'v_prediction', got {a.prediction!r}")
+    _need_int(a, "T", 1, what=" (diffusion steps)")
+    _need_real(a, "ema", 0.0, 1.0)
+    _need_int(a, "every", 1)
+    _need_int(a, "seed", 0, 2**63 - 1)
+    _need_int(a, "threads", 1)
+    if a.stop_at is not None:
+        _need_int(a, "stop_at", 1)
+    # combinations
+    widths = [a.dim * m for m in a.dim_mults]
+    if any(w % GROUPS for w in widths):
+        raise TrainingSetupError(f"--dim × each of --dim-mults must be a multiple of {GROUPS} (the network's "
+                                 f"GroupNorm groups), got --dim {a.dim} --dim-mults "
+                                 f"{' '.join(map(str, a.dim_mults))} (widths {widths})")
+    points, halvings = HORIZON_STEPS // a.stride, 2 ** (len(a.dim_mults) - 1)
+    if points % halvings:
+        raise TrainingSetupError(f"--stride {a.stride} gives {points} points per window, which --dim-mults "
+                                 f"{' '.join(map(str, a.dim_mults))} ({len(a.dim_mults) - 1} halvings) needs "
+                                 f"divisible by {halvings}")
+    if a.evidence_prob > 0 and OVERLAP_STEPS // a.stride < 1:
+        raise TrainingSetupError(f"--evidence-prob > 0 needs --stride <= {OVERLAP_STEPS} (the overlap the evidence "
+                                 f"covers), got --stride {a.stride}")
+    return a
+
+
+def _run_settings(a: argparse.Namespace, env: str, lo, hi) -> dict:
+    """What a resumed run must share with its state (JSON-normalised)."""
+    d = {k: v for k, v in vars(a).items() if k not in RESUMABLE_CHANGES}
+    d.update(env=env, data_range=[np.asarray(lo).tolist(), np.asarray(hi).tolist()])
+    return json.loads(json.dumps(d))
+
+
+def _settings_from_config(cfg: dict) -> dict:
+    """The settings a checkpoint written before states recorded theirs (``config.json``) knows."""
+    unet = cfg.get("unet") or {}
+    d = {k: cfg[k] for k in ("prediction", "T", "stride", "pad", "target", "bank_every", "bank_sample", "cond_prob",
+                             "evidence_prob", "evidence_kappa", "scale", "batch", "lr", "seed") if k in cfg}
+    d.update({k: unet[k] for k in ("dim", "dim_mults", "fourier", "grid", "grid_dim", "grid_smooth", "grid_wiener")
+              if k in unet})
+    if "env_name" in cfg:
+        d["env"] = cfg["env_name"]
+    if "lo" in cfg and "hi" in cfg:
+        d["data_range"] = [cfg["lo"], cfg["hi"]]
+    return json.loads(json.dumps(d))
+
+
+def _check_resumable(out: Path, saved: dict, settings: dict) -> None:
+    diffs = [k for k in settings if k in saved and saved[k] != settings[k]]
+    if not diffs:
+        return
+    label = lambda k: "the xy range (lo, hi) of --data" if k == "data_range" else _flag(k)  # noqa: E731
+    what = "; ".join(f"{label(k)}: the state has {saved[k]!r}, this command {settings[k]!r}" for k in diffs)
+    raise TrainingSetupError(f"cannot resume {out}: this command's settings differ from its saved state's ({what}). "
+                             "Rerun with the state's settings, or train into another --out.")
 
 
 def _net_target(x0_star: Tensor, x_in: Tensor, a: Tensor, prediction: str) -> Tensor:
@@ -196,14 +395,21 @@ def _plot(history: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- state
+_STATE_KEY = "cofi_state"  # metadata of state.safetensors holding the JSON part
+
+
 def save_state(path: Path, net, ema, opt, g: torch.Generator, info: dict) -> None:
-    """Training state as ``<path>.safetensors`` (tensors) + ``<path>.json`` (the rest); no pickle."""
-    from safetensors.torch import save_file
+    """Training state as ``<path>.safetensors`` (tensors, with the JSON part ``info`` in its
+    metadata) + ``<path>.json`` (a readable copy of the JSON part); no pickle. Both are
+    written atomically, the tensors first: ``<path>.safetensors`` alone is the commit point."""
+    from safetensors.torch import save
 
     tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
@@ -212,38 +418,136 @@ def save_state(path: Path, net, ema, opt, g: torch.Generator, info: dict) -> Non
         for k, v in st.items():
             tensors[f"opt.{i}.{k}"] = torch.as_tensor(v)
     tensors["rng"] = g.get_state()
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path) + ".safetensors")
-    meta = dict(info, param_groups=osd["param_groups"])
-    Path(str(path) + ".json").write_text(json.dumps(meta))
+    text = json.dumps(dict(info, param_groups=osd["param_groups"]))
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                metadata={"format": "pt", _STATE_KEY: text})
+    atomic_write(str(path) + ".safetensors", data)
+    atomic_write(str(path) + ".json", text.encode())
+
+
+def read_state(path: Path) -> tuple[dict[str, Tensor], dict]:
+    """The tensors and the JSON part of a state written by `save_state` (``<path>.safetensors``;
+    states written before it carried its JSON part are read with ``<path>.json``). Errors name
+    the file."""
+    st, js = Path(str(path) + ".safetensors"), Path(str(path) + ".json")
+    if not st.is_file():
+        raise FileNotFoundError(f"{st}: no such file (an incomplete training state)")
+    tensors, metadata = read_safetensors(st)
+    if _STATE_KEY in metadata:
+        try:
+            meta = json.loads(metadata[_STATE_KEY])
+        except ValueError as e:
+            raise ValueError(f"{st}: corrupt state metadata: {e}") from e
+    else:  # written before the metadata held it
+        meta = read_json(js)
+    for key in ("step", "history", "wall_s", "param_groups"):
+        if key not in meta:
+            raise ValueError(f"{st}: the training state lacks {key!r}")
+    return tensors, meta
+
+
+def _apply_state(tensors: dict, meta: dict, net, ema, opt, g: torch.Generator, where: str) -> dict:
+    meta = dict(meta)
+    if "rng" not in tensors:
+        raise ValueError(f"{where}: the training state lacks the tensor 'rng'")
+    try:
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        state: dict = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, i, name = k.split(".", 2)
+                state.setdefault(int(i), {})[name] = v
+        opt.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+        g.set_state(tensors["rng"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"{where}: the training state does not fit this network: {e}") from e
+    return meta
 
 
 def load_state(path: Path, net, ema, opt, g: torch.Generator) -> dict:
     """Inverse of `save_state`; returns the JSON part."""
-    from safetensors.torch import load_file
+    tensors, meta = read_state(path)
+    return _apply_state(tensors, meta, net, ema, opt, g, str(path) + ".safetensors")
 
-    tensors = load_file(str(path) + ".safetensors")
-    meta = json.loads(Path(str(path) + ".json").read_text())
-    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
-    g.set_state(tensors["rng"])
-    return meta
+
+def _checkpoint_is_at(out: Path, step: int) -> bool:
+    """Whether ``<out>``'s checkpoint (both files) was written at ``step``."""
+    try:
+        cfg = read_json(out / "config.json")
+        _, metadata = read_safetensors(out / "model.safetensors")
+    except (OSError, ValueError):
+        return False
+    return cfg.get("step") == step and metadata.get("step") == str(step)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of saves that a killed process left behind (`atomic_write`)."""
+    for name in ("model.safetensors", "config.json", "state.safetensors", "state.json", "loss.png"):
+        for tmp in out.glob(f".{name}.*.tmp"):
+            pid = tmp.name[len(name) + 2:].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # cannot tell: leave the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------------- training
-def train(args: argparse.Namespace, command: str) -> Path:
-    torch.set_num_threads(args.threads)
+def _load_split(path: Path, what: str) -> np.ndarray:
+    try:
+        eps = load_episodes(path)
+    except Exception as e:  # numpy / zip / layout errors, which do not all name the file
+        raise TrainingSetupError(f"{what} {str(path)!r}: cannot read OGBench-layout episodes "
+                                 f"({type(e).__name__}: {e})") from e
+    if len(eps) == 0:
+        raise TrainingSetupError(f"{what} {str(path)!r}: holds no episodes")
+    if not np.isfinite(eps).all():
+        raise TrainingSetupError(f"{what} {str(path)!r}: holds NaN or infinite positions")
+    return eps
+
+
+def train(args: argparse.Namespace, command: str = "") -> Path:
+    """Train (or resume, see the module docstring) with the settings of ``args`` (the namespace
+    of `add_train_args`; missing attributes take its defaults); returns the output folder.
+    Raises `TrainingSetupError` for a bad argument or an unusable input, before writing anything."""
+    args = validate_train_args(args)
+    data = Path(args.data)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    env = args.env or Path(args.data).name.replace(".npz", "")
-    train_eps, val_eps = load_episodes(args.data), load_episodes(str(args.data).replace(".npz", "-val.npz"))
+    env = args.env or data.name[: -len(".npz")]
+    train_eps = _load_split(data, "--data")
+    val_eps = _load_split(validation_path(data), "the validation split of --data")
     lo, hi = train_eps.reshape(-1, 2).min(0), train_eps.reshape(-1, 2).max(0)
-    norm = XYNormalizer(lo, hi, scale=args.scale, env_name=env, stride=args.stride)
+    try:
+        norm = XYNormalizer(lo, hi, scale=args.scale, env_name=env, stride=args.stride)
+    except ValueError as e:
+        raise TrainingSetupError(f"--data {str(data)!r}: {e} (the positions must vary in x and in y)") from e
+    settings = _run_settings(args, env, lo, hi)
+    state_path = out / "state"
+    resume = Path(str(state_path) + ".safetensors").exists() or Path(str(state_path) + ".json").exists()
+    saved = None
+    if resume:  # read and check the state before anything is built or written
+        try:
+            saved = read_state(state_path)
+        except (OSError, ValueError) as e:
+            raise TrainingSetupError(f"cannot resume {out}: {e}") from e
+        recorded = saved[1].get("settings")
+        if recorded is None and (out / "config.json").is_file():  # a state from before settings were recorded
+            try:
+                recorded = _settings_from_config(read_json(out / "config.json"))
+            except ValueError:
+                recorded = None
+        _check_resumable(out, recorded or {}, settings)
+    torch.set_num_threads(args.threads)
     tr = norm.normalize(pad_episodes(train_eps, args.pad))
     va = norm.normalize(pad_episodes(val_eps, args.pad))
     cond = args.cond_prob > 0
@@ -263,28 +567,32 @@ def train(args: argparse.Namespace, command: str) -> Path:
     g = torch.Generator().manual_seed(args.seed)
     step, history, wall_before = 0, {"train": [], "val": []}, 0.0
     ema_age = 0  # steps the EMA has already averaged (a warm start's)
-    state_path = out / "state"
-    if Path(str(state_path) + ".json").exists():  # resume
-        info = load_state(state_path, net, ema, opt, g)
+    info: dict = {}
+    if saved is not None:  # resume
+        try:
+            info = _apply_state(*saved, net, ema, opt, g, str(state_path) + ".safetensors")
+        except ValueError as e:
+            raise TrainingSetupError(f"cannot resume {out}: {e}") from e
         step, history, wall_before = info["step"], info["history"], info["wall_s"]
         ema_age = info.get("ema_age", 0)
         print(f"resumed from step {step}")
     elif args.init is not None:  # warm start: weights + EMA, fresh optimiser and schedule
         init = Path(args.init)
-        if (init / "state.safetensors").exists():  # a training run: its weights and its EMA
-            from safetensors.torch import load_file
-
-            tensors = load_file(init / "state.safetensors")
-            for prefix, module in (("net.", net), ("ema.", ema)):
-                part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-                module.load_state_dict(expand_input_weights(part, module))
-            ema_age = json.loads((init / "state.json").read_text())["step"]
-        else:  # a shipped checkpoint: its EMA weights start both
-            shipped = TrajectoryPrior.from_pretrained(init)
-            weights = expand_input_weights(shipped.net.state_dict(), net)  # e.g. adding evidence inputs
-            net.load_state_dict(weights)
-            ema.load_state_dict(weights)
-            ema_age = int(json.loads((init / "config.json").read_text()).get("step", 0))
+        try:
+            if (init / "state.safetensors").exists():  # a training run: its weights and its EMA
+                tensors, init_meta = read_state(init / "state")
+                for prefix, module in (("net.", net), ("ema.", ema)):
+                    part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                    module.load_state_dict(expand_input_weights(part, module))
+                ema_age = init_meta["step"]
+            else:  # a shipped checkpoint: its EMA weights start both
+                shipped = TrajectoryPrior.from_pretrained(init)
+                weights = expand_input_weights(shipped.net.state_dict(), net)  # e.g. adding evidence inputs
+                net.load_state_dict(weights)
+                ema.load_state_dict(weights)
+                ema_age = int(read_json(init / "config.json").get("step", 0))
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise TrainingSetupError(f"--init {str(args.init)!r}: cannot start from it ({type(e).__name__}: {e})") from e
         print(f"initialised from {args.init} (step {ema_age})")
     batches = Batcher(tr, ac, args, bank, cond)
     val_batch = Batcher(va, ac, args, bank, cond)(512, torch.Generator().manual_seed(1234))
@@ -295,14 +603,37 @@ def train(args: argparse.Namespace, command: str) -> Path:
                 bank_sample=args.bank_sample)
     planning = {}  # a warm start keeps the planning settings its checkpoint was tuned with
     if args.init is not None:
-        init_cfg = json.loads((Path(args.init) / "config.json").read_text())
+        try:
+            init_cfg = read_json(Path(args.init) / "config.json")
+        except (OSError, ValueError) as e:
+            raise TrainingSetupError(f"--init {str(args.init)!r}: {e}") from e
         meta.update(init=dict(path=str(args.init), command=init_cfg.get("command"), steps=init_cfg.get("step"),
                               wall_s=init_cfg.get("wall_s")))
         planning = {k: init_cfg[k] for k in ("planning_guidance", "planning_guidance_schedule") if init_cfg.get(k)}
+
+    def export(extra: dict) -> None:
+        TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction, scale=args.scale,
+                        stride=args.stride, **planning).save_pretrained(out, extra=extra)
+
+    out.mkdir(parents=True, exist_ok=True)  # nothing is written before this line
+    _remove_stale_temporaries(out)
+    if saved is not None:  # a save that was killed after its checkpoint or before its state.json
+        if info.get("checkpoint") is not None and not _checkpoint_is_at(out, step):
+            export(info["checkpoint"])
+            print(f"rewrote the checkpoint of step {step} from the state")
+        try:
+            stale = read_json(Path(str(state_path) + ".json")) != saved[1]
+        except (OSError, ValueError):
+            stale = True
+        if stale:
+            atomic_write(str(state_path) + ".json", json.dumps(saved[1]).encode())
     running = history["train"][-1][1] if history["train"] else None
+    end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
+    if step >= end:
+        print(f"{out} is at step {step}, at or past the end of this run ({end}): nothing to train")
+        return out
     bar = tqdm(total=args.steps, initial=step, desc=f"train {env}")
     t0 = time.time()
-    end = args.steps if args.stop_at is None else min(args.steps, args.stop_at)
     while step < end:
         batch = batches(args.batch, g)
         lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
@@ -329,9 +660,9 @@ def train(args: argparse.Namespace, command: str) -> Path:
             history["val"].append((step, val))
             wall = round(wall_before + time.time() - t0, 1)
             meta.update(step=step, val_loss=val, train_loss=running, wall_s=wall)
-            TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction, scale=args.scale,
-                            stride=args.stride, **planning).save_pretrained(out, extra=meta)
-            save_state(state_path, net, ema, opt, g, dict(step=step, history=history, wall_s=wall, ema_age=ema_age))
+            export(meta)
+            save_state(state_path, net, ema, opt, g, dict(step=step, history=history, wall_s=wall, ema_age=ema_age,
+                                                          settings=settings, checkpoint=meta))
             _plot(history, out / "loss.png")
             bar.write(f"step {step}: train {running:.4f}  val {val:.4f}")
     bar.close()

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
+import time
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,11 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
 def cosine_alphas_cumprod(T: int, s: float = 0.008) -> Tensor:
     """ᾱ of the cosine schedule (Nichol & Dhariwal 2021), β clipped at 0.999, ``(T,)`` float32."""
+    if not isinstance(T, Integral) or isinstance(T, bool) or T < 1:
+        raise ValueError(f"T (diffusion steps) must be an int >= 1, got {T!r}")
+    if not isinstance(s, Real) or isinstance(s, bool) or not (math.isfinite(s) and s >= 0):
+        raise ValueError(f"s must be a finite number >= 0, got {s!r}")
+    T = int(T)
     f = lambda u: math.cos((u / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
     betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(T)], dtype=torch.float64)
     return torch.cumprod(1 - betas, 0).float()
@@ -101,6 +110,15 @@ class TrajectoryPrior(XYNormalizer):
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
+        ac = torch.as_tensor(alphas_cumprod)
+        if ac.ndim != 1 or ac.numel() < 1:
+            raise ValueError(f"alphas_cumprod must be a non-empty 1-D tensor (T >= 1), got shape {tuple(ac.shape)}")
+        if not (torch.isfinite(ac).all() and (ac >= 0).all() and (ac <= 1).all()):
+            raise ValueError("alphas_cumprod must hold finite values in [0, 1]")
+        alphas_cumprod = ac
+        if clip is not None and not (isinstance(clip, Real) and not isinstance(clip, bool)
+                                     and math.isfinite(clip) and clip > 0):
+            raise ValueError(f"clip must be None or a finite number > 0, got {clip!r}")
         self.net = net.eval()
         self.alphas_cumprod = alphas_cumprod.float()
         self.sample_shape = (net.config.horizon, net.config.channels)
@@ -172,12 +190,16 @@ class TrajectoryPrior(XYNormalizer):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` to ``directory``."""
-        from safetensors.torch import save_file
+        """Write ``model.safetensors`` and ``config.json`` to ``directory``.
+
+        Each file is written atomically (a temporary file in ``directory``, then `os.replace`):
+        a reader, or a process killed mid-save, sees the old file or the new one, never a
+        partial one. ``model.safetensors`` records ``extra["step"]`` (when given) in its
+        metadata, so a checkpoint whose two files come from different saves can be told."""
+        from safetensors.torch import save
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}, d / "model.safetensors")
         cfg = dict(extra or {})
         cfg.update(unet=self.net.config.to_dict(), T=int(self.alphas_cumprod.shape[0]), schedule="cosine",
                    prediction=self.prediction_type, scale=self.scale, clip=self.clip, stride=self.stride,
@@ -185,14 +207,22 @@ class TrajectoryPrior(XYNormalizer):
                    planning_guidance=self.planning_guidance,
                    planning_guidance_schedule=self.planning_guidance_schedule,
                    planning_consensus=self.planning_consensus)
-        (d / "config.json").write_text(json.dumps(cfg, indent=2))
+        text = json.dumps(cfg, indent=2)  # before writing anything: a config that cannot be written changes nothing
+        metadata = {"format": "pt"}
+        if cfg.get("step") is not None:
+            metadata["step"] = str(cfg["step"])
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
+        atomic_write(d / "model.safetensors", save(tensors, metadata=metadata))
+        atomic_write(d / "config.json", text.encode())
         return d
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> "TrajectoryPrior":
-        """Load a shipped checkpoint by name (one of `CHECKPOINTS`) or a directory path."""
-        from safetensors.torch import load_file
+        """Load a shipped checkpoint by name (one of `CHECKPOINTS`) or a directory path.
 
+        Raises `FileNotFoundError` when a file is missing and `ValueError`, naming the file (and
+        the key), when ``config.json`` is not valid JSON, lacks a key or holds an invalid value,
+        or ``model.safetensors`` is truncated, corrupt or does not fit the configured network."""
         d = Path(name_or_path)
         if str(name_or_path) in CHECKPOINTS:
             d = _PACKAGE_DIR / str(name_or_path)
@@ -201,14 +231,119 @@ class TrajectoryPrior(XYNormalizer):
                 f"no checkpoint at {name_or_path!r} (need model.safetensors and config.json); "
                 f"shipped names: {', '.join(CHECKPOINTS)}"
             )
-        cfg = json.loads((d / "config.json").read_text())
-        net = TemporalUNet(UNet1DConfig.from_dict(cfg["unet"]))
-        net.load_state_dict(load_file(d / "model.safetensors"))
+        cfg_path, model_path = d / "config.json", d / "model.safetensors"
+        cfg = read_json(cfg_path)
+        for key in ("unet", "T", "lo", "hi"):
+            if key not in cfg:
+                raise ValueError(f"{cfg_path}: missing key {key!r}")
+        if not isinstance(cfg["unet"], dict):
+            raise ValueError(f"{cfg_path}: 'unet' must be an object, got {cfg['unet']!r}")
+        for key in ("horizon", "channels", "dim", "dim_mults"):
+            if key not in cfg["unet"]:
+                raise ValueError(f"{cfg_path}: missing key 'unet.{key}'")
+        T = cfg["T"]
+        if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+            raise ValueError(f"{cfg_path}: 'T' must be an int >= 1, got {T!r}")
+        try:
+            net = TemporalUNet(UNet1DConfig.from_dict(cfg["unet"]))
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{cfg_path}: invalid 'unet' config: {e}") from e
+        tensors, _ = read_safetensors(model_path)
+        try:
+            net.load_state_dict(tensors)
+        except RuntimeError as e:
+            raise ValueError(f"{model_path}: the weights do not fit the network of {cfg_path}: {e}") from e
         net.requires_grad_(False)
-        ac = cosine_alphas_cumprod(cfg["T"])
-        return cls(net, ac, cfg["lo"], cfg["hi"], env_name=cfg.get("env_name"),
-                   prediction=cfg.get("prediction", "epsilon"), scale=cfg.get("scale", 1.0),
-                   clip=cfg.get("clip", 1.0), stride=cfg.get("stride", 1),
-                   planning_guidance=cfg.get("planning_guidance"),
-                   planning_guidance_schedule=cfg.get("planning_guidance_schedule"),
-                   planning_consensus=cfg.get("planning_consensus") or 0.0).to(device)
+        try:
+            prior = cls(net, cosine_alphas_cumprod(T), cfg["lo"], cfg["hi"], env_name=cfg.get("env_name"),
+                        prediction=cfg.get("prediction", "epsilon"), scale=cfg.get("scale", 1.0),
+                        clip=cfg.get("clip", 1.0), stride=cfg.get("stride", 1),
+                        planning_guidance=cfg.get("planning_guidance"),
+                        planning_guidance_schedule=cfg.get("planning_guidance_schedule"),
+                        planning_consensus=cfg.get("planning_consensus") or 0.0)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{cfg_path}: {e}") from e
+        return prior.to(device)
+
+
+# ---------------------------------------------------------------------------- files
+_SAVE_PAUSE_ENV = "COFI_TEST_SAVE_PAUSE"  # test hook: "<file name>:<n>", see `atomic_write`
+_replacements: dict[str, int] = {}
+
+
+def atomic_write(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: to a temporary file in the same folder (flushed to
+    disk), then `os.replace` onto ``path``. A process killed at any moment leaves the old
+    ``path`` or the new one, whole (and at most a stray ``.<name>.*.tmp`` beside it).
+
+    Test hook: with the environment variable ``COFI_TEST_SAVE_PAUSE=<name>:<n>``, the ``n``-th
+    replacement of a file called ``<name>`` in this process creates ``<path>.paused`` once the
+    temporary file is complete, then sleeps (10 minutes) before the replace, so that a test
+    can kill the process in the middle of a save."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _maybe_pause(path)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        try:
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+    return path
+
+
+def _maybe_pause(path: Path) -> None:
+    spec = os.environ.get(_SAVE_PAUSE_ENV)
+    if not spec:
+        return
+    name, _, n = spec.rpartition(":")
+    if name != path.name:
+        return
+    _replacements[name] = _replacements.get(name, 0) + 1
+    if str(_replacements[name]) == n.strip():
+        Path(str(path) + ".paused").write_text(str(os.getpid()))
+        time.sleep(600)
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON object from ``path``; `ValueError` naming the file when it is not one."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON (truncated or corrupt?): {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, read in one go; `ValueError` naming the
+    file when it is truncated or corrupt (`OSError` when it cannot be read)."""
+    from safetensors.torch import load
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        n = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + n]).get("__metadata__") or {}
+    except Exception as e:  # safetensors raises its own SafetensorError, which names no file
+        raise ValueError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from e
+    return tensors, metadata

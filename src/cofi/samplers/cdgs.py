@@ -90,7 +90,7 @@ class CDGS:
         bar = run.bar(len(ts) * self.inner, "cdgs")
         for k, (t, s) in enumerate(pairs(ts)):
             a_t, a_s = run.alpha(t), run.alpha(s)
-            w = guidance_weight(self.guidance, a_s, self.guidance_schedule)
+            w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
             for u in range(self.inner):  # U rounds of message passing: denoise t → s, re-noise s → t
                 messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
                 x0, grad = guide(run, x, t, w, messages)

@@ -117,7 +117,7 @@ class CoFi:
         # 1. coarse stage (Algorithm 1): every x̂ shrinks toward the shared scaffold
         for k, (t, s) in enumerate(pairs(ts)):
             a_t, a_s = run.alpha(t), run.alpha(s)
-            w = guidance_weight(self.guidance, a_s, self.guidance_schedule)
+            w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
             messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
             x0, grad = guide(run, x, t, w, messages)              # x̂ (and ∇R, eq. 11)
             if self.direction == "fused":  # the authors' video loop keeps the prior's ε̂, fused like x̂
@@ -146,7 +146,7 @@ class CoFi:
         x0 = x0_c  # the refinement's first consensus messages: the coarse stage's last x̃
         for k, (t, s) in enumerate(pairs(ts[r:]), start=r):
             a_t, a_s = run.alpha(t), run.alpha(s)
-            w = guidance_weight(self.guidance, a_s, self.guidance_schedule)
+            w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
             messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
             x0, grad = guide(run, x, t, w, messages)
             x0_c = pin(run, fuse(run, x0) if fusion else x0)

@@ -60,7 +60,7 @@ class GSC:
         bar = run.bar(len(ts), "gsc")
         for k, (t, s) in enumerate(pairs(ts)):
             a_t, a_s = run.alpha(t), run.alpha(s)
-            w = guidance_weight(self.guidance, a_s, self.guidance_schedule)
+            w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
             messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
             x0, grad = guide(run, x, t, w, messages)          # x̂ (and ∇R, eq. 11)
             x0_c = fuse(run, x0) if self.fusion else x0       # eq. 10
