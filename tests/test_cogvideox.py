@@ -123,16 +123,19 @@ def test_decode_and_export_are_the_pipelines(pipe, tmp_path):
     assert back.shape == frames.shape  # H.264 is lossy: shape and count only
 
 
-def test_determinism_max_batch_and_one_transformer_call(pipe, prior):
+def test_determinism_max_batch_and_transformer_calls(pipe, prior):
     calls = []
     hook = pipe.transformer.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["hidden_states"].shape[0]),
                                                       with_kwargs=True)
     try:
         sampler = cofi.CoFi(steps=4, lam0=0.8, schedule="cosine", refine_at=0.25, noise="shared")
         kw = dict(chunks=3, overlap=1, sampler=sampler, height=H, width=W, progress=False)
-        a = video.compose_video(pipe, PROMPT, generator=gen(0), **kw)
-        assert calls == [2 * 3] * (4 + 3)  # every step: 3 chunks × 2 CFG branches in one call
-        b = video.compose_video(pipe, PROMPT, generator=gen(0), **kw)
+        a = video.compose_video(pipe, PROMPT, generator=gen(0), max_batch=None, **kw)
+        assert calls == [2 * 3] * (4 + 3)  # max_batch=None, every step: 3 chunks × 2 CFG branches in one call
+        calls.clear()
+        video.compose_video(pipe, PROMPT, generator=gen(0), **kw)
+        assert calls == [2 * 2, 2 * 1] * (4 + 3)  # the default max_batch=2 bounds the transformer's batch
+        b = video.compose_video(pipe, PROMPT, generator=gen(0), max_batch=None, **kw)
         c = video.compose_video(pipe, PROMPT, generator=gen(0), max_batch=1, **kw)
     finally:
         hook.remove()

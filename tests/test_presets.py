@@ -37,13 +37,13 @@ def test_core_modules_import_no_domain():
 
 def test_names_configs_and_overrides_resolve_the_same_way():
     r = presets.resolve(PANORAMA, None)
-    assert (r.method, r.stride, r.blend) == ("cofi", 32, "ramp") and r.sampler.steps == 50
+    assert (r.method, r.stride, r.blend) == ("cofi", 1 / 2, "ramp") and r.sampler.steps == 50  # of the window
     r = presets.resolve(PANORAMA, "COFI", steps=20, lam0=0.5)
     assert r.sampler.steps == 20 and r.sampler.lam0 == 0.5 and r.sampler.coarse_update == "renoise"
     # a config of a preset's class takes that preset's geometry and keeps its own fields
     own = cofi.GSC(steps=7, eta=0.3)
     r = presets.resolve(PANORAMA, own)
-    assert r.sampler is own and (r.method, r.stride, r.blend) == ("multidiffusion", 8, "uniform")
+    assert r.sampler is own and (r.method, r.stride, r.blend) == ("multidiffusion", 1 / 8, "uniform")
     r = presets.resolve(PANORAMA, own, steps=3, stride=16, blend="ramp", eta=0.0)
     assert r.sampler == dataclasses.replace(own, steps=3, eta=0.0) and (r.stride, r.blend) == (16, "ramp")
     r = presets.resolve(VIDEO, cofi.CoFi(steps=4))
@@ -64,7 +64,7 @@ class _MySampler:  # a user-written sampler: not a dataclass, no preset builds i
 def test_a_user_sampler_gets_the_domain_default_geometry():
     mine = _MySampler()
     r = presets.resolve(PANORAMA, mine)
-    assert r.sampler is mine and r.method is None and (r.stride, r.blend) == (32, "ramp")
+    assert r.sampler is mine and r.method is None and (r.stride, r.blend) == (1 / 2, "ramp")
     with pytest.raises(TypeError, match="cannot apply \\['steps'\\] to a _MySampler: not a dataclass"):
         presets.resolve(PANORAMA, mine, steps=4)
     with pytest.raises(TypeError, match="sampler must be a sampler config"):

@@ -46,19 +46,20 @@ def _syncdiffusion(steps: int | None = None, **kw) -> SyncDiffusion:
     return SyncDiffusion(**{**dict(steps=steps, sync_steps=max(1, round(steps / 5))), **kw})
 
 
-#: The paper's panorama comparison (Table 2), the default first.
+#: The paper's panorama comparison (Table 2), the default first. Strides are fractions of the
+#: window (the UNet's ``sample_size``: 64 latents for SD 2-base, 96 for SD 2): 1/2 is 32 of 64.
 PRESETS: dict[str, Preset] = {
     "cofi": Preset(factory(CoFi, lam0=0.8, schedule="linear", refine_at=0.3, refine_eta=1.0, fusion=True,
-                           coarse_update="renoise", noise="blend", refine_noise="shared"), CoFi, 32, "ramp",
+                           coarse_update="renoise", noise="blend", refine_noise="shared"), CoFi, 1 / 2, "ramp",
                    "the authors' panorama loop (DESIGN §2): coarse x̃ re-noised to the next level with blended "
                    "noise, λ0 = 0.8 linear, ramp fusion; canvas renoise at ⌊0.3 K⌋ (15 of 50); DDIM η = 1 "
                    "refinement with shared noise"),
-    "multidiffusion": Preset(factory(GSC), GSC, 8, "uniform",
+    "multidiffusion": Preset(factory(GSC), GSC, 1 / 8, "uniform",
                              "GSC, DDIM η = 0, uniform fusion at stride 8 (diffusers' panorama pipeline)"),
-    "syncdiffusion": Preset(_syncdiffusion, SyncDiffusion, 16, "uniform",
+    "syncdiffusion": Preset(_syncdiffusion, SyncDiffusion, 1 / 4, "uniform",
                             "MultiDiffusion + LPIPS gradient to the middle window, weight 20 ×0.95 per step, "
                             "first K/5 steps, stride 16 (public code); needs lpips="),
-    "cdgs": Preset(factory(CDGS, inner=4, prune_at=0.0), CDGS, 32, "ramp",
+    "cdgs": Preset(factory(CDGS, inner=4, prune_at=0.0), CDGS, 1 / 2, "ramp",
                    "CDGS with U = 4 inner iterations, no pruning (a population of one)"),
 }
 METHODS = tuple(PRESETS)
@@ -88,10 +89,11 @@ def _preset(method: str) -> Preset:
     return PRESETS[method]
 
 
-def reference_stride(method: str = "cofi") -> int:
-    """Window stride in latent columns: MultiDiffusion 8 (diffusers), SyncDiffusion 16 (its
-    public code), CDGS and CoFi 32 (overlap 32, the CoFi authors' setting)."""
-    return _preset(method).stride
+def reference_stride(method: str = "cofi", window: int = WINDOW) -> int:
+    """Window stride in latent columns for a ``window``-latent UNet: MultiDiffusion 1/8 of the
+    window (8 of SD 2-base's 64, as diffusers), SyncDiffusion 1/4 (16, its public code), CDGS and
+    CoFi 1/2 (32: overlap 32, the CoFi authors' setting)."""
+    return max(1, round(_preset(method).stride * window))
 
 
 def reference_blend(method: str = "cofi") -> Blend:
@@ -221,8 +223,8 @@ def compose_panorama(
     pipe,
     prompt: str | Sequence[str],
     *,
-    height: int = 512,
-    width: int = 2048,
+    height: int | None = None,
+    width: int | None = None,
     sampler: Sampler | str | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     negative_prompt: str | Sequence[str] = "",
@@ -242,11 +244,18 @@ def compose_panorama(
     diffusers' latents layout. Arguments as in `panorama`."""
     from .priors.stable_diffusion import StableDiffusionPrior
 
+    if not (isinstance(guidance_scale, (int, float)) and not isinstance(guidance_scale, bool)
+            and math.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (classifier-free guidance), got {guidance_scale!r}")
     r = resolve(PRESETS, sampler, steps=steps, stride=stride, blend=blend, **overrides)
-    sampler, stride, blend = r.sampler, r.stride, r.blend
     vsf = pipe.vae_scale_factor
-    h = _check_size("height", height, vsf)
     window = pipe.unet.config.sample_size
+    window = window[-1] if isinstance(window, (list, tuple)) else int(window)
+    sampler, blend = r.sampler, r.blend
+    stride = r.stride if isinstance(r.stride, int) else max(1, round(r.stride * window))  # a preset's fraction
+    height = window * vsf if height is None else height  # the model's native resolution
+    width = 4 * window * vsf if width is None else width  # the paper's 1:4 panoramas
+    h = _check_size("height", height, vsf)
     tall = h > window  # more than one window along the height
     wide = _check_size("width", width, vsf) > window or not tall  # along the width (a short image: always)
     if tall and wide:  # a 2-D grid of windows, the same stride on both axes
@@ -289,8 +298,8 @@ class PanoramaOutput(Composition):
 def panorama(
     pipe,
     prompt: str | Sequence[str],
-    height: int = 512,
-    width: int = 2048,
+    height: int | None = None,
+    width: int | None = None,
     sampler: Sampler | str | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     negative_prompt: str | Sequence[str] = "",
@@ -316,15 +325,17 @@ def panorama(
             ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler`` and ``vae_scale_factor``.
             Only ``scheduler.alphas_cumprod`` and its config are used: cofi runs its own DDIM.
         prompt: the text prompt, or a list with one prompt per window.
-        height, width: panorama size in px, multiples of 8; ``width/8 = 64 + k·stride``.
+        height, width: panorama size in px, multiples of 8; ``width/8 = window + k·stride`` with
+            the UNet's window (``unet.config.sample_size``: 64 latents for SD 2-base, 96 for SD 2).
+            None: the model's native height (512 / 768 px) and four times it as width.
         sampler: a method name from `METHODS` (its preset), a config (`cofi.CoFi`, `cofi.GSC`,
             `cofi.CDGS`, `SyncDiffusion`, or any sampler object), or None for ``"cofi"``. A
             config takes the stride and blend of its class's first preset (CoFi → ``cofi``,
             GSC → ``multidiffusion``), an unknown sampler class those of ``cofi``.
         generator: the only source of randomness; the result is a function of its seed.
         negative_prompt, guidance_scale: as in the pipeline (CFG 7.5).
-        stride: window stride in latent columns (overlap = 64 − stride); default per method
-            (`reference_stride`).
+        stride: window stride in latent columns (overlap = window − stride); default per method,
+            a fraction of the window (`reference_stride`: 32 of 64 for CoFi on SD 2-base, 48 of 96 on SD 2).
         progress: tqdm bars per sampler stage.
         blend: overlap blending (`reference_blend` by default).
         batch: candidates B (one x_T each, all composed together).

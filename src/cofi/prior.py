@@ -33,12 +33,15 @@ class LocalPrior(Protocol):
     """A short-horizon diffusion prior over local plans of shape ``sample_shape``.
 
     Required:
-      - ``alphas_cumprod``: ``(T_train,)`` float tensor, the cumulative product ``ᾱ_t``;
-        its device is where cofi keeps the sampler state.
+      - ``alphas_cumprod``: ``(T_train,)`` float tensor, the cumulative product ``ᾱ_t``:
+        finite, strictly decreasing in t, in (0, 1] (store a zero-terminal-SNR ᾱ_T = 0 as a tiny
+        positive number); its device is where cofi keeps the sampler state.
       - ``sample_shape``: the shape ``S`` of one local plan (no batch dimension).
       - ``denoise(x_t, t, **cond) -> x0``: for ``x_t`` of shape ``(M, *S)`` and integer
         timesteps ``t`` of shape ``(M,)``, the denoised estimate ``x̂ = E[x_0 | x_t]``,
-        shape ``(M, *S)``. ``compose`` always passes ``window=(M,)``, the layout index of
+        shape ``(M, *S)``, in ``x_t``'s dtype. ``compose`` only passes ``(M, *S)``; what
+        ``denoise`` does with another shape is the adapter's choice (an error that says what is
+        wrong is kind; broadcasting is allowed). ``compose`` always passes ``window=(M,)``, the layout index of
         each plan (for adapters with per-window conditioning such as one prompt per
         window); adapters that do not need it accept and ignore it via ``**cond``.
 

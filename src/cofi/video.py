@@ -239,7 +239,7 @@ def compose_video(
     overlap: int = OVERLAP,
     blend: Blend | None = None,
     batch: int = 1,
-    max_batch: int | None = None,
+    max_batch: int | None = 2,
     progress: bool = True,
     callback=None,
     x_T: Tensor | None = None,
@@ -297,7 +297,7 @@ def long_video(
     overlap: int = OVERLAP,
     blend: Blend | None = None,
     batch: int = 1,
-    max_batch: int | None = None,
+    max_batch: int | None = 2,
     callback=None,
     x_T: Tensor | None = None,
     steps: int | None = None,
@@ -319,7 +319,9 @@ def long_video(
         overlap: latent frames shared by adjacent chunks (6; stride 7).
         blend: overlap blending (default: ``uniform`` for ``"gen-l-video"``, else ``ramp``).
         batch: candidates B, composed together (each is decoded).
-        max_batch: most chunks per transformer call (each runs both CFG branches); None: all.
+        max_batch: most chunks per transformer call (each runs both CFG branches, so 2 chunks
+            are a batch of 4 sequences of ~17.8k tokens for CogVideoX-2B at 480×720); None: all
+            at once (a 9-chunk composition: 18 sequences in one call). Does not change the result.
         callback: read-only ``callback(dict)`` after every step (see `cofi.compose`).
         x_T: initial latents, a canvas ``(B, L, C, h, w)`` or chunks.
         steps: sampling steps (None: the preset's 50, or the config's own).

@@ -26,9 +26,12 @@ def main(argv: list[str] | None = None) -> None:
         paths = generate_dataset(args.env, args.out, args.episodes, args.val_episodes, args.seed)
         print("wrote", *paths)
     else:
-        from .train import train_from_args
+        from .train import TrainingSetupError, train_from_args
 
-        train_from_args(args, sys.argv)
+        try:  # a bad argument, or inputs / a run directory training cannot use: a usage error (exit 2)
+            train_from_args(args, sys.argv if argv is None else ["python -m cofi.planning", *argv])
+        except TrainingSetupError as e:
+            t.error(str(e))
 
 
 if __name__ == "__main__":

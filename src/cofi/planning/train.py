@@ -32,10 +32,11 @@ Every file is written atomically (temporary file, then `os.replace`) and
 ``state.safetensors`` alone is the commit point: a run killed at any moment resumes from the
 last complete save (a checkpoint written after that save is rewritten from the state).
 Resuming refuses a command whose settings differ from the state's (``--prediction``,
-``--T``, model size, ...; only ``--steps``, ``--stop-at``, ``--every``, ``--threads`` and
-``--out`` may change) and then writes nothing. Arguments are checked before anything is
-read or written (`validate_train_args`); errors are `TrainingSetupError` (a `ValueError`)
-naming the flag or the file, which ``python -m cofi.planning train`` reports as usage errors.
+``--T``, model size, ...; only ``--steps``, ``--stop-at``, ``--every``, ``--threads``, ``--out``
+and the path of ``--data`` may change: the data is compared by ``--env`` and its xy range)
+and then writes nothing. Arguments are checked before anything is read or written
+(`validate_train_args`); errors are `TrainingSetupError` (a `ValueError`) naming the flag or
+the file, which ``python -m cofi.planning train`` reports as usage errors (exit status 2).
 
     python -m cofi.planning train --data data/pointmaze-giant-stitch-v0.npz --out runs/giant --steps 12000
 """
@@ -187,29 +188,6 @@ def validate_train_args(args) -> argparse.Namespace:
         if given.get(dest) in (None, ""):
             raise TrainingSetupError(f"{_flag(dest)} is required")
     a = argparse.Namespace(**{**_train_defaults(), **given})
-    # files
-    if not isinstance(a.data, (str, os.PathLike)):
-        raise TrainingSetupError(f"--data must be a path, got {a.data!r}")
-    val = validation_path(a.data)
-    if not Path(a.data).is_file():
-        raise TrainingSetupError(f"--data {str(a.data)!r}: no such file")
-    if not val.is_file():
-        raise TrainingSetupError(f"--data {str(a.data)!r}: its validation split {str(val)!r} is missing "
-                                 "(`python -m cofi.planning generate` writes both)")
-    if not isinstance(a.out, (str, os.PathLike)):
-        raise TrainingSetupError(f"--out must be a path, got {a.out!r}")
-    if Path(a.out).exists() and not Path(a.out).is_dir():
-        raise TrainingSetupError(f"--out {str(a.out)!r} exists and is not a directory")
-    if a.env is not None and not (isinstance(a.env, str) and a.env.strip()):
-        raise TrainingSetupError(f"--env must be a non-empty name, got {a.env!r}")
-    if a.init is not None:
-        init = Path(a.init)
-        if not init.is_dir():
-            raise TrainingSetupError(f"--init {str(a.init)!r}: no such directory")
-        run = (init / "state.safetensors").is_file()
-        if not (init / "config.json").is_file() or not (run or (init / "model.safetensors").is_file()):
-            raise TrainingSetupError(f"--init {str(a.init)!r}: neither a training run (state.safetensors, "
-                                     "config.json) nor a checkpoint (model.safetensors, config.json)")
     # numbers
     _need_int(a, "steps", 1)
     _need_int(a, "batch", 1)
@@ -271,12 +249,39 @@ def validate_train_args(args) -> argparse.Namespace:
     if a.evidence_prob > 0 and OVERLAP_STEPS // a.stride < 1:
         raise TrainingSetupError(f"--evidence-prob > 0 needs --stride <= {OVERLAP_STEPS} (the overlap the evidence "
                                  f"covers), got --stride {a.stride}")
+    # files
+    if not isinstance(a.data, (str, os.PathLike)):
+        raise TrainingSetupError(f"--data must be a path, got {a.data!r}")
+    val = validation_path(a.data)
+    if not Path(a.data).is_file():
+        raise TrainingSetupError(f"--data {str(a.data)!r}: no such file")
+    if not val.is_file():
+        raise TrainingSetupError(f"--data {str(a.data)!r}: its validation split {str(val)!r} is missing "
+                                 "(`python -m cofi.planning generate` writes both)")
+    if not isinstance(a.out, (str, os.PathLike)):
+        raise TrainingSetupError(f"--out must be a path, got {a.out!r}")
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        raise TrainingSetupError(f"--out {str(a.out)!r} exists and is not a directory")
+    if a.env is not None and not (isinstance(a.env, str) and a.env.strip()):
+        raise TrainingSetupError(f"--env must be a non-empty name, got {a.env!r}")
+    if a.init is not None:
+        if not isinstance(a.init, (str, os.PathLike)):
+            raise TrainingSetupError(f"--init must be a path, got {a.init!r}")
+        a.init = str(a.init)
+        init = Path(a.init)
+        if not init.is_dir():
+            raise TrainingSetupError(f"--init {str(a.init)!r}: no such directory")
+        run = (init / "state.safetensors").is_file()
+        if not (init / "config.json").is_file() or not (run or (init / "model.safetensors").is_file()):
+            raise TrainingSetupError(f"--init {str(a.init)!r}: neither a training run (state.safetensors, "
+                                     "config.json) nor a checkpoint (model.safetensors, config.json)")
     return a
 
 
 def _run_settings(a: argparse.Namespace, env: str, lo, hi) -> dict:
     """What a resumed run must share with its state (JSON-normalised)."""
-    d = {k: v for k, v in vars(a).items() if k not in RESUMABLE_CHANGES}
+    known = _train_defaults()
+    d = {k: v for k, v in vars(a).items() if k in known and k not in RESUMABLE_CHANGES}
     d.update(env=env, data_range=[np.asarray(lo).tolist(), np.asarray(hi).tolist()])
     return json.loads(json.dumps(d))
 
@@ -292,6 +297,8 @@ def _settings_from_config(cfg: dict) -> dict:
         d["env"] = cfg["env_name"]
     if "lo" in cfg and "hi" in cfg:
         d["data_range"] = [cfg["lo"], cfg["hi"]]
+    if "command" in cfg:  # written by `train`, which records a warm start's path (and nothing without one)
+        d["init"] = (cfg.get("init") or {}).get("path")
     return json.loads(json.dumps(d))
 
 
@@ -592,7 +599,8 @@ def train(args: argparse.Namespace, command: str = "") -> Path:
                 ema.load_state_dict(weights)
                 ema_age = int(read_json(init / "config.json").get("step", 0))
         except (OSError, ValueError, RuntimeError, KeyError) as e:
-            raise TrainingSetupError(f"--init {str(args.init)!r}: cannot start from it ({type(e).__name__}: {e})") from e
+            raise TrainingSetupError(f"--init {str(args.init)!r}: cannot start from it "
+                                     f"({type(e).__name__}: {e})") from e
         print(f"initialised from {args.init} (step {ema_age})")
     batches = Batcher(tr, ac, args, bank, cond)
     val_batch = Batcher(va, ac, args, bank, cond)(512, torch.Generator().manual_seed(1234))
