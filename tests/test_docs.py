@@ -255,3 +255,16 @@ def test_distributed_doc_block_runs_in_a_one_process_group(tmp_path):
     r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[:2] == ["ok", "(4,"]
+
+
+def test_samplers_md_loop_excerpts_are_the_code():
+    """docs/samplers.md shows each sampler's loop beside its algorithm: every line of every loop
+    excerpt (a block starting with ``for``) is a line of the samplers or the custom-sampler example."""
+    src = "\n".join(p.read_text() for p in sorted((ROOT / "src" / "cofi" / "samplers").glob("*.py")))
+    src += (ROOT / "examples" / "custom_sampler.py").read_text()
+    lines = {ln.strip() for ln in src.splitlines()}
+    excerpts = [b for b in _blocks(ROOT / "docs" / "samplers.md") if b.lstrip().startswith("for ")]
+    assert len(excerpts) >= 4
+    for block in excerpts:
+        for ln in block.splitlines():
+            assert not ln.strip() or ln.strip() in lines, f"docs/samplers.md excerpt line not in the code: {ln!r}"
