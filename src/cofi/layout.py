@@ -178,6 +178,10 @@ class Lattice:
     def adjacent_pairs(self) -> list[tuple[int, int, int]]:
         """Every pair of overlapping windows ``(i, j, a)``, j following i along chain a, chain
         by chain and in window order (the order of `overlap_pairs`)."""
+        return list(self._adjacent)
+
+    @cached_property
+    def _adjacent(self) -> tuple[tuple[int, int, int], ...]:
         pos = {idx: i for i, idx in enumerate(self.index)}
         out = []
         for a, c in enumerate(self.chains):
@@ -185,7 +189,7 @@ class Lattice:
                 continue
             out += [(i, pos[idx[:a] + (idx[a] + 1,) + idx[a + 1:]], a) for idx, i in pos.items()
                     if idx[a] + 1 < c.count]
-        return out
+        return tuple(out)
 
     def pair_difference(self, x_i: Tensor, x_j: Tensor, a: int) -> Tensor:
         """``R(x_i) − L(x_j)`` along chain a for windows ``(B, *S)``: their shared band."""
@@ -195,6 +199,13 @@ class Lattice:
     def overlap_pairs(self, plans: Tensor) -> list[Tensor]:
         """Per tiled axis, the differences of every pair of windows adjacent along it on their
         shared band, ``(B, pairs, ...)``; empty without overlaps."""
+        if len(self.chains) == 1:  # a chain: every window's right band against the next one's left
+            c = self.chains[0]
+            if c.count < 2 or c.overlap == 0:
+                return []
+            ax = 2 + c.axis
+            right = plans.narrow(ax, c.window - c.overlap, c.overlap)
+            return [right[:, :-1] - plans.narrow(ax, 0, c.overlap)[:, 1:]]
         per_axis: dict[int, list[Tensor]] = {}
         for i, j, a in self.adjacent_pairs():
             per_axis.setdefault(a, []).append(self.pair_difference(plans[:, i], plans[:, j], a))

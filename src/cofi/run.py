@@ -25,7 +25,13 @@ Noise = Literal["independent", "shared", "blend"]
 NOISE_MODES = ("independent", "shared", "blend")
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
-__all__ = ["Run", "Meter", "Sampled", "Noise", "NOISE_MODES", "Generator"]
+__all__ = ["Run", "Meter", "Sampled", "Noise", "NOISE_MODES", "Generator", "all_finite"]
+
+
+def all_finite(x: Tensor) -> bool:
+    """Whether ``x`` holds no NaN or inf, by one reduction (a NaN or inf survives a sum; finite
+    values large enough to overflow it, ~1e38 in float32, are no sampler state either)."""
+    return bool(torch.isfinite(x.detach().sum()))
 
 
 @dataclass
@@ -126,7 +132,7 @@ class Run:
         the stage and step otherwise; a non-finite *prediction* is caught earlier, in `predict`,
         and blamed on the prior), then call the callback with copies, so it cannot change the run."""
         x = info.get("x")
-        if isinstance(x, Tensor) and not torch.isfinite(x.detach()).all():
+        if isinstance(x, Tensor) and not all_finite(x):
             raise FloatingPointError(
                 f"the sampler state became NaN or inf at stage {info.get('stage')!r}, step {info.get('step')} "
                 f"(t={info.get('t')}); the prior's predictions were finite, so look at the sampler's settings "

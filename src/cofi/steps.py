@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .coupling import apply_pins, overlap_reward, pin_mask
 from .prior import eps_from_x0
-from .run import Run
+from .run import Run, all_finite
 from .scaffold import shrink
 
 __all__ = [
@@ -79,7 +79,7 @@ def predict(run: Run, x: Tensor, t: int, *, ids: Tensor | None = None, grad: boo
             outs.append(out.to(run.dtype))
     x0 = rearrange(torch.cat(outs), "(b n) ... -> b n ...", b=B)
     run.meter.nfe += B * n
-    if not torch.isfinite(x0.detach()).all():
+    if not all_finite(x0):
         raise FloatingPointError(f"prior.denoise returned NaN or inf at t={int(t)}")
     return x0
 
