@@ -430,3 +430,22 @@ def test_a_mutating_callback_cannot_change_the_result(gmm, sampler):
 
     mutated = cofi.compose(gmm, layout, sampler, generator=gen(5), callback=vandal, **kw)
     assert torch.equal(plain.canvas, mutated.canvas)
+
+
+def test_pins_with_a_mask_fix_only_the_known_entries(gmm):
+    """A goal that fixes some channels (a manipulation goal's objects, not the arm): the masked
+    entries are written, the others stay the prior's; with hard pins and guidance too."""
+    layout = cofi.Chain(16, 4, 3)
+    values = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    pins = cofi.Pins([0, -1], values, hard=True, mask=torch.tensor([[True, True], [False, True]]))
+    free = cofi.compose(gmm, layout, cofi.GSC(steps=6, fusion=False), batch=3, generator=gen(1), progress=False,
+                        dtype=torch.float64)
+    out = cofi.compose(gmm, layout, cofi.GSC(steps=6, fusion=False), batch=3, generator=gen(1), progress=False,
+                       dtype=torch.float64, pins=pins)
+    assert torch.equal(out.canvas[:, 0], values[0].expand(3, 2)) and torch.equal(out.canvas[:, -1, 1], values[1, 1].expand(3))
+    assert not torch.allclose(out.canvas[:, -1, 0], torch.full((3,), 3.0, dtype=torch.float64))
+    assert not torch.equal(out.canvas, free.canvas)
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, \*rest\)"):
+        cofi.Pins([0, -1], values, mask=torch.tensor([True, False, True]))
+    with pytest.raises(TypeError, match="mask must hold booleans"):
+        cofi.Pins([0, -1], values, mask=torch.ones(2, 2))

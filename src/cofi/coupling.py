@@ -28,11 +28,14 @@ class Pins:
         hard: also overwrite the *state* x_t at the pinned entries with the clean values
             after every step (Janner et al. 2022's inpainting). The default writes them into
             x̂ only, so the state carries them at the matching noise level.
+        mask: ``(P, *rest)`` booleans, which entries of each pinned position are known (e.g. a
+            manipulation goal that fixes the objects but not the arm); None: all of them.
     """
 
     positions: Sequence[int | tuple[int, ...]]
     values: Tensor
     hard: bool = False
+    mask: Tensor | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.positions, (str, bytes)) or not isinstance(self.positions, Sequence) or not self.positions:
@@ -55,6 +58,15 @@ class Pins:
             raise ValueError("values (the pinned canvas values) contain NaN or inf")
         if not isinstance(self.hard, bool):
             raise TypeError(f"hard must be a bool, got {self.hard!r}")
+        if self.mask is not None:
+            mask = torch.as_tensor(self.mask)
+            if mask.dtype != torch.bool:
+                raise TypeError(f"mask must hold booleans (which entries are pinned), got {mask.dtype}")
+            rest = tuple(self.values.shape[-(mask.ndim - 1):]) if mask.ndim > 1 else ()
+            if mask.ndim < 1 or mask.shape[0] != len(self.positions) or tuple(mask.shape[1:]) != rest:
+                raise ValueError(f"mask must have shape ({len(self.positions)}, *rest) like one candidate's "
+                                 f"values {tuple(self.values.shape[-(mask.ndim):])}, got {tuple(mask.shape)}")
+            object.__setattr__(self, "mask", mask)
 
     def resolve(self, layout: Layout) -> list[tuple[int, ...]]:
         """Every position as a tuple of non-negative canvas indices, one per tiled axis."""
@@ -96,8 +108,9 @@ def _select(t: Tensor, layout: Layout, q: tuple[int, ...]) -> Tensor:
 
 def _pin_mask_canvas(pins: Pins, layout: Layout, G: Sequence[int], device) -> Tensor:
     mask = torch.zeros(1, *G, dtype=torch.bool, device=device)
-    for q in pins.resolve(layout):
-        _select(mask, layout, q).fill_(True)
+    for k, q in enumerate(pins.resolve(layout)):
+        view = _select(mask, layout, q)
+        view.fill_(True) if pins.mask is None else view.copy_(pins.mask[k].to(device).expand_as(view[0]))
     return mask
 
 
