@@ -41,10 +41,11 @@ def cosine_alphas_cumprod(T: int, s: float = 0.008) -> Tensor:
 
 
 class XYNormalizer:
-    """The trajectory surface shared by the planning priors: environment xy <-> ``[-scale, scale]``.
+    """The trajectory surface shared by the planning priors: environment coordinates (xy for a
+    maze, the 14 planning dimensions of Scene-Play) <-> ``[-scale, scale]``.
 
     Args:
-        lo, hi: per-dimension min and max of the training positions.
+        lo, hi: ``(D,)`` per-dimension min and max of the training positions.
         scale: the normalised data lies in ``[-scale, scale]``.
         env_name: the OGBench dataset the prior was built from (e.g. ``pointmaze-giant-stitch-v0``).
         stride: environment steps between consecutive plan points (a 160-step window of
@@ -58,8 +59,8 @@ class XYNormalizer:
             raise ValueError(f"stride must be an int >= 1, got {stride!r}")
         self.lo = torch.as_tensor(np.asarray(lo), dtype=torch.float32)
         self.hi = torch.as_tensor(np.asarray(hi), dtype=torch.float32)
-        if self.lo.shape != (2,) or self.hi.shape != (2,) or not (self.hi > self.lo).all():
-            raise ValueError(f"lo and hi must be (2,) with hi > lo, got {self.lo.tolist()}, {self.hi.tolist()}")
+        if self.lo.ndim != 1 or self.lo.shape != self.hi.shape or not (self.hi > self.lo).all():
+            raise ValueError(f"lo and hi must be (D,) with hi > lo, got {self.lo.tolist()}, {self.hi.tolist()}")
         self.scale = float(scale)
         self.env_name = env_name
         self.stride = stride

@@ -1,0 +1,60 @@
+"""Scene-Play planning: the closed-form prior of scene windows, the layout, goal conditioning on
+the object dimensions only, and plan_scene (on a small synthetic dataset: seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cofi.planning.scene import SCENE_PLAN_DIMS
+
+DIMS = list(SCENE_PLAN_DIMS)
+from cofi.planning.scene_plan import GOAL_DIMS, load_scene_episodes, plan_scene, scene_layout, scene_pins, scene_prior
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    steps = np.cumsum(rng.normal(scale=0.02, size=(3, 1001, 40)), axis=1).astype(np.float32)
+    path = tmp_path_factory.mktemp("scene") / "scene-play-v0.npz"
+    np.savez(path, observations=steps.reshape(-1, 40), actions=np.zeros((3003, 5), np.float32),
+             terminals=np.zeros(3003, bool))
+    return path, steps
+
+
+def test_episodes_and_bank_in_the_planning_space(data):
+    path, obs = data
+    eps = load_scene_episodes(path)
+    assert eps.shape == (3, 1001, 14) and np.array_equal(eps, obs[..., DIMS])
+    prior = scene_prior(path, every=64)
+    assert prior.sample_shape == (32, 14) and prior.size == 3 * ((1001 - 128) // 64 + 1)
+    assert float(prior.bank.abs().max()) <= 1 + 1e-6  # normalised per dimension to [-1, 1]
+    torch.testing.assert_close(prior.unnormalize(prior.normalize(torch.as_tensor(eps[0]))), torch.as_tensor(eps[0]))
+    layout = scene_layout()
+    assert (layout.window, layout.overlap, layout.count, layout.length) == (32, 12, 8, 172)  # 128 / 48 steps
+    with pytest.raises(ValueError, match="no OGBench scene file"):
+        load_scene_episodes(path.parent / "missing")
+
+
+def test_goal_pins_only_the_objects(data):
+    path, obs = data
+    prior = scene_prior(path, every=64)
+    pins = scene_pins(prior, obs[0, 0], obs[1, 500])
+    assert pins.mask[0].all() and pins.mask[1, list(GOAL_DIMS)].all() and not pins.mask[1, :3].any()
+    assert GOAL_DIMS == tuple(range(3, 14))  # not the effector's xyz
+
+
+@pytest.mark.parametrize("method", ["cofi", "gsc"])
+def test_plan_scene_starts_at_the_start_and_ends_at_the_goal_objects(data, method):
+    path, obs = data
+    prior = scene_prior(path, every=64)
+    start, goal = obs[0, 0], obs[1, 500]
+    out = plan_scene(prior, start, goal, method, batch=2, count=3, generator=torch.Generator().manual_seed(0))
+    plan = out.xy
+    assert plan.shape == (scene_layout(3).length, 14) and out.nfe > 0
+    np.testing.assert_allclose(plan[0], start[DIMS], atol=1e-5)
+    np.testing.assert_allclose(plan[-1, 3:], goal[DIMS][3:], atol=1e-5)
+    assert np.abs(plan[-1, :3] - goal[DIMS][:3]).max() > 1e-3  # the arm is free at the goal
+    with pytest.raises(ValueError, match="sample_shape must be"):
+        plan_scene(type("P", (), {"sample_shape": (40, 2)})(), start, goal)
