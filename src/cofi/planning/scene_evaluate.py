@@ -1,0 +1,136 @@
+"""Closed-loop evaluation on OGBench Scene-Play's 5 tasks: plan, execute with the inverse-dynamics
+controller, replan.
+
+An episode: reset to task i (``options=dict(task_id=i)``), plan from the observation to the
+goal's object state (`plan_scene`), follow the plan with `SceneController`. Replan when the
+state strays from the plan (``deviation`` above ``replan_deviation`` standard deviations, RMS over
+the 14 planning dimensions) or the plan is used up without success, at most ``max_replans``
+times. The episode ends on ``info["success"]`` or after ``max_steps`` (the paper: 1 500).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .scene_plan import COUNT, plan_scene
+
+__all__ = ["SceneEpisode", "make_eval_env", "run_scene_episode", "evaluate_scene", "summarize_scene"]
+
+MAX_STEPS = 1500
+
+
+@dataclass
+class SceneEpisode:
+    """One executed Scene episode; ``nfe`` and ``plan_time_s`` add up every plan."""
+
+    method: str
+    task: int
+    seed: int
+    success: bool
+    steps: int
+    replans: int
+    nfe: int
+    plan_time_s: float
+    first_plan_nfe: int
+    plans: list[np.ndarray] | None = field(default=None, repr=False)
+    plan_steps: list[int] | None = field(default=None, repr=False)
+    states: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        """The scalar fields, e.g. for a JSON line."""
+        d = asdict(self)
+        for k in ("plans", "plan_steps", "states"):
+            d.pop(k)
+        return d
+
+
+def make_eval_env():
+    """The ``scene-play-v0`` evaluation environment (no dataset is read or downloaded)."""
+    import ogbench
+
+    return ogbench.make_env_and_datasets("scene-play-v0", env_only=True)
+
+
+def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int = 0, batch: int | None = None,
+                      count: int = COUNT, max_steps: int = MAX_STEPS, max_replans: int = 10,
+                      replan_deviation: float = 1.5, tracking: str = "time", keep_paths: bool = False,
+                      progress: bool = False) -> SceneEpisode:
+    """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring.
+
+    Args:
+        env: `make_eval_env`. prior: a Scene prior (`scene_prior`). model: an `InverseDynamics`.
+        sampler: a planning method or config (`plan_scene`). seed: the env's and the planner's.
+        replan_deviation: the controller's ``deviation`` that triggers a replan.
+        tracking: the controller's progress rule (``time`` or ``nearest``).
+    """
+    from .scene_control import SceneController
+
+    if task not in (1, 2, 3, 4, 5):
+        raise ValueError(f"task must be one of 1..5, got {task!r}")
+    obs, info = env.reset(seed=seed, options=dict(task_id=task))
+    goal = np.asarray(info["goal"], dtype=np.float32)
+    gen = torch.Generator().manual_seed(seed)
+    method = sampler if isinstance(sampler, str) else type(sampler).__name__.lower()
+
+    def new_plan(o):
+        return plan_scene(prior, o, goal, sampler, count=count, batch=batch, generator=gen, progress=progress)
+
+    plans = [new_plan(obs)]
+    ctrl = SceneController(model, plans[-1].xy, stride=prior.stride, tracking=tracking)
+    plan_steps, states = [0], [obs]
+    success, steps = False, 0
+    while steps < max_steps:
+        action = ctrl.act(obs)
+        stray = ctrl.deviation > replan_deviation or ctrl.done
+        if stray and len(plans) <= max_replans:
+            plans.append(new_plan(obs))
+            plan_steps.append(steps)
+            ctrl = SceneController(model, plans[-1].xy, stride=prior.stride, tracking=tracking)
+            action = ctrl.act(obs)
+        obs, _, terminated, truncated, info = env.step(action)
+        steps += 1
+        states.append(obs)
+        if info.get("success", False):
+            success = True
+            break
+        if terminated or truncated:
+            break
+    return SceneEpisode(method=method, task=int(task), seed=int(seed), success=success, steps=steps,
+                        replans=len(plans) - 1, nfe=sum(p.nfe for p in plans),
+                        plan_time_s=sum(p.time_s for p in plans), first_plan_nfe=plans[0].nfe,
+                        plans=[p.xy for p in plans] if keep_paths else None,
+                        plan_steps=plan_steps if keep_paths else None,
+                        states=np.stack(states) if keep_paths else None)
+
+
+def evaluate_scene(prior, model, sampler="cofi", *, tasks=(1, 2, 3, 4, 5), seeds=(0,), log=None,
+                   **kw) -> list[SceneEpisode]:
+    """One episode per task and seed (`run_scene_episode`); ``log(record, seconds)`` after each."""
+    env = make_eval_env()
+    out = []
+    try:
+        for seed in seeds:
+            for task in tasks:
+                t0 = time.perf_counter()
+                rec = run_scene_episode(env, prior, model, task, sampler, seed=seed, **kw)
+                out.append(rec)
+                if log is not None:
+                    log(rec, time.perf_counter() - t0)
+    finally:
+        env.close()
+    return out
+
+
+def summarize_scene(records: list[SceneEpisode]) -> dict:
+    """Success rate, mean steps, replans, NFE per plan and seconds per plan over ``records``."""
+    n = len(records)
+    plans = sum(r.replans + 1 for r in records)
+    return dict(episodes=n, success=sum(r.success for r in records) / max(n, 1),
+                steps=float(np.mean([r.steps for r in records])) if n else float("nan"),
+                replans=float(np.mean([r.replans for r in records])) if n else float("nan"),
+                nfe_per_plan=sum(r.nfe for r in records) / max(plans, 1),
+                s_per_plan=sum(r.plan_time_s for r in records) / max(plans, 1))
