@@ -230,6 +230,19 @@ def test_log_replay_and_closed_loop_smoke(chunk):
         env.close()
 
 
+def test_eval_cli_records_reproduction(chunk, tmp_path):
+    path = tmp_path / "val.npz"
+    np.savez(path, **chunk)
+    d = _model(offsets=(4, 8)).save_pretrained(tmp_path / "m", extra=dict(command="x"))
+    r = C.main(["eval", "--model", str(d), "--data", str(path), "--segments", "2", "--length", "12", "--record"])
+    assert r["segments"] == 2 and 0 <= r["success"] <= 1 and len(r["ok"]) == 2
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["reproduction"]["segments"] == 2 and cfg["reproduction"]["command"].endswith("--record")
+    assert cfg["command"] == "x" and C.InverseDynamics.from_pretrained(d).offsets == (4, 8)
+    with pytest.raises(SystemExit):
+        C.main(["eval", "--data", str(path)])  # neither --model nor --replay
+
+
 def test_shipped_checkpoint_loads():
     m = C.InverseDynamics.from_pretrained("scene-play-invdyn")
     cfg = m.train_config

@@ -464,7 +464,7 @@ def segment_starts(terminals, n: int, length: int = 200, seed: int = 0) -> np.nd
 
 
 def reproduce_segments(model: InverseDynamics | None, data: dict, starts, *, length: int = 200, stride: int = 4,
-                       tracking: str = "time", window: int = 16, env=None) -> dict:
+                       tracking: str = "time", window: int = 16, settle: int = 0, env=None) -> dict:
     """Closed-loop reproduction of dataset segments.
 
     Each segment ``[s, s + length]``: the environment is set to row ``s``'s state (qpos, qvel,
@@ -472,7 +472,9 @@ def reproduce_segments(model: InverseDynamics | None, data: dict, starts, *, len
     14 planning dims, plus the gripper opening for a ``gripper`` model) and runs ``length``
     steps; success when the final cube position is within 4 cm of row ``s + length``'s, the
     buttons equal and drawer and window within 0.04. ``model=None`` replays the recorded actions
-    instead (the log-replay ceiling). ``data``: arrays from `load_scene_arrays`.
+    instead (the log-replay ceiling). ``settle`` extra controller steps after the plan's end
+    (its last point held as the subgoal) tell failures from lag apart (0: the strict test).
+    ``data``: arrays from `load_scene_arrays`.
 
     Returns rates over all segments and over the *active* ones (whose object state changes).
     """
@@ -480,7 +482,7 @@ def reproduce_segments(model: InverseDynamics | None, data: dict, starts, *, len
 
     own = env is None
     if own:
-        env = make_scene_env(length + 10)
+        env = make_scene_env(length + settle + 10)
     env.reset(seed=0)
     obs_all, qpos, qvel, btn = data["observations"], data["qpos"], data["qvel"], data["button_states"]
     ok, active, devs = [], [], []
@@ -498,7 +500,7 @@ def reproduce_segments(model: InverseDynamics | None, data: dict, starts, *, len
                 ctrl = SceneController(model, obs_all[s:e + 1:stride][:, dims], stride=stride, tracking=tracking,
                                        window=window)
             dev = 0.0
-            for t in range(length):
+            for t in range(length + (0 if model is None else int(settle))):
                 if model is None:
                     a = data["actions"][s + t].astype(np.float64)
                 else:
@@ -547,6 +549,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--stride", type=int, default=4)
     e.add_argument("--tracking", default="time", choices=("time", "nearest"))
     e.add_argument("--window", type=int, default=16)
+    e.add_argument("--settle", type=int, default=0, help="extra steps holding the plan's end (0: strict)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--max-episodes", type=int, default=None)
     e.add_argument("--json", default=None, help="also write the result here")
@@ -573,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> dict | InverseDynamics:
     starts = segment_starts(data["terminals"], a.segments, a.length, a.seed)
     t0 = time.perf_counter()
     r = reproduce_segments(model, data, starts, length=a.length, stride=a.stride, tracking=a.tracking,
-                           window=a.window)
+                           window=a.window, settle=a.settle)
     r.update(model=a.model, data=a.data, tracking=a.tracking, wall_s=round(time.perf_counter() - t0, 1))
     print(json.dumps({k: v for k, v in r.items() if k not in ("ok", "is_active")}))
     if a.json:
@@ -585,6 +588,7 @@ def main(argv: Sequence[str] | None = None) -> dict | InverseDynamics:
         cfg = read_json(d / "config.json")
         summary = {k: r[k] for k in ("segments", "success", "active", "active_success")}
         summary.update(data=a.data, split=a.split, length=a.length, stride=a.stride, tracking=a.tracking,
+                       settle=a.settle,
                        seed=a.seed, command=" ".join(["python -m cofi.planning.scene_control",
                                                       *map(shlex.quote, argv)]))
         cfg["reproduction"] = summary
