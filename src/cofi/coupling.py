@@ -110,7 +110,10 @@ def _pin_mask_canvas(pins: Pins, layout: Layout, G: Sequence[int], device) -> Te
     mask = torch.zeros(1, *G, dtype=torch.bool, device=device)
     for k, q in enumerate(pins.resolve(layout)):
         view = _select(mask, layout, q)
-        view.fill_(True) if pins.mask is None else view.copy_(pins.mask[k].to(device).expand_as(view[0]))
+        if pins.mask is None:
+            view.fill_(True)
+        else:
+            view.copy_(pins.mask[k].to(device).expand_as(view[0]))
     return mask
 
 

@@ -97,7 +97,6 @@ class Shard:
         self.a, self.b = block(layout.count, self.world, self.rank)
         self.blocks = [block(layout.count, self.world, r) for r in range(self.world)]
         self.stats = CommStats()
-        self._weights: dict = {}
         # canvas lattice positions covered by each rank's windows, (world, *lengths)
         cover = torch.zeros(self.world, *layout.lengths, dtype=torch.bool)
         for r, (a, b) in enumerate(self.blocks):
@@ -170,11 +169,7 @@ class Shard:
         """``Σ_{i local} w_i plans_i`` on the whole canvas and the full ``Σ_i w_i``."""
         if plans.shape[1] != self.count:
             raise ValueError(f"plans must have this rank's {self.count} windows on dim 1, got {plans.shape[1]}")
-        key = (plans.dtype, plans.device, plans.ndim)
-        if key not in self._weights:  # the blend weights and their coverage, once
-            w = self.full.weights(plans.dtype, plans.device)
-            self._weights[key] = (w, self.full.coverage(w, plans.ndim - 1))
-        w, den = self._weights[key]
+        w, den = self.full._blend(plans.dtype, plans.device, plans.ndim - 1)  # all windows' weights, cached
         return self.full.accumulate(plans, w, self.window_ids), den
 
     def _exchange_shared(self, num: Tensor) -> Tensor:

@@ -127,14 +127,19 @@ class Lattice:
             self._window(num, i).add_(plans[:, k] * append_dims(weights[i], plans.ndim - 2))
         return num
 
-    def _blend(self, dtype: torch.dtype, device, ndim: int) -> tuple[Tensor, Tensor]:
-        """The blend weights and their `coverage` for a canvas of ``ndim`` dims (cached: layouts
-        are immutable and every fusion needs them)."""
+    def _blend(self, dtype: torch.dtype, device, ndim: int, kind: str = "merge") -> tuple[Tensor, Tensor]:
+        """Per-window weights and the canvas denominator for a canvas of ``ndim`` dims, cached
+        (layouts are immutable and every step needs them): ``merge``: the blend weights and their
+        `coverage`; ``noise``: the blend weights and √(Σ w²); ``count``: ones and the number of
+        windows covering each position."""
         cache = self.__dict__.setdefault("_blend_cache", {})
-        key = (dtype, str(device), ndim)
+        key = (dtype, str(device), ndim, kind)
         if key not in cache:
             w = self.weights(dtype, device)
-            cache[key] = (w, self.coverage(w, ndim))
+            if kind == "count":
+                w = torch.ones_like(w)
+            den = self.coverage(w.pow(2), ndim).sqrt() if kind == "noise" else self.coverage(w, ndim)
+            cache[key] = (w, den)
         return cache[key]
 
     def coverage(self, weights: Tensor, ndim: int) -> Tensor:
@@ -167,8 +172,8 @@ class Lattice:
         ``Σ_i w_i z_i / √(Σ_i w_i²)`` with the blend weights (the authors' panorama noise;
         split it and overlapping windows share it)."""
         self._check_count(z)
-        w = self.weights(z.dtype, z.device)
-        return self.accumulate(z, w) / self.coverage(w.pow(2), z.ndim - 1).sqrt()
+        w, den = self._blend(z.dtype, z.device, z.ndim - 1, "noise")
+        return self.accumulate(z, w) / den
 
     def _check_count(self, plans: Tensor) -> None:
         if plans.ndim < 2 or plans.shape[1] != self.count:
@@ -227,9 +232,9 @@ class Lattice:
         (broadcastable) how many there are (0 outside every overlap): the messages of
         consensus coupling (`cofi.steps.consensus`).
         """
-        ones = torch.ones_like(self.weights(plans.dtype, plans.device))
+        ones, cover = self._blend(plans.dtype, plans.device, plans.ndim - 1, "count")
         total = self.accumulate(plans, ones)
-        count = self.split(self.coverage(ones, plans.ndim - 1)) - 1
+        count = self.split(cover) - 1
         others = self.split(total) - plans
         mean = torch.where(count > 0, others / count.clamp(min=1), torch.zeros_like(others))
         return mean, count

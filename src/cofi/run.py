@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .coupling import Pins
+from .coupling import Pins, pin_mask
 from .layout import Layout
 from .prior import LocalPrior, timestep_grid
 
@@ -94,6 +95,18 @@ class Run:
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.prior.sample_shape)
+
+    @cached_property
+    def pin_mask(self) -> Tensor | None:
+        """``(1, count, *S)``: which entries of the plans held here the pins fix (None without pins)."""
+        return pin_mask(self.pins, self.layout, (1, self.layout.count, *self.sample_shape), self.device)
+
+    @cached_property
+    def pinned_entries(self) -> Tensor:
+        """How many entries of all N plans the pins fix (at least 1), for the pins' mean reward."""
+        full = self.layout.full
+        mask = pin_mask(self.pins, full, (1, full.count, *self.sample_shape), self.device)
+        return (mask.sum() if mask is not None else torch.zeros(())).to(self.dtype).clamp(min=1)
 
     @property
     def windows(self) -> int:

@@ -107,11 +107,8 @@ def guide(run: Run, x: Tensor, t: int, weight: float,
     x0 = predict(run, xg, t, grad=True, evidence=evidence)
     reward = overlap_reward(x0, run.layout)
     if run.pins is not None:
-        full = run.layout.full
-        mask = pin_mask(run.pins, run.layout, x.shape, run.device)
-        entries = pin_mask(run.pins, full, (1, full.count, *run.sample_shape)).sum().to(run.dtype).clamp(min=1)
-        miss = (x0 - apply_pins(x0.detach(), run.pins, run.layout)).pow(2) * mask
-        reward = reward - rearrange(miss, "b ... -> b (...)").sum(1) / entries
+        miss = (x0 - apply_pins(x0.detach(), run.pins, run.layout)).pow(2) * run.pin_mask
+        reward = reward - rearrange(miss, "b ... -> b (...)").sum(1) / run.pinned_entries
     (g,) = torch.autograd.grad(reward.sum(), xg)
     run.meter.grad_evals += x.shape[0] * x.shape[1]
     return x0.detach(), g
@@ -121,8 +118,7 @@ def nudge(run: Run, x: Tensor, weight: float, grad: Tensor | None) -> Tensor:
     """The guidance step ``x + w ∇R`` (nothing without a gradient), never moving pinned entries."""
     if grad is None:
         return x
-    mask = pin_mask(run.pins, run.layout, x.shape, run.device)
-    return x + weight * (grad if mask is None else grad.masked_fill(mask, 0.0))
+    return x + weight * (grad if run.pin_mask is None else grad.masked_fill(run.pin_mask, 0.0))
 
 
 # ----------------------------------------------------------------------------- coupling

@@ -19,9 +19,8 @@ def check_number(name: str, value, lo: float = 0.0, hi: float = math.inf, *, int
     """ValueError unless ``value`` is a finite real (an int if ``integer``) in [lo, hi]
     (``(lo, hi]`` with ``open_lo``), naming the argument and the range."""
     kind = int if integer else (int, float)
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) if ok else False
-    ok = ok and (lo < value if open_lo else lo <= value) and value <= hi
+    ok = (isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+          and (lo < value if open_lo else lo <= value) and value <= hi)
     if not ok:
         rng = f"{'(' if open_lo else '['}{lo:g}, {hi:g}]" if hi < math.inf else f"{'>' if open_lo else '>='} {lo:g}"
         what = "an int" if integer else "a finite number"
