@@ -25,7 +25,7 @@ from .maze import Maze, parse_env_name
 
 __all__ = [
     "HORIZON", "OVERLAP", "METHODS", "PRESETS", "PlanResult", "default_count", "default_batch",
-    "planning_layout", "planning_sampler", "plan", "upsample",
+    "planning_layout", "planning_sampler", "resolve_planning", "plan", "upsample",
 ]
 
 HORIZON = HORIZON_STEPS  # env steps of one local plan
@@ -143,6 +143,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def resolve_planning(prior, sampler, batch: int | None) -> tuple[object, str, int]:
+    """A planning method name (its preset for ``prior``), a config or None (``cofi``) as
+    ``(sampler config, method name, candidates)``; ``batch=None``: 16, or CDGS's 40."""
+    r = resolve(PRESETS, sampler, **({"prior": prior} if sampler is None or isinstance(sampler, str) else {}))
+    method = r.method or type(r.sampler).__name__.lower()
+    return r.sampler, method, default_batch(method) if batch is None and method in METHODS else (batch or BATCH)
+
+
 @dataclass
 class PlanResult(Composition):
     """A composed plan: the `Composition` of all candidates (normalised coordinates) with the
@@ -254,9 +262,7 @@ def plan(
         if maze_ is None or not maze_.name:
             raise ValueError("count is None and the maze is unknown: pass count= or maze='pointmaze-...-v0'")
         count = default_count(maze_.name)
-    resolved = resolve(PRESETS, sampler, **({"prior": prior} if sampler is None or isinstance(sampler, str) else {}))
-    sampler, method = resolved.sampler, resolved.method or type(sampler).__name__.lower()
-    batch = default_batch(method) if batch is None and method in METHODS else (batch or BATCH)
+    sampler, method, batch = resolve_planning(prior, sampler, batch)
     layout = planning_layout(int(count), stride)
 
     device = prior.alphas_cumprod.device

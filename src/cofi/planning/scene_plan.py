@@ -23,8 +23,7 @@ import torch
 from ..compose import compose
 from ..coupling import Pins
 from ..layout import Chain
-from ..presets import resolve
-from .planner import BATCH, PRESETS, PlanResult, default_batch
+from .planner import PlanResult, resolve_planning
 from .scene import SCENE_PLAN_DIMS, scene_plan_space
 
 __all__ = ["SEGMENT_STEPS", "OVERLAP_STEPS", "STRIDE", "COUNT", "GOAL_DIMS", "load_scene_episodes", "scene_prior",
@@ -109,13 +108,11 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
     if tuple(prior.sample_shape) != (SEGMENT_STEPS // STRIDE, len(SCENE_PLAN_DIMS)):
         raise ValueError(f"prior.sample_shape must be ({SEGMENT_STEPS // STRIDE}, {len(SCENE_PLAN_DIMS)}), "
                          f"got {tuple(prior.sample_shape)}")
-    r = resolve(PRESETS, sampler, **({"prior": prior} if sampler is None or isinstance(sampler, str) else {}))
-    method = r.method or type(r.sampler).__name__.lower()
-    batch = default_batch(method) if batch is None and r.method else (batch or BATCH)
+    sampler, method, batch = resolve_planning(prior, sampler, batch)
     layout = scene_layout(count)
     pins = scene_pins(prior, start_obs, goal_obs, hard=hard_pins)
     t0 = time.perf_counter()
-    comp = compose(prior, layout, r.sampler, batch=batch, generator=generator, pins=pins, progress=progress,
+    comp = compose(prior, layout, sampler, batch=batch, generator=generator, pins=pins, progress=progress,
                    max_batch=max_batch)
     elapsed = time.perf_counter() - t0
     plan = prior.unnormalize(comp.best_canvas).double().numpy()
