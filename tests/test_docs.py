@@ -15,8 +15,10 @@ API = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
 MODULES = ["cofi", "cofi.samplers", "cofi.presets", "cofi.priors", "cofi.metrics.coherence", "cofi.viz",
            "cofi.planning.planner", "cofi.planning.control", "cofi.planning.data", "cofi.planning.evaluate",
            "cofi.panorama", "cofi.video", "cofi.metrics.image", "cofi.metrics.video", "cofi.distributed",
-           "cofi.scaffold"]
-HEAVY = {"cofi.panorama", "cofi.video", "cofi.metrics.image", "cofi.metrics.video", "cofi.planning.evaluate"}
+           "cofi.scaffold", "cofi.planning.train", "cofi.planning.scene", "cofi.planning.scene_plan",
+           "cofi.planning.scene_control", "cofi.planning.scene_evaluate"]
+HEAVY = {"cofi.panorama", "cofi.video", "cofi.metrics.image", "cofi.metrics.video", "cofi.planning.evaluate",
+         "cofi.planning.scene", "cofi.planning.scene_control", "cofi.planning.scene_evaluate"}
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -146,6 +146,38 @@ def test_controller_index_progression_time_and_nearest():
             C.SceneController(m, bad)
     with pytest.raises(ValueError):
         C.SceneController(m, plan, tracking="gps")
+    with pytest.raises(ValueError, match="metric must be 'std', 'env' or 'objects'"):
+        C.SceneController(m, plan, metric="l1")
+
+
+def test_controller_deviation_metrics():
+    """``std``: RMS over the 14 dims in the data's standard deviations; ``env``: the Euclidean
+    distance in env units (the paper's replanning distance)."""
+    m = _model(offsets=(8,))
+    plan = np.zeros((3, 14))
+    state = np.zeros(14)
+    state[[0, 12]] = 3.0, 4.0  # effector x off by 3, drawer off by 4
+    env = C.SceneController(m, plan, metric="env")
+    env.act(_obs_at(state))
+    assert env.deviation == pytest.approx(5.0)
+    std = C.SceneController(m, plan)
+    std.act(_obs_at(state))
+    s = m.plan_std.double().numpy()
+    assert std.deviation == pytest.approx(np.sqrt(((3 / s[0]) ** 2 + (4 / s[12]) ** 2) / 14))
+    # objects: the arm does not count; an object counts against the closest of the last `lag` steps
+    plan = np.zeros((11, 14))
+    plan[5:, 12] = 2.0  # the drawer opens at plan point 5 (env step 20)
+    obj = C.SceneController(m, plan, stride=4, metric="objects", lag=8)
+    arm_off = np.zeros(14)
+    arm_off[:3] = 5.0
+    for t in range(25):  # the drawer stays shut: the plan starts opening it at step 16, late is fine until 24
+        obj.act(_obs_at(arm_off))
+        assert obj.pos == t and obj.deviation == 0.0
+    for t in range(25, 40):
+        obj.act(_obs_at(arm_off))
+        assert (obj.deviation > 0) and (t < 28 or obj.deviation == pytest.approx(2.0 / s[12]))  # missed
+    with pytest.raises(ValueError, match="lag must be >= 0"):
+        C.SceneController(m, plan, metric="objects", lag=-1)
 
 
 def _synthetic(path, episodes=2, length=30, seed=0):

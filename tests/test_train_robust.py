@@ -354,3 +354,48 @@ def test_killed_in_the_middle_of_a_save_resumes_from_a_complete_state(tmp_path, 
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["step"] == 3 and read_safetensors(out / "model.safetensors")[1]["step"] == "3"
     assert json.loads((out / "state.json").read_text()) == read_state(out / "state")[1]
+
+
+# ---------------------------------------------------------------------------- domains
+def _toy_scene(folder: Path) -> Path:
+    """3 training and 1 validation random-walk Scene episodes (1 001 steps, 40-dim observations)."""
+    obs = np.cumsum(np.random.default_rng(1).normal(scale=0.02, size=(4, 1001, 40)), axis=1).astype(np.float32)
+    for name, o in (("scene-play-v0.npz", obs[:3]), ("scene-play-v0-val.npz", obs[3:])):
+        np.savez(folder / name, observations=o.reshape(-1, 40))
+    return folder / "scene-play-v0.npz"
+
+
+def test_domain_follows_the_dataset_name_and_sets_its_defaults(data, tmp_path):
+    from cofi.planning.train import POINTMAZE, SCENE, domain_of
+
+    assert domain_of("data/pointmaze-giant-stitch-v0.npz") is POINTMAZE
+    assert domain_of("data/scene-play-v0.npz") is SCENE and domain_of("x.npz", env="scene-play-v0") is SCENE
+    maze = validate_train_args({"data": str(data), "out": str(tmp_path / "a")})
+    assert (maze.pad, maze.grid) == (64, 64)
+    scene = _toy_scene(tmp_path)
+    s = validate_train_args({"data": str(scene), "out": str(tmp_path / "b")})
+    assert (s.pad, s.grid) == (0, 0)
+    with pytest.raises(TrainingSetupError, match="--grid 8: the feature grid reads 2-D maze positions"):
+        validate_train_args({"data": str(scene), "out": str(tmp_path / "b"), "grid": 8})
+    with pytest.raises(TrainingSetupError, match="--stride must divide the window of 128 env steps"):
+        validate_train_args({"data": str(scene), "out": str(tmp_path / "b"), "stride": 5})
+
+
+def test_scene_training_writes_a_14_dim_prior_of_the_planning_windows(tmp_path):
+    from cofi.planning.scene import SCENE_PLAN_DIMS
+    from cofi.planning.scene_plan import load_scene_episodes, scene_layout
+
+    scene = _toy_scene(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--data", str(scene), "--out", str(out), "--dim", "8", "--dim-mults", "1", "2", "--T", "20",
+            "--batch", "4", "--every", "2", "--steps", "2", "--bank-every", "64", "--cond-prob", "0"]
+    main(["train", *argv])
+    prior = TrajectoryPrior.from_pretrained(out)
+    assert prior.sample_shape == (scene_layout().window, len(SCENE_PLAN_DIMS)) == (32, 14)
+    eps = load_scene_episodes(scene).reshape(-1, 14)
+    np.testing.assert_allclose(prior.lo.numpy(), eps.min(0), rtol=1e-6)  # normalised per dimension
+    np.testing.assert_allclose(prior.hi.numpy(), eps.max(0), rtol=1e-6)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["pad"] == 0 and cfg["unet"]["grid"] == 0 and cfg["bank_windows"] == 3 * ((1001 - 128) // 64 + 1)
+    x = prior.denoise(torch.randn(3, 32, 14), torch.tensor([0, 5, 19]))
+    assert x.shape == (3, 32, 14) and torch.isfinite(x).all()

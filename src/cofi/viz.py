@@ -1,4 +1,5 @@
-"""Plots: composed plans over a maze (the paper's Fig. 11), with the executed path.
+"""Plots: composed plans over a maze (the paper's Fig. 11), with the executed path; a Scene-Play
+episode's planned and executed object trajectories.
 
 matplotlib is imported inside the functions.
 """
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from .layout import Chain
     from .planning.maze import Maze
 
-__all__ = ["plot_plan", "plot_maze", "plot_episode"]
+__all__ = ["plot_plan", "plot_maze", "plot_episode", "plot_scene_episode", "SCENE_PANELS"]
 
 
 def _plt():
@@ -158,4 +159,70 @@ def plot_episode(
     fig.tight_layout()
     if save:
         fig.savefig(save, dpi=150)
+    return fig
+
+
+#: Panels of `plot_scene_episode`: (title, plan dims, their labels).
+SCENE_PANELS = (
+    ("effector", (0, 1, 2), ("x", "y", "z")),
+    ("cube", (3, 4, 5), ("x", "y", "z")),
+    ("buttons (state)", (9, 11), ("button 1", "button 2")),
+    ("drawer / window", (12, 13), ("drawer", "window")),
+)
+
+
+def plot_scene_episode(plans, states, plan_steps, *, goal=None, stride: int = 4, title: str | None = None,
+                       save: str | None = None):
+    """A Scene-Play episode over time: for the effector, the cube, the two buttons and the
+    drawer and window, what each plan asked for (thin, from the step it was made, older plans
+    fainter) and what happened (thick), with the goal's value at the right edge.
+
+    Args:
+        plans: the plans in the order they were made, each ``(L_k, 14)`` in the planning space
+            (`cofi.planning.scene.SCENE_PLAN_DIMS`) at one point per ``stride`` env steps.
+        states: ``(T + 1, 14)`` the executed states in the planning space (or ``(T + 1, 40)``
+            observations).
+        plan_steps: the env step at which each plan began (0 for the first).
+        goal: ``(14,)`` or ``(40,)`` the goal (only the dimensions a task fixes are drawn).
+        title, save: figure title; PNG path.
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    from .planning.scene import SCENE_PLAN_DIMS
+    from .planning.scene_plan import GOAL_DIMS
+
+    plt = _plt()
+
+    def space(a):
+        a = np.asarray(a, dtype=np.float64)
+        return a[..., list(SCENE_PLAN_DIMS)] if a.shape[-1] == 40 else a
+
+    plans, states = [space(p) for p in plans], space(states)
+    if len(plan_steps) != len(plans):
+        raise ValueError(f"plan_steps must give one start step per plan ({len(plans)}), got {len(plan_steps)}")
+    if states.ndim != 2 or states.shape[1] != 14 or any(p.ndim != 2 or p.shape[1] != 14 for p in plans):
+        raise ValueError("plans and states must be (L, 14) planning-space or (L, 40) observation arrays")
+    g = None if goal is None else space(goal)
+    fig, axes = plt.subplots(len(SCENE_PANELS), 1, figsize=(8, 8), sharex=True)
+    steps = np.arange(len(states))
+    for ax, (name, dims, labels) in zip(axes, SCENE_PANELS):
+        for j, (d, lab) in enumerate(zip(dims, labels)):
+            c = f"C{j}"
+            for k, (p, a) in enumerate(zip(plans, plan_steps)):
+                age = len(plans) - 1 - k
+                ax.plot(a + stride * np.arange(len(p)), p[:, d], color=c, lw=1.0, ls="--",
+                        alpha=max(0.25, 0.9 * 0.6 ** age))
+            ax.plot(steps, states[:, d], color=c, lw=2.0, label=lab)
+            if g is not None and d in GOAL_DIMS:
+                ax.scatter([len(states) - 1], [g[d]], marker="*", s=120, color=c, edgecolor="k", zorder=5)
+        for a in plan_steps[1:]:
+            ax.axvline(a, color="0.6", lw=0.8, ls=":")
+        ax.set_ylabel(name, fontsize=8)
+        ax.legend(fontsize=7, loc="upper left", ncol=len(dims), frameon=False)
+    axes[-1].set_xlabel("env step (dashed: plans, dotted lines: replans, stars: the goal)")
+    if title:
+        axes[0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    if save:
+        fig.savefig(save, dpi=120)
     return fig

@@ -47,6 +47,7 @@ GRIPPER_DIM = 17  # obs[17]: gripper opening, clip(qpos / 0.8, 0, 1) * 3
 CHECKPOINT = "scene-play-invdyn"
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 _BUTTON_PLAN = slice(8, 12)  # the buttons' one-hots inside the 14 plan dims
+_OBJECTS = slice(3, 14)  # the object dims inside the 14 plan dims (cube xyz and yaw, buttons, drawer, window)
 _STD_FLOOR = 1e-2
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
@@ -227,14 +228,20 @@ class SceneController:
       normalised metric below) among the next ``window`` steps, never backwards; ties go to
       the latest point, so that a plan holding still does not hold the controller.
 
-    ``index`` is ``pos`` in plan points (``pos // stride``), ``deviation`` the RMS over the 14
+    ``index`` is ``pos`` in plan points (``pos // stride``), ``deviation`` how far the state is
+    from ``plan[pos]``, measured before the step (``metric``): ``"std"``, the RMS over the 14
     planning dims of ``(state - plan[pos]) / std`` (std: the training data's per-dimension std,
-    `InverseDynamics.plan_std`), measured before the step; ``done`` says the plan's end has
-    been reached.
+    `InverseDynamics.plan_std`); ``"env"``, the Euclidean distance in env units over the 14
+    dims (the paper's replanning distance, Table 4: 2.0 for Scene); ``"objects"``, the largest
+    deviation of an object dimension (cube xyz and yaw, buttons, drawer, window: plan dims 3-13)
+    in standard deviations, against the plan points from ``lag`` steps behind ``pos`` to ``pos``,
+    whichever is closest: the arm may run late without counting, a button that was not pressed
+    or a cube that was dropped counts at once. ``done`` says the plan's end has been reached.
+    ``tracking="nearest"`` always matches points in the ``std`` metric.
     """
 
     def __init__(self, model: InverseDynamics, plan, *, stride: int = 4, tracking: str = "time",
-                 window: int = 16, tie: float = 0.05) -> None:
+                 window: int = 16, tie: float = 0.05, metric: str = "std", lag: int = 32) -> None:
         plan = np.asarray(plan, dtype=np.float64)
         g = model.goal_dim
         if plan.ndim != 2 or plan.shape[1] != g or len(plan) < 1:
@@ -243,6 +250,10 @@ class SceneController:
             raise ValueError("plan contains NaN or inf")
         if tracking not in ("time", "nearest"):
             raise ValueError(f"tracking must be 'time' or 'nearest', got {tracking!r}")
+        if metric not in ("std", "env", "objects"):
+            raise ValueError(f"metric must be 'std', 'env' or 'objects', got {metric!r}")
+        if int(lag) < 0:
+            raise ValueError(f"lag must be >= 0, got {lag}")
         if int(stride) < 1 or int(window) < 1:
             raise ValueError(f"stride and window must be >= 1, got {stride}, {window}")
         self.model = model
@@ -251,6 +262,8 @@ class SceneController:
         self.tracking = tracking
         self.window = int(window)
         self.tie = float(tie)
+        self.metric = metric
+        self.lag = int(lag)
         self.dense = interpolate_plan(plan, self.stride)
         self._std = model.plan_std.double().cpu().numpy()
         self.pos = 0
@@ -280,7 +293,15 @@ class SceneController:
             hi = min(last, self.pos + self.window)
             d = self._dist(state, self.dense[self.pos:hi + 1])
             self.pos += int(np.nonzero(d <= d.min() + self.tie)[0][-1])
-        self.deviation = float(self._dist(state, self.dense[self.pos:self.pos + 1])[0])
+        here = self.dense[self.pos, :14]
+        if self.metric == "env":
+            self.deviation = float(np.linalg.norm(state - here))
+        elif self.metric == "objects":
+            near = self.dense[max(0, self.pos - self.lag):self.pos + 1, _OBJECTS]
+            off = np.abs(near - state[_OBJECTS]) / self._std[_OBJECTS]
+            self.deviation = float(off.max(1).min())
+        else:
+            self.deviation = float(self._dist(state, here[None])[0])
 
     def act(self, obs) -> np.ndarray:
         """The action ``(5,)`` for observation ``obs (40,)``; advances the controller one step."""

@@ -18,9 +18,11 @@ import torch
 
 from .scene_plan import COUNT, plan_scene
 
-__all__ = ["SceneEpisode", "make_eval_env", "run_scene_episode", "evaluate_scene", "summarize_scene"]
+__all__ = ["SCENE_REPLAN", "SceneEpisode", "make_eval_env", "run_scene_episode", "evaluate_scene", "summarize_scene"]
 
 MAX_STEPS = 1500
+#: The replanning rule `run_scene_episode` uses by default: (metric, deviation); see `SceneController`.
+SCENE_REPLAN = ("std", 1.5)
 
 
 @dataclass
@@ -48,23 +50,32 @@ class SceneEpisode:
         return d
 
 
-def make_eval_env():
-    """The ``scene-play-v0`` evaluation environment (no dataset is read or downloaded)."""
+def make_eval_env(max_steps: int = MAX_STEPS):
+    """The ``scene-play-v0`` evaluation environment (no dataset is read or downloaded), its
+    episodes truncated after ``max_steps`` (the paper: 1 500; OGBench's own limit is 750)."""
+    import gymnasium
     import ogbench
 
-    return ogbench.make_env_and_datasets("scene-play-v0", env_only=True)
+    env = ogbench.make_env_and_datasets("scene-play-v0", env_only=True)
+    if isinstance(env, gymnasium.wrappers.TimeLimit):
+        env = env.env
+    return gymnasium.wrappers.TimeLimit(env, max_episode_steps=max_steps)
 
 
 def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int = 0, batch: int | None = None,
                       count: int = COUNT, max_steps: int = MAX_STEPS, max_replans: int = 10,
-                      replan_deviation: float = 1.5, tracking: str = "time", keep_paths: bool = False,
+                      replan_deviation: float = SCENE_REPLAN[1], replan_metric: str = SCENE_REPLAN[0],
+                      tracking: str = "time",
+                      keep_paths: bool = False,
                       progress: bool = False) -> SceneEpisode:
     """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring.
 
     Args:
         env: `make_eval_env`. prior: a Scene prior (`scene_prior`). model: an `InverseDynamics`.
         sampler: a planning method or config (`plan_scene`). seed: the env's and the planner's.
-        replan_deviation: the controller's ``deviation`` that triggers a replan.
+        replan_deviation: the controller's ``deviation`` that triggers a replan, in its
+            ``replan_metric`` (``std``: RMS in the data's standard deviations; ``env``: the
+            distance in env units, the paper's rule with 2.0).
         tracking: the controller's progress rule (``time`` or ``nearest``).
     """
     from .scene_control import SceneController
@@ -80,7 +91,7 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
         return plan_scene(prior, o, goal, sampler, count=count, batch=batch, generator=gen, progress=progress)
 
     plans = [new_plan(obs)]
-    ctrl = SceneController(model, plans[-1].xy, stride=prior.stride, tracking=tracking)
+    ctrl = SceneController(model, plans[-1].xy, stride=prior.stride, tracking=tracking, metric=replan_metric)
     plan_steps, states = [0], [obs]
     success, steps = False, 0
     while steps < max_steps:
@@ -89,7 +100,7 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
         if stray and len(plans) <= max_replans:
             plans.append(new_plan(obs))
             plan_steps.append(steps)
-            ctrl = SceneController(model, plans[-1].xy, stride=prior.stride, tracking=tracking)
+            ctrl = SceneController(model, plans[-1].xy, stride=prior.stride, tracking=tracking, metric=replan_metric)
             action = ctrl.act(obs)
         obs, _, terminated, truncated, info = env.step(action)
         steps += 1

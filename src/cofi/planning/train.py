@@ -1,7 +1,11 @@
-"""Train a `TrajectoryPrior` (1D temporal U-Net) on a PointMaze stitch dataset, on CPU.
+"""Train a `TrajectoryPrior` (1D temporal U-Net) on a PointMaze stitch or a Scene-Play dataset, on CPU.
 
-The data protocol is the planner's: episodes padded with 64 copies of their first state
-(`pad_episodes`), 160-env-step windows at a temporal stride (default 4: 40 points).
+The data protocol is the planner's (the `Domain`, chosen by the dataset's name):
+  - PointMaze: xy positions, episodes padded with 64 copies of their first state
+    (`pad_episodes`), 160-env-step windows overlapping by 56;
+  - Scene-Play (``scene-*``): the 14 planning dimensions (`cofi.planning.scene.SCENE_PLAN_DIMS`),
+    no padding, 128-env-step windows overlapping by 48 (paper Table 4), no feature grid;
+at a temporal stride (default 4: 40 and 32 points).
 
 Targets (``--target``):
   - ``stf`` (default): low-variance targets (Stable Target Field, Xu et al. 2023). The
@@ -50,7 +54,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -64,15 +69,50 @@ from ..priors.empirical import EmpiricalPrior
 from ..priors.trajectory import (TrajectoryPrior, XYNormalizer, atomic_write, cosine_alphas_cumprod, read_json,
                                   read_safetensors)
 from ..priors.unet1d import TemporalUNet, UNet1DConfig, expand_input_weights
-from .data import HORIZON_STEPS, OVERLAP_STEPS, cut_windows, load_episodes, pad_episodes
+from .data import HORIZON_STEPS, OVERLAP_STEPS, PAD, cut_windows, load_episodes, pad_episodes
 
-__all__ = ["add_train_args", "train_from_args", "train", "validate_train_args", "TrainingSetupError",
+__all__ = ["Domain", "POINTMAZE", "SCENE", "domain_of", "add_train_args", "train_from_args", "train", "validate_train_args", "TrainingSetupError",
            "sample_windows", "sample_evidence", "save_state", "load_state", "read_state", "validation_path"]
 
 
 class TrainingSetupError(ValueError):
     """A bad argument of `train` (the message names the flag and the valid range), or an input
     file or run directory that training cannot start or continue from (it names the file)."""
+
+
+def _load_scene(path) -> np.ndarray:
+    from .scene_plan import load_scene_episodes
+
+    return load_scene_episodes(path)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What training needs to know of a family of datasets.
+
+    Attributes:
+        name: ``pointmaze`` or ``scene``.
+        horizon_steps, overlap_steps: env steps of a local plan and of the overlap of two.
+        pad: default copies of each episode's first state prepended (`pad_episodes`).
+        grid: default resolution of the xy feature grid (0: none; only 2-D positions have one).
+        load: ``path -> (E, T, D)`` float32 episodes in the planning space.
+    """
+
+    name: str
+    horizon_steps: int
+    overlap_steps: int
+    pad: int
+    grid: int
+    load: Callable[[Path], np.ndarray]
+
+
+POINTMAZE = Domain("pointmaze", HORIZON_STEPS, OVERLAP_STEPS, PAD, 64, load_episodes)
+SCENE = Domain("scene", 128, 48, 0, 0, _load_scene)
+
+
+def domain_of(data, env: str | None = None) -> Domain:
+    """`SCENE` when ``env`` (or else the file name of ``data``) starts with ``scene``, else `POINTMAZE`."""
+    return SCENE if (env or Path(str(data)).name).startswith("scene") else POINTMAZE
 
 
 def sample_windows(eps: Tensor, n: int, horizon: int, g: torch.Generator, stride: int = 1) -> Tensor:
@@ -94,8 +134,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--dim-mults", type=int, nargs="+", default=[1, 2, 4])
-    p.add_argument("--stride", type=int, default=4, help="env steps per plan point (160 // stride points)")
-    p.add_argument("--pad", type=int, default=64, help="copies of the first state prepended to each episode")
+    p.add_argument("--stride", type=int, default=4,
+                   help="env steps per plan point (PointMaze: 160 // stride points, Scene: 128 // stride)")
+    p.add_argument("--pad", type=int, default=None,
+                   help="copies of the first state prepended to each episode (default: PointMaze 64, Scene 0)")
     p.add_argument("--target", choices=("stf", "plain"), default="stf", help="exact posterior mean or x_0")
     p.add_argument("--bank-every", type=int, default=4, help="window starts of the STF bank (env steps)")
     p.add_argument("--bank-sample", type=int, default=0,
@@ -107,7 +149,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evidence-kappa", type=float, nargs=2, default=(0.5, 20.0), metavar=("LO", "HI"),
                    help="evidence precision κ·min(ᾱ/(1−ᾱ), 10), κ log-uniform in [LO, HI]")
     p.add_argument("--fourier", type=int, default=0, help="Fourier input features per coordinate (0: raw xy only)")
-    p.add_argument("--grid", type=int, default=64, help="resolution of the learned xy feature grid (0: none)")
+    p.add_argument("--grid", type=int, default=None,
+                   help="resolution of the learned xy feature grid (0: none; default: PointMaze 64, Scene 0)")
     p.add_argument("--grid-dim", type=int, default=8, help="channels of the feature grid")
     p.add_argument("--grid-smooth", type=int, nargs="*", default=[],
                    help="also read the grid at moving averages of these odd widths (e.g. 9 33 161)")
@@ -188,6 +231,13 @@ def validate_train_args(args) -> argparse.Namespace:
         if given.get(dest) in (None, ""):
             raise TrainingSetupError(f"{_flag(dest)} is required")
     a = argparse.Namespace(**{**_train_defaults(), **given})
+    if a.env is not None and not (isinstance(a.env, str) and a.env.strip()):
+        raise TrainingSetupError(f"--env must be a non-empty name, got {a.env!r}")
+    if not isinstance(a.data, (str, os.PathLike)):
+        raise TrainingSetupError(f"--data must be a path, got {a.data!r}")
+    dom = domain_of(a.data, a.env)
+    a.pad = dom.pad if a.pad is None else a.pad
+    a.grid = dom.grid if a.grid is None else a.grid
     # numbers
     _need_int(a, "steps", 1)
     _need_int(a, "batch", 1)
@@ -197,9 +247,9 @@ def validate_train_args(args) -> argparse.Namespace:
             or not all(_is_int(m) and m >= 1 for m in a.dim_mults):
         raise TrainingSetupError(f"--dim-mults must be one or more ints >= 1, got {a.dim_mults!r}")
     a.dim_mults = tuple(int(m) for m in a.dim_mults)
-    _need_int(a, "stride", 1, HORIZON_STEPS)
-    if HORIZON_STEPS % a.stride:
-        raise TrainingSetupError(f"--stride must divide the window of {HORIZON_STEPS} env steps, got {a.stride}")
+    _need_int(a, "stride", 1, dom.horizon_steps)
+    if dom.horizon_steps % a.stride:
+        raise TrainingSetupError(f"--stride must divide the window of {dom.horizon_steps} env steps, got {a.stride}")
     _need_int(a, "pad", 0)
     if a.target not in ("stf", "plain"):
         raise TrainingSetupError(f"--target must be 'stf' or 'plain', got {a.target!r}")
@@ -220,6 +270,9 @@ def validate_train_args(args) -> argparse.Namespace:
     if isinstance(gs, (str, bytes)) or not isinstance(gs, Sequence) \
             or not all(_is_int(w) and w >= 1 and w % 2 == 1 for w in gs):
         raise TrainingSetupError(f"--grid-smooth must be odd ints >= 1, got {gs!r}")
+    if a.grid and dom is not POINTMAZE:
+        raise TrainingSetupError(f"--grid {a.grid}: the feature grid reads 2-D maze positions; {dom.name} windows "
+                                 "have more dimensions (use --grid 0)")
     if gs and not a.grid:
         raise TrainingSetupError(f"--grid-smooth {' '.join(map(str, gs))} needs a feature grid (--grid >= 2)")
     a.grid_smooth = tuple(int(w) for w in gs)
@@ -241,17 +294,15 @@ def validate_train_args(args) -> argparse.Namespace:
         raise TrainingSetupError(f"--dim × each of --dim-mults must be a multiple of {GROUPS} (the network's "
                                  f"GroupNorm groups), got --dim {a.dim} --dim-mults "
                                  f"{' '.join(map(str, a.dim_mults))} (widths {widths})")
-    points, halvings = HORIZON_STEPS // a.stride, 2 ** (len(a.dim_mults) - 1)
+    points, halvings = dom.horizon_steps // a.stride, 2 ** (len(a.dim_mults) - 1)
     if points % halvings:
         raise TrainingSetupError(f"--stride {a.stride} gives {points} points per window, which --dim-mults "
                                  f"{' '.join(map(str, a.dim_mults))} ({len(a.dim_mults) - 1} halvings) needs "
                                  f"divisible by {halvings}")
-    if a.evidence_prob > 0 and OVERLAP_STEPS // a.stride < 1:
-        raise TrainingSetupError(f"--evidence-prob > 0 needs --stride <= {OVERLAP_STEPS} (the overlap the evidence "
+    if a.evidence_prob > 0 and dom.overlap_steps // a.stride < 1:
+        raise TrainingSetupError(f"--evidence-prob > 0 needs --stride <= {dom.overlap_steps} (the overlap the evidence "
                                  f"covers), got --stride {a.stride}")
     # files
-    if not isinstance(a.data, (str, os.PathLike)):
-        raise TrainingSetupError(f"--data must be a path, got {a.data!r}")
     val = validation_path(a.data)
     if not Path(a.data).is_file():
         raise TrainingSetupError(f"--data {str(a.data)!r}: no such file")
@@ -262,8 +313,6 @@ def validate_train_args(args) -> argparse.Namespace:
         raise TrainingSetupError(f"--out must be a path, got {a.out!r}")
     if Path(a.out).exists() and not Path(a.out).is_dir():
         raise TrainingSetupError(f"--out {str(a.out)!r} exists and is not a directory")
-    if a.env is not None and not (isinstance(a.env, str) and a.env.strip()):
-        raise TrainingSetupError(f"--env must be a non-empty name, got {a.env!r}")
     if a.init is not None:
         if not isinstance(a.init, (str, os.PathLike)):
             raise TrainingSetupError(f"--init must be a path, got {a.init!r}")
@@ -321,13 +370,14 @@ def _net_target(x0_star: Tensor, x_in: Tensor, a: Tensor, prediction: str) -> Te
     return eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0_star
 
 
-def sample_evidence(x0: Tensor, a: Tensor, args, g: torch.Generator) -> dict[str, Tensor]:
+def sample_evidence(x0: Tensor, a: Tensor, args, g: torch.Generator, overlap_steps: int = OVERLAP_STEPS
+                    ) -> dict[str, Tensor]:
     """Consensus-like evidence for a batch of clean windows ``x0 (n, H, C)`` at ᾱ ``a (n,)``:
-    with probability ``args.evidence_prob`` a window's first and/or last ``OVERLAP_STEPS //
+    with probability ``args.evidence_prob`` a window's first and/or last ``overlap_steps //
     stride`` points (each half the time, at least one) get ``y = x_0 + ε/√π``,
     ``π = κ·min(ᾱ/(1−ᾱ), 10)``, κ log-uniform in ``args.evidence_kappa``; elsewhere π = 0."""
     n, H = x0.shape[:2]
-    k = OVERLAP_STEPS // args.stride
+    k = overlap_steps // args.stride
     on = torch.rand(n, generator=g) < args.evidence_prob
     side = torch.randint(0, 3, (n,), generator=g)  # 0: prefix, 1: suffix, 2: both
     where = torch.zeros(n, H, dtype=torch.bool)
@@ -346,12 +396,13 @@ class Batcher:
     """Noised training batches with their targets: ``(x_in, t, mask, target, evidence)``
     (``evidence``: keyword tensors for the network, empty unless ``--evidence-prob``)."""
 
-    def __init__(self, eps: Tensor, ac: Tensor, args, bank: EmpiricalPrior | None, cond: bool) -> None:
-        self.eps, self.ac, self.args, self.bank, self.cond = eps, ac, args, bank, cond
+    def __init__(self, eps: Tensor, ac: Tensor, args, bank: EmpiricalPrior | None, cond: bool,
+                 domain: Domain = POINTMAZE) -> None:
+        self.eps, self.ac, self.args, self.bank, self.cond, self.domain = eps, ac, args, bank, cond, domain
 
     def __call__(self, n: int, g: torch.Generator):
         a_ = self.args
-        x0 = sample_windows(self.eps, n, HORIZON_STEPS, g, a_.stride)
+        x0 = sample_windows(self.eps, n, self.domain.horizon_steps, g, a_.stride)
         t = torch.randint(0, self.ac.shape[0], (n,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         a = self.ac[t]
@@ -362,7 +413,7 @@ class Batcher:
             mask[:, 0], mask[:, -1] = ends[:, 0], ends[:, 1]
         full = mask[..., None].expand_as(x0)
         x_in = torch.where(full, x0, x_t)
-        ev = sample_evidence(x0, a, a_, g) if a_.evidence_prob > 0 else {}
+        ev = sample_evidence(x0, a, a_, g, self.domain.overlap_steps) if a_.evidence_prob > 0 else {}
         if self.bank is None:
             x0_star = x0
         else:
@@ -510,9 +561,9 @@ def _alive(pid: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- training
-def _load_split(path: Path, what: str) -> np.ndarray:
+def _load_split(path: Path, what: str, domain: Domain = POINTMAZE) -> np.ndarray:
     try:
-        eps = load_episodes(path)
+        eps = domain.load(path)
     except Exception as e:  # numpy / zip / layout errors, which do not all name the file
         raise TrainingSetupError(f"{what} {str(path)!r}: cannot read OGBench-layout episodes "
                                  f"({type(e).__name__}: {e})") from e
@@ -531,13 +582,15 @@ def train(args: argparse.Namespace, command: str = "") -> Path:
     data = Path(args.data)
     out = Path(args.out)
     env = args.env or data.name[: -len(".npz")]
-    train_eps = _load_split(data, "--data")
-    val_eps = _load_split(validation_path(data), "the validation split of --data")
-    lo, hi = train_eps.reshape(-1, 2).min(0), train_eps.reshape(-1, 2).max(0)
+    dom = domain_of(data, args.env)
+    train_eps = _load_split(data, "--data", dom)
+    val_eps = _load_split(validation_path(data), "the validation split of --data", dom)
+    dims = train_eps.shape[-1]
+    lo, hi = train_eps.reshape(-1, dims).min(0), train_eps.reshape(-1, dims).max(0)
     try:
         norm = XYNormalizer(lo, hi, scale=args.scale, env_name=env, stride=args.stride)
     except ValueError as e:
-        raise TrainingSetupError(f"--data {str(data)!r}: {e} (the positions must vary in x and in y)") from e
+        raise TrainingSetupError(f"--data {str(data)!r}: {e} (every dimension of the positions must vary)") from e
     settings = _run_settings(args, env, lo, hi)
     state_path = out / "state"
     resume = Path(str(state_path) + ".safetensors").exists() or Path(str(state_path) + ".json").exists()
@@ -558,14 +611,14 @@ def train(args: argparse.Namespace, command: str = "") -> Path:
     tr = norm.normalize(pad_episodes(train_eps, args.pad))
     va = norm.normalize(pad_episodes(val_eps, args.pad))
     cond = args.cond_prob > 0
-    cfg = UNet1DConfig(horizon=HORIZON_STEPS // args.stride, dim=args.dim, dim_mults=tuple(args.dim_mults),
+    cfg = UNet1DConfig(horizon=dom.horizon_steps // args.stride, channels=dims, dim=args.dim, dim_mults=tuple(args.dim_mults),
                        fourier=args.fourier, grid=args.grid, grid_dim=args.grid_dim,
                        grid_smooth=tuple(args.grid_smooth), grid_extent=args.scale,
                        grid_wiener=args.grid_wiener, cond=cond, evidence=args.evidence_prob > 0)
     ac = cosine_alphas_cumprod(args.T)
     bank = None
     if args.target == "stf":
-        windows = cut_windows(tr.numpy(), HORIZON_STEPS, args.stride, args.bank_every)
+        windows = cut_windows(tr.numpy(), dom.horizon_steps, args.stride, args.bank_every)
         bank = EmpiricalPrior(torch.from_numpy(windows), ac, obs_std=0.02)
     torch.manual_seed(args.seed)
     net = TemporalUNet(cfg)
@@ -602,8 +655,8 @@ def train(args: argparse.Namespace, command: str = "") -> Path:
             raise TrainingSetupError(f"--init {str(args.init)!r}: cannot start from it "
                                      f"({type(e).__name__}: {e})") from e
         print(f"initialised from {args.init} (step {ema_age})")
-    batches = Batcher(tr, ac, args, bank, cond)
-    val_batch = Batcher(va, ac, args, bank, cond)(512, torch.Generator().manual_seed(1234))
+    batches = Batcher(tr, ac, args, bank, cond, dom)
+    val_batch = Batcher(va, ac, args, bank, cond, dom)(512, torch.Generator().manual_seed(1234))
     meta = dict(env_name=env, T=args.T, schedule="cosine", command=command, seed=args.seed, steps=args.steps,
                 batch=args.batch, lr=args.lr, target=args.target, pad=args.pad, bank_every=args.bank_every,
                 cond_prob=args.cond_prob, bank_windows=None if bank is None else bank.size,

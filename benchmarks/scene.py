@@ -1,0 +1,144 @@
+"""Scene-Play closed-loop benchmark: success over OGBench's 5 tasks, NFE and time per plan.
+
+    python benchmarks/scene.py --prior exact --data data --methods cofi gsc --seeds 0 1 --json runs/scene.jsonl
+    python benchmarks/scene.py --prior unet --methods cofi cdgs --seeds 0-19 --json runs/scene.jsonl
+    python benchmarks/scene.py --from-json runs/scene.jsonl            # the table of saved records
+
+One episode per method x task x seed (`cofi.planning.scene_evaluate.run_scene_episode`): plan
+with the prior and the method's planning preset, execute with the shipped inverse-dynamics
+controller, replan on deviation. ``--json`` appends one line per episode and is *resumable*:
+an episode whose (label, task, seed) is already in the file is skipped, so a long run can be
+killed and restarted (or split across machines and the files concatenated).
+
+Priors: ``exact`` is the closed-form `EmpiricalPrior` of ``--data/scene-play-v0.npz`` (the
+diagnostic upper bound; regenerate the data with ``python -m cofi.planning generate --env
+scene-play-v0``); ``unet`` the shipped ``scene-play`` checkpoint (or ``--checkpoint DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def parse_seeds(items: list[str]) -> list[int]:
+    """``0 1 5-9`` -> ``[0, 1, 5, 6, 7, 8, 9]``."""
+    out: list[int] = []
+    for it in items:
+        lo, _, hi = it.partition("-")
+        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return out
+
+
+def load_prior(args):
+    if args.prior == "exact":
+        from cofi.planning.scene_plan import scene_prior
+
+        return scene_prior(os.path.join(args.data, "scene-play-v0.npz"), every=args.every, top_k=args.top_k,
+                           planning_consensus=args.consensus)
+    from cofi.priors import TrajectoryPrior
+
+    prior = TrajectoryPrior.from_pretrained(args.checkpoint or "scene-play")
+    if args.consensus_override is not None:
+        prior.planning_consensus = args.consensus_override
+    return prior
+
+
+def done_keys(path: str | None) -> set[tuple[str, int, int]]:
+    if not path or not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {(r["label"], r["task"], r["seed"]) for r in map(json.loads, filter(str.strip, f))}
+
+
+def table(records: list[dict]) -> str:
+    """Markdown: per label, success (count), mean steps, replans, NFE and seconds per plan."""
+    from collections import defaultdict
+
+    by = defaultdict(list)
+    for r in records:
+        by[r["label"]].append(r)
+    rows = ["| method | success | episodes | steps | replans | NFE / plan | s / plan |",
+            "|---|---|---|---|---|---|---|"]
+    for label, rs in by.items():
+        n, plans = len(rs), sum(r["replans"] + 1 for r in rs)
+        ok = sum(r["success"] for r in rs)
+        rows.append(f"| {label} | {100 * ok / n:.0f} % ({ok}/{n}) | {n} | {sum(r['steps'] for r in rs) / n:.0f} | "
+                    f"{sum(r['replans'] for r in rs) / n:.1f} | {sum(r['nfe'] for r in rs) / plans:.0f} | "
+                    f"{sum(r['plan_time_s'] for r in rs) / plans:.1f} |")
+    per_task = ["", "| method | " + " | ".join(f"task {t}" for t in range(1, 6)) + " |", "|---" * 6 + "|"]
+    for label, rs in by.items():
+        cells = []
+        for t in range(1, 6):
+            tr = [r for r in rs if r["task"] == t]
+            cells.append(f"{sum(r['success'] for r in tr)}/{len(tr)}" if tr else "–")
+        per_task.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows + per_task)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prior", choices=("exact", "unet"), default="unet")
+    ap.add_argument("--data", default="data", help="directory of scene-play-v0.npz (exact prior)")
+    ap.add_argument("--every", type=int, default=16, help="exact prior: env steps between bank windows")
+    ap.add_argument("--top-k", type=int, default=64, help="exact prior: bank windows kept per query")
+    ap.add_argument("--consensus", type=float, default=5.0, help="exact prior: consensus κ of CoFi, CD, CDGS")
+    ap.add_argument("--consensus-override", type=float, default=None, help="unet: override its planning_consensus")
+    ap.add_argument("--checkpoint", default=None, help="unet: a checkpoint directory (default: shipped scene-play)")
+    ap.add_argument("--methods", nargs="+", default=["cofi", "gsc", "cd", "cdgs"])
+    ap.add_argument("--tasks", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    ap.add_argument("--seeds", nargs="+", default=["0"], help="ints or ranges, e.g. 0-19")
+    ap.add_argument("--batch", type=int, default=None, help="candidates (preset: 16, CDGS 40)")
+    ap.add_argument("--max-replans", type=int, default=10)
+    ap.add_argument("--replan-deviation", type=float, default=None, help="default: SCENE_REPLAN")
+    ap.add_argument("--replan-metric", choices=("std", "env", "objects"), default=None, help="default: SCENE_REPLAN")
+    ap.add_argument("--tracking", choices=("time", "nearest"), default="time")
+    ap.add_argument("--label", default=None, help="record label prefix (default: <prior>-<method>)")
+    ap.add_argument("--json", default=None, help="append per-episode records here (resumable)")
+    ap.add_argument("--from-json", nargs="+", default=None, metavar="FILE", help="print the table of saved records")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.from_json:
+        recs = [json.loads(line) for p in args.from_json for line in open(p) if line.strip()]
+        print(table(recs))
+        return
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from cofi.planning.scene_control import InverseDynamics
+    from cofi.planning.scene_evaluate import SCENE_REPLAN, make_eval_env, run_scene_episode
+
+    args.replan_metric = args.replan_metric or SCENE_REPLAN[0]
+    args.replan_deviation = SCENE_REPLAN[1] if args.replan_deviation is None else args.replan_deviation
+
+    prior, model, env = load_prior(args), InverseDynamics.from_pretrained(), make_eval_env()
+    seeds, done, records = parse_seeds(args.seeds), done_keys(args.json), []
+    for method in args.methods:
+        label = f"{args.label or args.prior}-{method}"
+        for seed in seeds:
+            for task in args.tasks:
+                if (label, task, seed) in done:
+                    continue
+                t0 = time.perf_counter()
+                rec = run_scene_episode(env, prior, model, task, method, seed=seed, batch=args.batch,
+                                        max_replans=args.max_replans, replan_deviation=args.replan_deviation,
+                                        replan_metric=args.replan_metric, tracking=args.tracking)
+                d = {**rec.to_dict(), "label": label}
+                records.append(d)
+                print(f"{label:>14} task {task} seed {seed}: {'ok  ' if rec.success else 'fail'} steps {rec.steps:4d} "
+                      f"replans {rec.replans} nfe/plan {rec.nfe / (rec.replans + 1):.0f} "
+                      f"plan {rec.plan_time_s:.0f}s ({time.perf_counter() - t0:.0f}s)", flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(d) + "\n")
+    env.close()
+    if records:
+        print(table(records))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
