@@ -3,12 +3,18 @@
     python benchmarks/scene.py --prior exact --data data --methods cofi gsc --seeds 0 1 --json runs/scene.jsonl
     python benchmarks/scene.py --prior unet --methods cofi cdgs --seeds 0-19 --json runs/scene.jsonl
     python benchmarks/scene.py --from-json runs/scene.jsonl            # the table of saved records
+    python benchmarks/scene.py --prior unet --open-loop --seeds 0-1     # plan quality only, no execution
 
 One episode per method x task x seed (`cofi.planning.scene_evaluate.run_scene_episode`): plan
 with the prior and the method's planning preset, execute with the shipped inverse-dynamics
 controller, replan on deviation. ``--json`` appends one line per episode and is *resumable*:
 an episode whose (label, task, seed) is already in the file is skipped, so a long run can be
 killed and restarted (or split across machines and the files concatenated).
+
+``--open-loop`` plans once per task and seed from the reset state and reports, per method, the
+plan's overlap disagreement, its *jumps* (plan steps where some dimension moves farther than the
+data ever does in 4 env steps: a teleport the controller cannot execute) and how much it
+manipulates (button toggles, cube and drawer + window path length, against what the task needs).
 
 Priors: ``exact`` is the closed-form `EmpiricalPrior` of ``--data/scene-play-v0.npz`` (the
 diagnostic upper bound; regenerate the data with ``python -m cofi.planning generate --env
@@ -79,6 +85,55 @@ def table(records: list[dict]) -> str:
     return "\n".join(rows + per_task)
 
 
+def data_step_limits(path: str) -> "np.ndarray":
+    """Per planning dimension, the largest change over 4 env steps in the data (``(14,)``)."""
+    import numpy as np
+
+    from cofi.planning.scene_plan import STRIDE, load_scene_episodes
+
+    eps = load_scene_episodes(path)
+    return np.abs(eps[:, STRIDE:] - eps[:, :-STRIDE]).max((0, 1))
+
+
+def manipulation(p) -> tuple[float, float, float]:
+    """Button toggles, cube path and drawer + window path of a ``(L, 14)`` plan (env units)."""
+    import numpy as np
+
+    toggles = float(np.abs(np.diff(np.round(p[:, [9, 11]]), axis=0)).sum())
+    return toggles, float(np.linalg.norm(np.diff(p[:, 3:6], axis=0), axis=1).sum()), \
+        float(np.abs(np.diff(p[:, 12:14], axis=0)).sum())
+
+
+def open_loop(prior, args, seeds) -> None:
+    import numpy as np
+    import torch
+
+    from cofi.planning.scene_evaluate import make_eval_env
+    from cofi.planning.scene_plan import plan_scene
+
+    limits = data_step_limits(os.path.join(args.data, "scene-play-v0.npz"))
+    env = make_eval_env()
+    print("| method | plans | disagreement | plans with a jump | jumps / plan | toggles (task needs) | "
+          "cube path (needs) | drawer + window path (needs) | NFE / plan | s / plan |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for method in args.methods:
+        rows = []
+        for seed in seeds:
+            for task in args.tasks:
+                obs, info = env.reset(seed=seed, options=dict(task_id=task))
+                out = plan_scene(prior, obs, info["goal"], method, batch=args.batch,
+                                 generator=torch.Generator().manual_seed(seed))
+                p = out.xy
+                jumps = int((np.abs(np.diff(p, axis=0)) > limits).any(1).sum())
+                need = manipulation(np.stack([p[0], p[-1]]))
+                rows.append((float(out.disagreement[out.best]), jumps, *manipulation(p), *need, out.nfe, out.time_s))
+        r = np.array(rows)
+        print(f"| {method} | {len(r)} | {r[:, 0].mean():.3f} | {(r[:, 1] > 0).mean():.0%} | {r[:, 1].mean():.1f} | "
+              f"{r[:, 2].mean():.1f} ({r[:, 5].mean():.1f}) | {r[:, 3].mean():.1f} ({r[:, 6].mean():.1f}) | "
+              f"{r[:, 4].mean():.1f} ({r[:, 7].mean():.1f}) | {r[:, 8].mean():.0f} | {r[:, 9].mean():.1f} |", flush=True)
+    env.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prior", choices=("exact", "unet"), default="unet")
@@ -99,6 +154,7 @@ def main() -> None:
     ap.add_argument("--label", default=None, help="record label prefix (default: <prior>-<method>)")
     ap.add_argument("--json", default=None, help="append per-episode records here (resumable)")
     ap.add_argument("--from-json", nargs="+", default=None, metavar="FILE", help="print the table of saved records")
+    ap.add_argument("--open-loop", action="store_true", help="plan quality only (needs --data for the step limits)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.from_json:
@@ -115,6 +171,9 @@ def main() -> None:
     args.replan_metric = args.replan_metric or SCENE_REPLAN[0]
     args.replan_deviation = SCENE_REPLAN[1] if args.replan_deviation is None else args.replan_deviation
 
+    if args.open_loop:
+        open_loop(load_prior(args), args, parse_seeds(args.seeds))
+        return
     prior, model, env = load_prior(args), InverseDynamics.from_pretrained(), make_eval_env()
     seeds, done, records = parse_seeds(args.seeds), done_keys(args.json), []
     for method in args.methods:

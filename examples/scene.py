@@ -26,6 +26,7 @@ def main() -> None:
                     help="cd (neighbour-conditioned scores) needs a prior that reads evidence (--closed-form)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-replans", type=int, default=10)
+    ap.add_argument("--max-steps", type=int, default=1500, help="episode length (the paper's 1 500)")
     ap.add_argument("--checkpoint", default=None, help="a local prior directory instead of the shipped one")
     ap.add_argument("--closed-form", default=None, metavar="NPZ",
                     help="plan with the closed-form EmpiricalPrior of a regenerated scene-play-v0.npz instead")
@@ -41,18 +42,18 @@ def main() -> None:
     prior = scene_prior(args.closed_form) if args.closed_form else TrajectoryPrior.from_pretrained(
         args.checkpoint or "scene-play")
     model = InverseDynamics.from_pretrained()
-    env = make_eval_env()
+    env = make_eval_env(args.max_steps)
     task_name = env.unwrapped.task_infos[args.task - 1]["task_name"]
     print(f"scene-play-v0 task {args.task} ({task_name}): {args.method}, {COUNT} windows x 128 steps "
           f"({prior.sample_shape[0]} points at stride {prior.stride}), seed {args.seed}, replan at a {SCENE_REPLAN[0]} deviation of {SCENE_REPLAN[1]}")
     t0 = time.perf_counter()
     rec = run_scene_episode(env, prior, model, args.task, args.method, seed=args.seed,
-                            max_replans=args.max_replans, keep_paths=True)
+                            max_replans=args.max_replans, max_steps=args.max_steps, keep_paths=True)
     _, info = env.reset(seed=args.seed, options=dict(task_id=args.task))
     env.close()
     total = time.perf_counter() - t0
     print(f"success      {rec.success}")
-    print(f"steps        {rec.steps} / 1500")
+    print(f"steps        {rec.steps} / {args.max_steps}")
     print(f"replans      {rec.replans}")
     print(f"planning     NFE {rec.first_plan_nfe} per plan, {rec.nfe} in all; {rec.plan_time_s:.1f} s; "
           f"episode {total:.1f} s")

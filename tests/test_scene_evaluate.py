@@ -46,3 +46,60 @@ def test_evaluate_and_summarize(prior):
     assert [r.task for r in recs] == [1, 3] and [t for t, _ in logged] == [1, 3]
     s = summarize_scene(recs)
     assert s["episodes"] == 2 and 0 <= s["success"] <= 1 and s["nfe_per_plan"] == recs[0].first_plan_nfe
+
+
+def test_eval_env_allows_the_papers_1500_steps():
+    env = make_eval_env()  # OGBench's own registration truncates at 750
+    try:
+        assert env.spec.max_episode_steps == 1500 or env._max_episode_steps == 1500
+    finally:
+        env.close()
+    short = make_eval_env(max_steps=3)
+    try:
+        short.reset(seed=0, options=dict(task_id=1))
+        truncated = [short.step(np.zeros(5, np.float32))[3] for _ in range(3)]
+        assert truncated == [False, False, True]
+    finally:
+        short.close()
+
+
+def test_scene_episode_figure(prior, tmp_path):
+    from cofi.viz import SCENE_PANELS, plot_scene_episode
+
+    env = make_eval_env()
+    try:
+        rec = run_scene_episode(env, prior, InverseDynamics(), 1, "gsc", batch=2, count=2, max_steps=10,
+                                max_replans=1, replan_deviation=0.0, keep_paths=True)
+    finally:
+        env.close()
+    fig = plot_scene_episode(rec.plans, rec.states, rec.plan_steps, goal=rec.states[0], save=str(tmp_path / "e.png"))
+    assert len(fig.axes) == len(SCENE_PANELS) and (tmp_path / "e.png").stat().st_size > 0
+    # every panel draws the executed state (thick) and each plan (dashed) for each of its dims
+    for ax, (_, dims, _) in zip(fig.axes, SCENE_PANELS):
+        assert len(ax.lines) >= len(dims) * (1 + len(rec.plans))
+    with pytest.raises(ValueError, match="one start step per plan"):
+        plot_scene_episode(rec.plans, rec.states, [0])
+
+
+def test_example_runs_on_a_tiny_prior(tmp_path, monkeypatch, capsys):
+    """examples/scene.py end to end with a random 14-dim U-Net saved as a checkpoint (seconds)."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    from cofi.priors import TrajectoryPrior
+    from cofi.priors.trajectory import cosine_alphas_cumprod
+    from cofi.priors.unet1d import TemporalUNet, UNet1DConfig
+
+    torch.manual_seed(0)
+    net = TemporalUNet(UNet1DConfig(horizon=32, channels=14, dim=8, dim_mults=(1, 2)))
+    lo, hi = np.full(14, -3.0), np.full(14, 3.0)
+    TrajectoryPrior(net, cosine_alphas_cumprod(20), lo, hi, env_name="scene-play-v0", prediction="v_prediction",
+                    stride=4).save_pretrained(tmp_path / "ckpt")
+    example = Path(__file__).resolve().parents[1] / "examples" / "scene.py"
+    monkeypatch.setattr(sys, "argv", ["scene.py", "--checkpoint", str(tmp_path / "ckpt"), "--max-replans", "1",
+                                      "--max-steps", "120", "--method", "gsc", "--out", str(tmp_path / "scene.png")])
+    runpy.run_path(str(example), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "task1_open" in out and "success      False" in out and "steps        120 / 120" in out
+    assert (tmp_path / "scene.png").stat().st_size > 0
