@@ -67,13 +67,14 @@ def table(records: list[dict]) -> str:
     by = defaultdict(list)
     for r in records:
         by[r["label"]].append(r)
-    rows = ["| method | success | episodes | steps | replans | NFE / plan | s / plan |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| method | success | episodes | steps | replans | subgoals met at the end (best) | NFE / plan | s / plan |",
+            "|---|---|---|---|---|---|---|---|"]
     for label, rs in by.items():
         n, plans = len(rs), sum(r["replans"] + 1 for r in rs)
         ok = sum(r["success"] for r in rs)
         rows.append(f"| {label} | {100 * ok / n:.0f} % ({ok}/{n}) | {n} | {sum(r['steps'] for r in rs) / n:.0f} | "
-                    f"{sum(r['replans'] for r in rs) / n:.1f} | {sum(r['nfe'] for r in rs) / plans:.0f} | "
+                    f"{sum(r['replans'] for r in rs) / n:.1f} | {sum(r.get('subgoals', 0) for r in rs) / n:.1f} / 5 "
+                    f"({sum(r.get('best_subgoals', 0) for r in rs) / n:.1f}) | {sum(r['nfe'] for r in rs) / plans:.0f} | "
                     f"{sum(r['plan_time_s'] for r in rs) / plans:.1f} |")
     per_task = ["", "| method | " + " | ".join(f"task {t}" for t in range(1, 6)) + " |", "|---" * 6 + "|"]
     for label, rs in by.items():
@@ -104,6 +105,15 @@ def manipulation(p) -> tuple[float, float, float]:
         float(np.abs(np.diff(p[:, 12:14], axis=0)).sum())
 
 
+def sampler_for(method: str, prior, args):
+    """The method's planning preset, with ``--guidance`` if given (else the method's name)."""
+    if args.guidance is None:
+        return method
+    from cofi.planning.planner import planning_sampler
+
+    return planning_sampler(method, prior=prior, guidance=args.guidance)
+
+
 def open_loop(prior, args, seeds) -> None:
     import numpy as np
     import torch
@@ -113,7 +123,7 @@ def open_loop(prior, args, seeds) -> None:
 
     limits = data_step_limits(os.path.join(args.data, "scene-play-v0.npz"))
     env = make_eval_env()
-    print("| method | plans | disagreement | plans with a jump | jumps / plan | toggles (task needs) | "
+    print("| method | plans | disagreement | plans with a jump (into the goal) | jumps / plan | toggles (task needs) | "
           "cube path (needs) | drawer + window path (needs) | NFE / plan | s / plan |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for method in args.methods:
@@ -121,14 +131,16 @@ def open_loop(prior, args, seeds) -> None:
         for seed in seeds:
             for task in args.tasks:
                 obs, info = env.reset(seed=seed, options=dict(task_id=task))
-                out = plan_scene(prior, obs, info["goal"], method, batch=args.batch,
+                out = plan_scene(prior, obs, info["goal"], sampler_for(method, prior, args), batch=args.batch,
                                  generator=torch.Generator().manual_seed(seed))
                 p = out.xy
-                jumps = int((np.abs(np.diff(p, axis=0)) > limits).any(1).sum())
+                jumped = (np.abs(np.diff(p, axis=0)) > limits).any(1)
                 need = manipulation(np.stack([p[0], p[-1]]))
-                rows.append((float(out.disagreement[out.best]), jumps, *manipulation(p), *need, out.nfe, out.time_s))
+                rows.append((float(out.disagreement[out.best]), int(jumped.sum()), *manipulation(p), *need, out.nfe,
+                             out.time_s, bool(jumped[-1])))
         r = np.array(rows)
-        print(f"| {method} | {len(r)} | {r[:, 0].mean():.3f} | {(r[:, 1] > 0).mean():.0%} | {r[:, 1].mean():.1f} | "
+        print(f"| {method} | {len(r)} | {r[:, 0].mean():.3f} | {(r[:, 1] > 0).mean():.0%} ({r[:, 10].mean():.0%}) | "
+              f"{r[:, 1].mean():.1f} | "
               f"{r[:, 2].mean():.1f} ({r[:, 5].mean():.1f}) | {r[:, 3].mean():.1f} ({r[:, 6].mean():.1f}) | "
               f"{r[:, 4].mean():.1f} ({r[:, 7].mean():.1f}) | {r[:, 8].mean():.0f} | {r[:, 9].mean():.1f} |", flush=True)
     env.close()
@@ -147,7 +159,9 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     ap.add_argument("--seeds", nargs="+", default=["0"], help="ints or ranges, e.g. 0-19")
     ap.add_argument("--batch", type=int, default=None, help="candidates (preset: 16, CDGS 40)")
+    ap.add_argument("--guidance", type=float, default=None, help="overlap guidance weight (default: the preset's)")
     ap.add_argument("--max-replans", type=int, default=10)
+    ap.add_argument("--count", default="8", help="windows per plan, or 'auto' (fewer as the task's conditions are met)")
     ap.add_argument("--replan-deviation", type=float, default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--replan-metric", choices=("std", "env", "objects"), default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--tracking", choices=("time", "nearest"), default="time")
@@ -183,13 +197,14 @@ def main() -> None:
                 if (label, task, seed) in done:
                     continue
                 t0 = time.perf_counter()
-                rec = run_scene_episode(env, prior, model, task, method, seed=seed, batch=args.batch,
+                rec = run_scene_episode(env, prior, model, task, sampler_for(method, prior, args), seed=seed,
+                                        batch=args.batch, count=args.count if args.count == "auto" else int(args.count),
                                         max_replans=args.max_replans, replan_deviation=args.replan_deviation,
                                         replan_metric=args.replan_metric, tracking=args.tracking)
                 d = {**rec.to_dict(), "label": label}
                 records.append(d)
                 print(f"{label:>14} task {task} seed {seed}: {'ok  ' if rec.success else 'fail'} steps {rec.steps:4d} "
-                      f"replans {rec.replans} nfe/plan {rec.nfe / (rec.replans + 1):.0f} "
+                      f"replans {rec.replans} subgoals {rec.subgoals} (best {rec.best_subgoals}) nfe/plan {rec.nfe / (rec.replans + 1):.0f} "
                       f"plan {rec.plan_time_s:.0f}s ({time.perf_counter() - t0:.0f}s)", flush=True)
                 if args.json:
                     with open(args.json, "a") as f:

@@ -35,6 +35,8 @@ def test_episode_replans_when_the_state_strays(prior):
         assert calm.replans == 0  # a plan longer than the episode, no straying allowed to count
         with pytest.raises(ValueError, match="task must be one of 1..5"):
             run_scene_episode(env, prior, model, 0)
+        with pytest.raises(ValueError, match="count must be an int >= 1 or 'auto'"):
+            run_scene_episode(env, prior, model, 1, count="many")
     finally:
         env.close()
 
@@ -103,3 +105,29 @@ def test_example_runs_on_a_tiny_prior(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "task1_open" in out and "success      False" in out and "steps        120 / 120" in out
     assert (tmp_path / "scene.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("task", [1, 2, 3, 4, 5])
+def test_subgoals_met_agrees_with_the_observation(task):
+    """OGBench's own per-object checks against the same checks on the planning space of the
+    observation and the goal (cube within 4 cm, button states equal, drawer and window within
+    0.04 of their joint range; the observation scales positions by 10, the drawer by 18 and
+    the window by 15)."""
+    from cofi.planning.scene import DRAWER_SCALE, WINDOW_SCALE, XYZ_SCALE, scene_plan_space
+    from cofi.planning.scene_evaluate import auto_count, subgoals_met, unmet_conditions
+
+    env = make_eval_env()
+    try:
+        obs, info = env.reset(seed=task, options=dict(task_id=task))
+        for _ in range(2):
+            o, g = scene_plan_space(obs), scene_plan_space(info["goal"])
+            expect = (int(np.linalg.norm(o[3:6] - g[3:6]) / XYZ_SCALE <= 0.04 + 1e-6)
+                      + int(np.array_equal(o[8:10], g[8:10])) + int(np.array_equal(o[10:12], g[10:12]))
+                      + int(abs(o[12] - g[12]) / DRAWER_SCALE <= 0.04 + 1e-6)
+                      + int(abs(o[13] - g[13]) / WINDOW_SCALE <= 0.04 + 1e-6))
+            assert subgoals_met(env) == expect < 5
+            assert unmet_conditions(obs, info["goal"]) == 5 - expect  # the same, from the observations
+            assert auto_count(obs, info["goal"]) == min(8, max(4, 2 + 2 * (5 - expect)))
+            obs, *_ = env.step(env.action_space.sample())
+    finally:
+        env.close()

@@ -18,7 +18,7 @@ import torch
 
 from .scene_plan import COUNT, plan_scene
 
-__all__ = ["SCENE_REPLAN", "SceneEpisode", "make_eval_env", "run_scene_episode", "evaluate_scene", "summarize_scene"]
+__all__ = ["SCENE_REPLAN", "SceneEpisode", "make_eval_env", "subgoals_met", "unmet_conditions", "auto_count", "run_scene_episode", "evaluate_scene", "summarize_scene"]
 
 MAX_STEPS = 1500
 #: The replanning rule `run_scene_episode` uses by default: (metric, deviation); see `SceneController`.
@@ -27,7 +27,9 @@ SCENE_REPLAN = ("std", 1.5)
 
 @dataclass
 class SceneEpisode:
-    """One executed Scene episode; ``nfe`` and ``plan_time_s`` add up every plan."""
+    """One executed Scene episode; ``nfe`` and ``plan_time_s`` add up every plan. ``subgoals``:
+    how many of the task's 5 conditions (cube, button 1, button 2, drawer, window) held at the
+    end; ``best_subgoals``: the most that held together at any step (a failure by how much)."""
 
     method: str
     task: int
@@ -38,6 +40,8 @@ class SceneEpisode:
     nfe: int
     plan_time_s: float
     first_plan_nfe: int
+    subgoals: int = 0
+    best_subgoals: int = 0
     plans: list[np.ndarray] | None = field(default=None, repr=False)
     plan_steps: list[int] | None = field(default=None, repr=False)
     states: np.ndarray | None = field(default=None, repr=False)
@@ -48,6 +52,33 @@ class SceneEpisode:
         for k in ("plans", "plan_steps", "states"):
             d.pop(k)
         return d
+
+
+def subgoals_met(env) -> int:
+    """How many of the task's 5 success conditions hold now (OGBench's own checks)."""
+    cube, buttons, drawer, window = env.unwrapped._compute_successes()
+    return int(sum(cube) + sum(buttons) + bool(drawer) + bool(window))
+
+
+def unmet_conditions(obs, goal) -> int:
+    """How many of the 5 success conditions (cube within 4 cm, each button's state, drawer and
+    window within 0.04) an observation misses against a goal observation, read from the two
+    40-dim observations alone (what the agent sees, no simulator state)."""
+    from .scene import DRAWER_SCALE, WINDOW_SCALE, XYZ_SCALE, scene_plan_space
+
+    o = scene_plan_space(np.asarray(obs, dtype=np.float64))
+    g = scene_plan_space(np.asarray(goal, dtype=np.float64))
+    met = (np.linalg.norm(o[3:6] - g[3:6]) / XYZ_SCALE <= 0.04,
+           np.array_equal(np.round(o[8:10]), np.round(g[8:10])), np.array_equal(np.round(o[10:12]), np.round(g[10:12])),
+           abs(o[12] - g[12]) / DRAWER_SCALE <= 0.04, abs(o[13] - g[13]) / WINDOW_SCALE <= 0.04)
+    return 5 - int(sum(bool(m) for m in met))
+
+
+def auto_count(obs, goal, most: int = COUNT) -> int:
+    """Windows for a plan from ``obs`` to ``goal``: two per unmet condition plus two, at least 4
+    (368 env steps) and at most ``most`` (684 steps for 8): a replan near the goal plans only as
+    far as the rest of the task needs instead of another full-length tour of the scene."""
+    return int(min(most, max(4, 2 + 2 * unmet_conditions(obs, goal))))
 
 
 def make_eval_env(max_steps: int = MAX_STEPS):
@@ -63,7 +94,7 @@ def make_eval_env(max_steps: int = MAX_STEPS):
 
 
 def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int = 0, batch: int | None = None,
-                      count: int = COUNT, max_steps: int = MAX_STEPS, max_replans: int = 10,
+                      count: int | str = COUNT, max_steps: int = MAX_STEPS, max_replans: int = 10,
                       replan_deviation: float = SCENE_REPLAN[1], replan_metric: str = SCENE_REPLAN[0],
                       tracking: str = "time",
                       keep_paths: bool = False,
@@ -77,23 +108,28 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
             ``replan_metric`` (``std``: RMS in the data's standard deviations; ``env``: the
             distance in env units, the paper's rule with 2.0).
         tracking: the controller's progress rule (``time`` or ``nearest``).
+        count: windows per plan, or ``"auto"`` (`auto_count`: fewer as conditions are met).
     """
     from .scene_control import SceneController
 
     if task not in (1, 2, 3, 4, 5):
         raise ValueError(f"task must be one of 1..5, got {task!r}")
+    if count != "auto" and not (isinstance(count, int) and count >= 1):
+        raise ValueError(f"count must be an int >= 1 or 'auto', got {count!r}")
     obs, info = env.reset(seed=seed, options=dict(task_id=task))
     goal = np.asarray(info["goal"], dtype=np.float32)
     gen = torch.Generator().manual_seed(seed)
     method = sampler if isinstance(sampler, str) else type(sampler).__name__.lower()
 
     def new_plan(o):
-        return plan_scene(prior, o, goal, sampler, count=count, batch=batch, generator=gen, progress=progress)
+        n = auto_count(o, goal) if count == "auto" else count
+        return plan_scene(prior, o, goal, sampler, count=n, batch=batch, generator=gen, progress=progress)
 
     plans = [new_plan(obs)]
     ctrl = SceneController(model, plans[-1].xy, stride=prior.stride, tracking=tracking, metric=replan_metric)
     plan_steps, states = [0], [obs]
     success, steps = False, 0
+    met = best = subgoals_met(env)
     while steps < max_steps:
         action = ctrl.act(obs)
         stray = ctrl.deviation > replan_deviation or ctrl.done
@@ -105,6 +141,8 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
         obs, _, terminated, truncated, info = env.step(action)
         steps += 1
         states.append(obs)
+        met = subgoals_met(env)
+        best = max(best, met)
         if info.get("success", False):
             success = True
             break
@@ -113,6 +151,7 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
     return SceneEpisode(method=method, task=int(task), seed=int(seed), success=success, steps=steps,
                         replans=len(plans) - 1, nfe=sum(p.nfe for p in plans),
                         plan_time_s=sum(p.time_s for p in plans), first_plan_nfe=plans[0].nfe,
+                        subgoals=met, best_subgoals=best,
                         plans=[p.xy for p in plans] if keep_paths else None,
                         plan_steps=plan_steps if keep_paths else None,
                         states=np.stack(states) if keep_paths else None)

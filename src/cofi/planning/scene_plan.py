@@ -2,7 +2,7 @@
 
 A local plan is 128 env steps of the 14 planning dimensions (`SCENE_PLAN_DIMS`: effector xyz,
 cube xyz, cube yaw cos/sin, the two buttons' one-hots, drawer, window) at one point every 4
-steps: ``(32, 14)``. 8 windows overlapping by 48 steps (12 points) compose an 888-step plan. The
+steps: ``(32, 14)``. 8 windows overlapping by 48 steps (12 points) compose a 684-step plan. The
 start pins every dimension at canvas position 0; the goal pins only the *object* dimensions at
 the end (`GOAL_DIMS`): an evaluation goal fixes the cube, buttons, drawer and window, not where
 the arm is.
