@@ -13,8 +13,10 @@ killed and restarted (or split across machines and the files concatenated).
 
 ``--open-loop`` plans once per task and seed from the reset state and reports, per method, the
 plan's overlap disagreement, its *jumps* (plan steps where some dimension moves farther than the
-data ever does in 4 env steps: a teleport the controller cannot execute) and how much it
-manipulates (button toggles, cube and drawer + window path length, against what the task needs).
+data ever does in 4 env steps: a teleport the controller cannot execute), its *unheld* cube
+motion (of the plan steps where the cube moves more than 1 cm, the share with the effector more
+than 5 cm from it: a cube that moves by itself; in the data ~1-2 %), and how much it manipulates
+(button toggles, cube and drawer + window path length, against what the task needs).
 
 Priors: ``exact`` is the closed-form `EmpiricalPrior` of ``--data/scene-play-v0.npz`` (the
 diagnostic upper bound; regenerate the data with ``python -m cofi.planning generate --env
@@ -123,9 +125,9 @@ def open_loop(prior, args, seeds) -> None:
 
     limits = data_step_limits(os.path.join(args.data, "scene-play-v0.npz"))
     env = make_eval_env()
-    print("| method | plans | disagreement | plans with a jump (into the goal) | jumps / plan | toggles (task needs) | "
-          "cube path (needs) | drawer + window path (needs) | NFE / plan | s / plan |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| method | plans | disagreement | plans with a jump (into the goal) | jumps / plan | unheld cube motion | "
+          "toggles (task needs) | cube path (needs) | drawer + window path (needs) | NFE / plan | s / plan |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for method in args.methods:
         rows = []
         for seed in seeds:
@@ -136,11 +138,13 @@ def open_loop(prior, args, seeds) -> None:
                 p = out.xy
                 jumped = (np.abs(np.diff(p, axis=0)) > limits).any(1)
                 need = manipulation(np.stack([p[0], p[-1]]))
+                moving = np.linalg.norm(np.diff(p[:, 3:6], axis=0), axis=1) > 0.1
+                unheld = (np.linalg.norm(p[:-1, 0:3] - p[:-1, 3:6], axis=1) > 0.5)[moving]
                 rows.append((float(out.disagreement[out.best]), int(jumped.sum()), *manipulation(p), *need, out.nfe,
-                             out.time_s, bool(jumped[-1])))
+                             out.time_s, bool(jumped[-1]), unheld.sum(), moving.sum()))
         r = np.array(rows)
         print(f"| {method} | {len(r)} | {r[:, 0].mean():.3f} | {(r[:, 1] > 0).mean():.0%} ({r[:, 10].mean():.0%}) | "
-              f"{r[:, 1].mean():.1f} | "
+              f"{r[:, 1].mean():.1f} | {r[:, 11].sum() / max(r[:, 12].sum(), 1):.0%} | "
               f"{r[:, 2].mean():.1f} ({r[:, 5].mean():.1f}) | {r[:, 3].mean():.1f} ({r[:, 6].mean():.1f}) | "
               f"{r[:, 4].mean():.1f} ({r[:, 7].mean():.1f}) | {r[:, 8].mean():.0f} | {r[:, 9].mean():.1f} |", flush=True)
     env.close()
@@ -204,7 +208,8 @@ def main() -> None:
                 d = {**rec.to_dict(), "label": label}
                 records.append(d)
                 print(f"{label:>14} task {task} seed {seed}: {'ok  ' if rec.success else 'fail'} steps {rec.steps:4d} "
-                      f"replans {rec.replans} subgoals {rec.subgoals} (best {rec.best_subgoals}) nfe/plan {rec.nfe / (rec.replans + 1):.0f} "
+                      f"replans {rec.replans} subgoals {rec.subgoals} (best {rec.best_subgoals}, "
+                      f"missing {', '.join(rec.missing) or '-'}) nfe/plan {rec.nfe / (rec.replans + 1):.0f} "
                       f"plan {rec.plan_time_s:.0f}s ({time.perf_counter() - t0:.0f}s)", flush=True)
                 if args.json:
                     with open(args.json, "a") as f:

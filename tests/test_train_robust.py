@@ -388,7 +388,7 @@ def test_scene_training_writes_a_14_dim_prior_of_the_planning_windows(tmp_path):
     scene = _toy_scene(tmp_path)
     out = tmp_path / "run"
     argv = ["--data", str(scene), "--out", str(out), "--dim", "8", "--dim-mults", "1", "2", "--T", "20",
-            "--batch", "4", "--every", "2", "--steps", "2", "--bank-every", "64", "--cond-prob", "0"]
+            "--batch", "4", "--every", "2", "--steps", "2", "--bank-every", "64"]
     main(["train", *argv])
     prior = TrajectoryPrior.from_pretrained(out)
     assert prior.sample_shape == (scene_layout().window, len(SCENE_PLAN_DIMS)) == (32, 14)
@@ -399,3 +399,24 @@ def test_scene_training_writes_a_14_dim_prior_of_the_planning_windows(tmp_path):
     assert cfg["pad"] == 0 and cfg["unet"]["grid"] == 0 and cfg["bank_windows"] == 3 * ((1001 - 128) // 64 + 1)
     x = prior.denoise(torch.randn(3, 32, 14), torch.tensor([0, 5, 19]))
     assert x.shape == (3, 32, 14) and torch.isfinite(x).all()
+    # the goal observes some dimensions only: one mask channel per dimension, read per entry
+    assert cfg["unet"]["cond"] and cfg["unet"]["cond_entries"] and prior.net.inp.in_channels == 28
+
+
+def test_scene_batches_observe_the_start_and_the_goals_dimensions_only(tmp_path):
+    from cofi.planning.scene_plan import GOAL_DIMS
+    from cofi.planning.train import SCENE, Batcher
+
+    eps = torch.randn(3, 300, 14)
+    args = validate_train_args({"data": str(_toy_scene(tmp_path)), "out": str(tmp_path / "r"), "cond_prob": 1.0,
+                                "target": "plain", "prediction": "sample"})  # the target is the clean window
+    x_in, t, mask, target, ev = Batcher(eps, cosine_alphas_cumprod(20), args, None, True, SCENE)(
+        5, torch.Generator().manual_seed(0))
+    assert mask.shape == x_in.shape == (5, 32, 14) and not ev
+    expect = torch.zeros(32, 14, dtype=torch.bool)
+    expect[0] = True
+    expect[-1, list(GOAL_DIMS)] = True
+    assert (mask == expect).all()
+    # observed entries hold the clean window, the others its noised version
+    assert torch.equal(x_in[mask.expand(5, -1, -1)], target[mask.expand(5, -1, -1)])
+    assert not torch.isclose(x_in[~mask.expand(5, -1, -1)], target[~mask.expand(5, -1, -1)]).any()

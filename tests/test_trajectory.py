@@ -531,7 +531,10 @@ def test_shipped_checkpoints_load_and_pass_the_contract(name):
     prior = TrajectoryPrior.from_pretrained(name)
     cfg = json.loads((_PACKAGE_DIR / name / "config.json").read_text())
     assert cfg["command"].startswith("python -m cofi.planning train") and cfg["step"] > 0
-    assert prior.sample_shape == (160 // prior.stride, 2) and prior.env_name == f"{name}-v0"
+    if name == "scene-play":  # 128-step windows of the 14 planning dimensions
+        assert prior.sample_shape == (128 // prior.stride, 14) and prior.env_name == "scene-play-v0"
+    else:
+        assert prior.sample_shape == (160 // prior.stride, 2) and prior.env_name == f"{name}-v0"
     # ε-prediction divides by √ᾱ ≈ 1e-2 at the noisy end: batch-size-dependent float rounding
     # of the convolutions is amplified 100×, so the tolerance follows the prediction type
     tol = 1e-3 if prior.prediction_type != "epsilon" else 2e-2
@@ -556,3 +559,24 @@ def test_evidence_features_are_weighted_and_bounded():
     zero = torch.zeros_like(prec)
     wy0, w0 = _evidence_features(x0, y, zero)
     assert not wy0.any() and not w0.any()
+
+
+def test_entry_observations_reach_the_network_per_entry():
+    """``cond_entries``: a goal that fixes some dimensions only is read per entry (one mask
+    channel per dimension), the observed values replace the noisy ones, and the mask channels
+    change the output (they are wired in)."""
+    torch.manual_seed(0)
+    net = TemporalUNet(UNet1DConfig(horizon=8, channels=3, dim=8, dim_mults=(1, 2), cond=True, cond_entries=True))
+    assert net.inp.in_channels == 3 + 3
+    prior = TrajectoryPrior(net, cosine_alphas_cumprod(10), [-1.0] * 3, [1.0] * 3, prediction="v_prediction")
+    seen = []
+    forward = net.forward
+    net.forward = lambda x, t, mask=None, **kw: seen.append((x.clone(), mask)) or forward(x, t, mask, **kw)
+    x_t, obs = torch.randn(2, 8, 3), torch.full((2, 8, 3), 0.5)
+    m = torch.zeros(2, 8, 3, dtype=torch.bool)
+    m[:, -1, 1:] = True
+    a = prior.denoise(x_t, torch.tensor([3, 7]), observed=obs, observed_mask=m)
+    x_in, mask = seen[-1]
+    assert torch.equal(mask, m) and torch.equal(x_in[m], obs[m]) and torch.equal(x_in[~m], x_t[~m])
+    b = prior.denoise(x_t.where(~m, obs), torch.tensor([3, 7]))  # the same input, no mask
+    assert not torch.allclose(a, b)

@@ -18,7 +18,7 @@ import torch
 
 from .scene_plan import COUNT, plan_scene
 
-__all__ = ["SCENE_REPLAN", "SceneEpisode", "make_eval_env", "subgoals_met", "unmet_conditions", "auto_count", "run_scene_episode", "evaluate_scene", "summarize_scene"]
+__all__ = ["SCENE_REPLAN", "SceneEpisode", "make_eval_env", "CONDITIONS", "conditions_met", "subgoals_met", "unmet_conditions", "auto_count", "run_scene_episode", "evaluate_scene", "summarize_scene"]
 
 MAX_STEPS = 1500
 #: The replanning rule `run_scene_episode` uses by default: (metric, deviation); see `SceneController`.
@@ -29,7 +29,8 @@ SCENE_REPLAN = ("std", 1.5)
 class SceneEpisode:
     """One executed Scene episode; ``nfe`` and ``plan_time_s`` add up every plan. ``subgoals``:
     how many of the task's 5 conditions (cube, button 1, button 2, drawer, window) held at the
-    end; ``best_subgoals``: the most that held together at any step (a failure by how much)."""
+    end; ``best_subgoals``: the most that held together at any step (a failure by how much),
+    ``missing`` the conditions that did not hold then."""
 
     method: str
     task: int
@@ -42,6 +43,7 @@ class SceneEpisode:
     first_plan_nfe: int
     subgoals: int = 0
     best_subgoals: int = 0
+    missing: list[str] = field(default_factory=list)
     plans: list[np.ndarray] | None = field(default=None, repr=False)
     plan_steps: list[int] | None = field(default=None, repr=False)
     states: np.ndarray | None = field(default=None, repr=False)
@@ -54,10 +56,18 @@ class SceneEpisode:
         return d
 
 
+CONDITIONS = ("cube", "button 1", "button 2", "drawer", "window")
+
+
+def conditions_met(env) -> tuple[bool, ...]:
+    """Which of the task's 5 success conditions (`CONDITIONS`) hold now (OGBench's own checks)."""
+    cube, buttons, drawer, window = env.unwrapped._compute_successes()
+    return (bool(all(cube)), *(bool(b) for b in buttons), bool(drawer), bool(window))
+
+
 def subgoals_met(env) -> int:
     """How many of the task's 5 success conditions hold now (OGBench's own checks)."""
-    cube, buttons, drawer, window = env.unwrapped._compute_successes()
-    return int(sum(cube) + sum(buttons) + bool(drawer) + bool(window))
+    return sum(conditions_met(env))
 
 
 def unmet_conditions(obs, goal) -> int:
@@ -129,7 +139,9 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
     ctrl = SceneController(model, plans[-1].xy, stride=prior.stride, tracking=tracking, metric=replan_metric)
     plan_steps, states = [0], [obs]
     success, steps = False, 0
-    met = best = subgoals_met(env)
+    now = conditions_met(env)
+    met = best = sum(now)
+    best_now = now
     while steps < max_steps:
         action = ctrl.act(obs)
         stray = ctrl.deviation > replan_deviation or ctrl.done
@@ -141,8 +153,10 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
         obs, _, terminated, truncated, info = env.step(action)
         steps += 1
         states.append(obs)
-        met = subgoals_met(env)
-        best = max(best, met)
+        now = conditions_met(env)
+        met = sum(now)
+        if met > best:
+            best, best_now = met, now
         if info.get("success", False):
             success = True
             break
@@ -152,6 +166,7 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
                         replans=len(plans) - 1, nfe=sum(p.nfe for p in plans),
                         plan_time_s=sum(p.time_s for p in plans), first_plan_nfe=plans[0].nfe,
                         subgoals=met, best_subgoals=best,
+                        missing=[c for c, ok in zip(CONDITIONS, best_now) if not ok],
                         plans=[p.xy for p in plans] if keep_paths else None,
                         plan_steps=plan_steps if keep_paths else None,
                         states=np.stack(states) if keep_paths else None)

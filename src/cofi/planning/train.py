@@ -16,7 +16,8 @@ Targets (``--target``):
     almost independent of x_t, while x̂* is a smooth function of it.
   - ``plain``: the usual regression on x_0.
 Whatever the target, the network outputs ε, x̂ or v (``--prediction``, default v) of it.
-With ``--cond-prob p`` (default 0.5 each) the first and the last point of a window are
+With ``--cond-prob p`` (default 0.5 each) the first and the last point of a window (Scene: the
+last point's `Domain.goal_dims` only) are
 given to the network as clean observations (an extra mask channel), and the target is
 conditioned on them exactly, so at planning time a pinned start or goal is read, not
 guessed (the inpainting-aware training of CompDiffuser's planners).
@@ -70,6 +71,7 @@ from ..priors.trajectory import (TrajectoryPrior, XYNormalizer, atomic_write, co
                                   read_safetensors)
 from ..priors.unet1d import TemporalUNet, UNet1DConfig, expand_input_weights
 from .data import HORIZON_STEPS, OVERLAP_STEPS, PAD, cut_windows, load_episodes, pad_episodes
+from .scene_plan import GOAL_DIMS
 
 __all__ = ["Domain", "POINTMAZE", "SCENE", "domain_of", "add_train_args", "train_from_args", "train", "validate_train_args", "TrainingSetupError",
            "sample_windows", "sample_evidence", "save_state", "load_state", "read_state", "validation_path"]
@@ -96,6 +98,9 @@ class Domain:
         pad: default copies of each episode's first state prepended (`pad_episodes`).
         grid: default resolution of the xy feature grid (0: none; only 2-D positions have one).
         load: ``path -> (E, T, D)`` float32 episodes in the planning space.
+        goal_dims: the dimensions a goal fixes (None: all). With ``--cond-prob``, a window's
+            last point is observed on these only, and the network gets one observation-mask
+            channel per dimension (``UNet1DConfig.cond_entries``) instead of one per point.
     """
 
     name: str
@@ -104,10 +109,11 @@ class Domain:
     pad: int
     grid: int
     load: Callable[[Path], np.ndarray]
+    goal_dims: tuple[int, ...] | None = None
 
 
 POINTMAZE = Domain("pointmaze", HORIZON_STEPS, OVERLAP_STEPS, PAD, 64, load_episodes)
-SCENE = Domain("scene", 128, 48, 0, 0, _load_scene)
+SCENE = Domain("scene", 128, 48, 0, 0, _load_scene, GOAL_DIMS)
 
 
 def domain_of(data, env: str | None = None) -> Domain:
@@ -407,11 +413,13 @@ class Batcher:
         noise = torch.randn(x0.shape, generator=g)
         a = self.ac[t]
         x_t = append_dims(a, 3).sqrt() * x0 + append_dims(1 - a, 3).sqrt() * noise
-        mask = torch.zeros(x0.shape[:2], dtype=torch.bool)
+        full = torch.zeros(x0.shape, dtype=torch.bool)  # observed entries
+        goal = list(self.domain.goal_dims or range(x0.shape[-1]))
         if self.cond:
             ends = torch.rand(n, 2, generator=g) < a_.cond_prob
-            mask[:, 0], mask[:, -1] = ends[:, 0], ends[:, 1]
-        full = mask[..., None].expand_as(x0)
+            full[:, 0] = ends[:, :1]
+            full[:, -1, goal] = ends[:, 1:]
+        mask = full if self.domain.goal_dims is not None else full.any(-1)  # what the network reads
         x_in = torch.where(full, x0, x_t)
         ev = sample_evidence(x0, a, a_, g, self.domain.overlap_steps) if a_.evidence_prob > 0 else {}
         if self.bank is None:
@@ -614,7 +622,8 @@ def train(args: argparse.Namespace, command: str = "") -> Path:
     cfg = UNet1DConfig(horizon=dom.horizon_steps // args.stride, channels=dims, dim=args.dim, dim_mults=tuple(args.dim_mults),
                        fourier=args.fourier, grid=args.grid, grid_dim=args.grid_dim,
                        grid_smooth=tuple(args.grid_smooth), grid_extent=args.scale,
-                       grid_wiener=args.grid_wiener, cond=cond, evidence=args.evidence_prob > 0)
+                       grid_wiener=args.grid_wiener, cond=cond, cond_entries=cond and dom.goal_dims is not None,
+                       evidence=args.evidence_prob > 0)
     ac = cosine_alphas_cumprod(args.T)
     bank = None
     if args.target == "stf":

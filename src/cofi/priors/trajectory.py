@@ -24,7 +24,7 @@ from .unet1d import TemporalUNet, UNet1DConfig
 
 __all__ = ["TrajectoryPrior", "XYNormalizer", "cosine_alphas_cumprod", "CHECKPOINTS"]
 
-CHECKPOINTS = ("pointmaze-medium-stitch", "pointmaze-large-stitch", "pointmaze-giant-stitch")
+CHECKPOINTS = ("pointmaze-medium-stitch", "pointmaze-large-stitch", "pointmaze-giant-stitch", "scene-play")
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
@@ -177,7 +177,7 @@ class TrajectoryPrior(XYNormalizer):
         mask = None
         if self.net.config.cond and observed_mask is not None:
             x_t = torch.where(observed_mask, observed.to(x_t), x_t)
-            mask = observed_mask.any(-1)
+            mask = observed_mask if self.net.config.cond_entries else observed_mask.any(-1)
         a_t = self.alphas_cumprod.to(x_t.device)[t]
         ev = dict(evidence=evidence, evidence_precision=evidence_precision) if self.net.config.evidence else {}
         out = self.net(x_t, t, mask, alpha=a_t, **ev)

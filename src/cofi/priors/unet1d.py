@@ -46,6 +46,7 @@ class UNet1DConfig:
     grid_extent: float = 1.0  # the grid covers [-grid_extent, grid_extent]²
     grid_wiener: bool = False  # read the grid at the Wiener estimate of x_0, not at x_t (needs alpha)
     cond: bool = False  # one more input channel: 1 where a point is observed (inpainting-aware)
+    cond_entries: bool = False  # with cond: one mask channel per data channel (entries observed, not points)
     evidence: bool = False  # 2·channels more: soft evidence w·y and its weight w = π/(1+π) (consensus)
 
     def to_dict(self) -> dict:
@@ -109,9 +110,10 @@ class TemporalUNet(nn.Module):
         if c.grid_smooth and (not c.grid or any(w < 1 or w % 2 == 0 for w in c.grid_smooth)):
             raise ValueError(f"grid_smooth needs a grid and odd widths >= 1; got grid={c.grid}, "
                              f"grid_smooth={c.grid_smooth}")
+        self.mask_channels = (c.channels if c.cond_entries else 1) if c.cond else 0
         self.grid = nn.Parameter(0.1 * torch.randn(1, c.grid_dim, c.grid, c.grid)) if c.grid else None
         reads = (1 + len(c.grid_smooth)) if c.grid else 0
-        cin = c.channels * (1 + 2 * c.fourier) + c.grid_dim * reads + int(c.cond) + 2 * c.channels * int(c.evidence)
+        cin = c.channels * (1 + 2 * c.fourier) + c.grid_dim * reads + self.mask_channels + 2 * c.channels * int(c.evidence)
         self.inp = nn.Conv1d(cin, c.dim, 1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         cin = c.dim
@@ -132,7 +134,8 @@ class TemporalUNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, mask: Tensor | None = None, alpha: Tensor | None = None,
                 evidence: Tensor | None = None, evidence_precision: Tensor | None = None) -> Tensor:
         """``x (B, H, C)``, ``t (B,)``; with ``config.cond``, ``mask (B, H)`` marks the points
-        whose values in ``x`` are clean observations (None: none are). With
+        whose values in ``x`` are clean observations (None: none are); with ``cond_entries``,
+        ``mask (B, H, C)`` marks entries (a goal that fixes some dimensions only). With
         ``config.grid_wiener``, ``alpha (B,)`` is ᾱ_t of each row. With ``config.evidence``,
         ``evidence`` and ``evidence_precision`` ``(B, H, C)`` are Gaussian evidence ``y`` about
         x_0 with precision π ≥ 0 per entry (`cofi.priors.EmpiricalPrior.denoise`); the network
@@ -140,7 +143,10 @@ class TemporalUNet(nn.Module):
         and input weights added for these channels change nothing until evidence arrives."""
         temb = self.time(sinusoidal_embedding(t, self.config.dim))
         extra = []
-        if self.config.cond:
+        if self.config.cond and self.config.cond_entries:
+            extra = [x.new_zeros(x.shape).transpose(1, 2) if mask is None else mask.to(x.dtype).transpose(1, 2)]
+            mask = None if mask is None else mask.any(-1)  # a point the grid may read as clean
+        elif self.config.cond:
             extra = [(x.new_zeros(x.shape[:2]) if mask is None else mask.to(x.dtype))[:, None]]
         if self.config.evidence:
             extra += list(_evidence_features(x, evidence, evidence_precision))
