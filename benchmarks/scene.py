@@ -69,15 +69,15 @@ def table(records: list[dict]) -> str:
     by = defaultdict(list)
     for r in records:
         by[r["label"]].append(r)
+    from cofi.planning.scene_evaluate import summarize_scene
+
     rows = ["| method | success | episodes | steps | replans | subgoals met at the end (best) | NFE / plan | s / plan |",
             "|---|---|---|---|---|---|---|---|"]
     for label, rs in by.items():
-        n, plans = len(rs), sum(r["replans"] + 1 for r in rs)
-        ok = sum(r["success"] for r in rs)
-        rows.append(f"| {label} | {100 * ok / n:.0f} % ({ok}/{n}) | {n} | {sum(r['steps'] for r in rs) / n:.0f} | "
-                    f"{sum(r['replans'] for r in rs) / n:.1f} | {sum(r.get('subgoals', 0) for r in rs) / n:.1f} / 5 "
-                    f"({sum(r.get('best_subgoals', 0) for r in rs) / n:.1f}) | {sum(r['nfe'] for r in rs) / plans:.0f} | "
-                    f"{sum(r['plan_time_s'] for r in rs) / plans:.1f} |")
+        m = summarize_scene(rs)
+        rows.append(f"| {label} | {100 * m['success']:.0f} % ({m['successes']}/{m['episodes']}) | {m['episodes']} | "
+                    f"{m['steps']:.0f} | {m['replans']:.1f} | {m['subgoals']:.1f} / 5 ({m['best_subgoals']:.1f}) | "
+                    f"{m['nfe_per_plan']:.0f} | {m['s_per_plan']:.1f} |")
     per_task = ["", "| method | " + " | ".join(f"task {t}" for t in range(1, 6)) + " |", "|---" * 6 + "|"]
     for label, rs in by.items():
         cells = []

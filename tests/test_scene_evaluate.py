@@ -131,3 +131,24 @@ def test_subgoals_met_agrees_with_the_observation(task):
             obs, *_ = env.step(env.action_space.sample())
     finally:
         env.close()
+
+
+def test_object_state_of_an_observation_is_the_simulators():
+    from cofi.planning.scene_control import _object_state, object_state, success_conditions
+
+    env = make_eval_env()
+    try:
+        for task in (1, 4):
+            obs, _ = env.reset(seed=task, options=dict(task_id=task))
+            for _ in range(3):
+                obs, *_ = env.step(env.action_space.sample())
+            seen, sim = object_state(obs), _object_state(env)
+            np.testing.assert_allclose(seen["cube"], sim["cube"], atol=1e-6)
+            assert np.array_equal(seen["buttons"], sim["buttons"])
+            assert seen["drawer"] == pytest.approx(sim["drawer"], abs=1e-6)
+            assert seen["window"] == pytest.approx(sim["window"], abs=1e-6)
+            assert all(success_conditions(seen, sim))
+            moved = dict(sim, cube=sim["cube"] + [0.05, 0, 0], drawer=sim["drawer"] + 0.03)
+            assert success_conditions(sim, moved) == (False, True, True, True, True)
+    finally:
+        env.close()

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .scene import OBS_DIM, SCENE_PLAN_DIMS
+from .scene import DRAWER_SCALE, OBS_DIM, OBS_LAYOUT, SCENE_PLAN_DIMS, WINDOW_SCALE, XYZ_CENTER, XYZ_SCALE
 
 __all__ = [
     "InverseDynamics", "SceneController", "train_inverse_dynamics", "load_scene_arrays", "episode_bounds",
-    "reproduce_segments", "interpolate_plan", "GRIPPER_DIM", "ACTION_DIM", "CHECKPOINT", "main",
+    "reproduce_segments", "object_state", "success_conditions", "interpolate_plan", "GRIPPER_DIM", "ACTION_DIM", "CHECKPOINT", "main",
 ]
 
 ACTION_DIM = 5
@@ -468,11 +468,27 @@ def _object_state(env) -> dict:
                 drawer=float(d.joint("drawer_slide").qpos[0]), window=float(d.joint("window_slide").qpos[0]))
 
 
-def _matches(state: dict, qpos, button_states, tol_cube: float = 0.04, tol_joint: float = 0.04) -> bool:
+def _row_state(qpos, button_states) -> dict:
     qpos = np.asarray(qpos, np.float64)
-    return bool(np.linalg.norm(state["cube"] - qpos[14:17]) <= tol_cube
-                and np.array_equal(state["buttons"], np.asarray(button_states))
-                and abs(state["drawer"] - qpos[23]) <= tol_joint and abs(state["window"] - qpos[24]) <= tol_joint)
+    return dict(cube=qpos[14:17], buttons=np.asarray(button_states), drawer=float(qpos[23]), window=float(qpos[24]))
+
+
+def object_state(obs) -> dict:
+    """The objects of a 40-dim observation in simulator units: cube xyz (m), the two button
+    states, drawer and window joint positions (undoing `SceneEnv.compute_observation`'s scalings)."""
+    o = {k: np.asarray(obs, dtype=np.float64)[s] for k, s in OBS_LAYOUT.items()}
+    return dict(cube=o["cube_pos"] / XYZ_SCALE + XYZ_CENTER,
+                buttons=np.array([o["button_0_state"].argmax(), o["button_1_state"].argmax()]),
+                drawer=float(o["drawer_pos"][0] / DRAWER_SCALE), window=float(o["window_pos"][0] / WINDOW_SCALE))
+
+
+def success_conditions(state: dict, target: dict, tol: float = 0.04) -> tuple[bool, ...]:
+    """OGBench's five success conditions (cube, button 1, button 2, drawer, window) of ``state``
+    against ``target`` (`object_state` dicts): the cube within ``tol`` m, equal button states,
+    drawer and window within ``tol`` of their joint positions."""
+    buttons = np.asarray(state["buttons"]) == np.asarray(target["buttons"])
+    return (bool(np.linalg.norm(state["cube"] - target["cube"]) <= tol), bool(buttons[0]), bool(buttons[1]),
+            abs(state["drawer"] - target["drawer"]) <= tol, abs(state["window"] - target["window"]) <= tol)
 
 
 def segment_starts(terminals, n: int, length: int = 200, seed: int = 0) -> np.ndarray:
@@ -513,9 +529,8 @@ def reproduce_segments(model: InverseDynamics | None, data: dict, starts, *, len
             env.reset(seed=s)
             ob = _restore(env, qpos[s], qvel[s], btn[s])
             e = s + length
-            was = dict(cube=qpos[s, 14:17].astype(np.float64), buttons=btn[s], drawer=float(qpos[s, 23]),
-                       window=float(qpos[s, 24]))
-            active.append(not _matches(was, qpos[e], btn[e]))
+            target = _row_state(qpos[e], btn[e])
+            active.append(not all(success_conditions(_row_state(qpos[s], btn[s]), target)))
             if model is not None:
                 dims = list(model.goal_dims)
                 ctrl = SceneController(model, obs_all[s:e + 1:stride][:, dims], stride=stride, tracking=tracking,
@@ -528,7 +543,7 @@ def reproduce_segments(model: InverseDynamics | None, data: dict, starts, *, len
                     a = ctrl.act(ob)
                     dev = max(dev, ctrl.deviation)
                 ob, *_ = env.step(a)
-            ok.append(_matches(_object_state(env), qpos[e], btn[e]))
+            ok.append(all(success_conditions(_object_state(env), target)))
             devs.append(dev)
     finally:
         if own:

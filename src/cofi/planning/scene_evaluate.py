@@ -74,14 +74,9 @@ def unmet_conditions(obs, goal) -> int:
     """How many of the 5 success conditions (cube within 4 cm, each button's state, drawer and
     window within 0.04) an observation misses against a goal observation, read from the two
     40-dim observations alone (what the agent sees, no simulator state)."""
-    from .scene import DRAWER_SCALE, WINDOW_SCALE, XYZ_SCALE, scene_plan_space
+    from .scene_control import object_state, success_conditions
 
-    o = scene_plan_space(np.asarray(obs, dtype=np.float64))
-    g = scene_plan_space(np.asarray(goal, dtype=np.float64))
-    met = (np.linalg.norm(o[3:6] - g[3:6]) / XYZ_SCALE <= 0.04,
-           np.array_equal(np.round(o[8:10]), np.round(g[8:10])), np.array_equal(np.round(o[10:12]), np.round(g[10:12])),
-           abs(o[12] - g[12]) / DRAWER_SCALE <= 0.04, abs(o[13] - g[13]) / WINDOW_SCALE <= 0.04)
-    return 5 - int(sum(bool(m) for m in met))
+    return 5 - sum(success_conditions(object_state(obs), object_state(goal)))
 
 
 def auto_count(obs, goal, most: int = COUNT) -> int:
@@ -190,12 +185,17 @@ def evaluate_scene(prior, model, sampler="cofi", *, tasks=(1, 2, 3, 4, 5), seeds
     return out
 
 
-def summarize_scene(records: list[SceneEpisode]) -> dict:
-    """Success rate, mean steps, replans, NFE per plan and seconds per plan over ``records``."""
-    n = len(records)
-    plans = sum(r.replans + 1 for r in records)
-    return dict(episodes=n, success=sum(r.success for r in records) / max(n, 1),
-                steps=float(np.mean([r.steps for r in records])) if n else float("nan"),
-                replans=float(np.mean([r.replans for r in records])) if n else float("nan"),
-                nfe_per_plan=sum(r.nfe for r in records) / max(plans, 1),
-                s_per_plan=sum(r.plan_time_s for r in records) / max(plans, 1))
+def summarize_scene(records) -> dict:
+    """Success rate, mean steps, replans, conditions met at the end and at best, NFE per plan
+    and seconds per plan over ``records`` (`SceneEpisode`s or their `to_dict`)."""
+    rs = [r.to_dict() if isinstance(r, SceneEpisode) else r for r in records]
+    n, plans = len(rs), sum(r["replans"] + 1 for r in rs)
+
+    def mean(key):
+        return float(np.mean([r.get(key, 0) for r in rs])) if n else float("nan")
+
+    return dict(episodes=n, successes=sum(bool(r["success"]) for r in rs),
+                success=sum(bool(r["success"]) for r in rs) / max(n, 1), steps=mean("steps"),
+                replans=mean("replans"), subgoals=mean("subgoals"), best_subgoals=mean("best_subgoals"),
+                nfe_per_plan=sum(r["nfe"] for r in rs) / max(plans, 1),
+                s_per_plan=sum(r["plan_time_s"] for r in rs) / max(plans, 1))

@@ -71,7 +71,8 @@ from ..priors.trajectory import (TrajectoryPrior, XYNormalizer, atomic_write, co
                                   read_safetensors)
 from ..priors.unet1d import TemporalUNet, UNet1DConfig, expand_input_weights
 from .data import HORIZON_STEPS, OVERLAP_STEPS, PAD, cut_windows, load_episodes, pad_episodes
-from .scene_plan import GOAL_DIMS
+from .scene_plan import GOAL_DIMS, SEGMENT_STEPS, load_scene_episodes
+from .scene_plan import OVERLAP_STEPS as SCENE_OVERLAP_STEPS
 
 __all__ = ["Domain", "POINTMAZE", "SCENE", "domain_of", "add_train_args", "train_from_args", "train", "validate_train_args", "TrainingSetupError",
            "sample_windows", "sample_evidence", "save_state", "load_state", "read_state", "validation_path"]
@@ -80,12 +81,6 @@ __all__ = ["Domain", "POINTMAZE", "SCENE", "domain_of", "add_train_args", "train
 class TrainingSetupError(ValueError):
     """A bad argument of `train` (the message names the flag and the valid range), or an input
     file or run directory that training cannot start or continue from (it names the file)."""
-
-
-def _load_scene(path) -> np.ndarray:
-    from .scene_plan import load_scene_episodes
-
-    return load_scene_episodes(path)
 
 
 @dataclass(frozen=True)
@@ -113,7 +108,7 @@ class Domain:
 
 
 POINTMAZE = Domain("pointmaze", HORIZON_STEPS, OVERLAP_STEPS, PAD, 64, load_episodes)
-SCENE = Domain("scene", 128, 48, 0, 0, _load_scene, GOAL_DIMS)
+SCENE = Domain("scene", SEGMENT_STEPS, SCENE_OVERLAP_STEPS, 0, 0, load_scene_episodes, GOAL_DIMS)
 
 
 def domain_of(data, env: str | None = None) -> Domain:
