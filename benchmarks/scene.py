@@ -169,6 +169,7 @@ def main() -> None:
     ap.add_argument("--replan-deviation", type=float, default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--replan-metric", choices=("std", "env", "objects"), default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--tracking", choices=("time", "nearest"), default="time")
+    ap.add_argument("--controller", default=None, help="inverse-dynamics checkpoint (default: shipped scene-play-invdyn)")
     ap.add_argument("--label", default=None, help="record label prefix (default: <prior>-<method>)")
     ap.add_argument("--json", default=None, help="append per-episode records here (resumable)")
     ap.add_argument("--from-json", nargs="+", default=None, metavar="FILE", help="print the table of saved records")
@@ -192,7 +193,8 @@ def main() -> None:
     if args.open_loop:
         open_loop(load_prior(args), args, parse_seeds(args.seeds))
         return
-    prior, model, env = load_prior(args), InverseDynamics.from_pretrained(), make_eval_env()
+    model = InverseDynamics.from_pretrained(*([args.controller] if args.controller else []))
+    prior, env = load_prior(args), make_eval_env()
     seeds, done, records = parse_seeds(args.seeds), done_keys(args.json), []
     for method in args.methods:
         label = f"{args.label or args.prior}-{method}"

@@ -231,6 +231,22 @@ def test_training_and_cli_record_the_command(tmp_path):
     np.testing.assert_allclose(r.obs_mean.numpy(), d["observations"].mean(0), atol=1e-5)
 
 
+def test_goal_noise_is_recorded_changes_training_and_is_checked(tmp_path):
+    data = tmp_path / "d.npz"
+    _synthetic(data)
+    kw = dict(k=4, steps=20, batch=16, hidden=16, log_every=10, progress=False)
+    a = C.train_inverse_dynamics(data, tmp_path / "a", **kw)
+    b = C.train_inverse_dynamics(data, tmp_path / "b", goal_noise=0.5, **kw)
+    c = C.train_inverse_dynamics(data, None, goal_noise=0.0, **kw)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["goal_noise"] == 0.5
+    obs, goal = torch.randn(3, 40), torch.randn(3, 1, 14)
+    assert torch.equal(a(obs, goal), c(obs, goal))  # no noise: the same seed trains the same model
+    assert not torch.equal(a(obs, goal), b(obs, goal))
+    for bad in (-0.1, float("nan"), "0.1"):
+        with pytest.raises(ValueError, match="goal_noise"):
+            C.train_inverse_dynamics(data, None, goal_noise=bad, **kw)
+
+
 @pytest.fixture(scope="module")
 def chunk():
     pytest.importorskip("ogbench")

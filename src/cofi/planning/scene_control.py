@@ -371,7 +371,7 @@ def train_inverse_dynamics(data: str | Path, out_dir: str | Path | None = None, 
                            seed: int = 0, val: str | Path | None = None, val_split: str = "val",
                            hidden: int = 256, depth: int = 3, activation: str = "gelu",
                            max_episodes: int | None = None, threads: int = 1, command: str | None = None,
-                           log_every: int = 1000, progress: bool = True) -> InverseDynamics:
+                           log_every: int = 1000, progress: bool = True, goal_noise: float = 0.0) -> InverseDynamics:
     """Train an `InverseDynamics` model by MSE regression of the recorded actions.
 
     Args:
@@ -385,7 +385,13 @@ def train_inverse_dynamics(data: str | Path, out_dir: str | Path | None = None, 
         max_episodes: train on the first episodes only.
         threads: `torch.set_num_threads`.
         command: recorded in ``config.json``.
+        goal_noise: standard deviation of Gaussian noise added to the standardised subgoals
+            during training (0: none). Composed plans are less precise than data, e.g. the
+            effector 1–3 cm off the cube it carries; a model that cannot trust its subgoal to
+            the millimetre learns to read the cube's position from the observation.
     """
+    if not (isinstance(goal_noise, (int, float)) and math.isfinite(goal_noise) and goal_noise >= 0):
+        raise ValueError(f"goal_noise must be a finite number >= 0, got {goal_noise!r}")
     torch.set_num_threads(int(threads))
     offsets = (int(k),) if isinstance(k, (int, np.integer)) else tuple(int(o) for o in k)
     t0 = time.perf_counter()
@@ -421,7 +427,10 @@ def train_inverse_dynamics(data: str | Path, out_dir: str | Path | None = None, 
     model.train()
     for step in range(1, steps + 1):
         i = torch.randint(0, len(obs), (batch,), generator=g)
-        x = torch.cat([zobs[i], zgoal_all[rows[i]].flatten(1)], 1)
+        zg = zgoal_all[rows[i]].flatten(1)
+        if goal_noise > 0:
+            zg = zg + goal_noise * torch.randn(zg.shape, generator=g)
+        x = torch.cat([zobs[i], zg], 1)
         loss = torch.mean((torch.tanh(model.net(x)) - act[i]) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -442,7 +451,7 @@ def train_inverse_dynamics(data: str | Path, out_dir: str | Path | None = None, 
                 + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
     model.eval().requires_grad_(False)
     info = dict(command=command, data=str(data), episodes=n_episodes, rows=len(obs), steps=steps, batch=batch,
-                lr=lr, seed=seed, val=None if val is None else str(val), train_mse=history[-1]["train_mse"],
+                lr=lr, seed=seed, goal_noise=float(goal_noise), val=None if val is None else str(val), train_mse=history[-1]["train_mse"],
                 val_mse=history[-1].get("val_mse"), train_s=round(time.perf_counter() - t1, 1),
                 params=sum(p.numel() for p in model.net.parameters()), torch=torch.__version__)
     model.train_config = info
@@ -575,6 +584,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-episodes", type=int, default=None)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--log-every", type=int, default=1000)
+    t.add_argument("--goal-noise", type=float, default=0.0,
+                   help="std of Gaussian noise on the standardised subgoals during training (robustness to "
+                        "imprecise plans)")
     e = sub.add_parser("eval", help="closed-loop reproduction of held-out dataset segments")
     e.add_argument("--model", default=None, help="checkpoint name or folder; omit with --replay")
     e.add_argument("--replay", action="store_true", help="replay the recorded actions (the ceiling)")
@@ -603,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> dict | InverseDynamics:
                                       steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, val=a.val,
                                       hidden=a.hidden, depth=a.depth, activation=a.activation,
                                       max_episodes=a.max_episodes, threads=a.threads, command=cmd,
-                                      log_every=a.log_every)
+                                      log_every=a.log_every, goal_noise=a.goal_noise)
     torch.set_num_threads(1)
     if (a.model is None) == (not a.replay):
         _parser().error("give exactly one of --model and --replay")
