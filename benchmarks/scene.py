@@ -16,7 +16,9 @@ plan's overlap disagreement, its *jumps* (plan steps where some dimension moves 
 data ever does in 4 env steps: a teleport the controller cannot execute), its *unheld* cube
 motion (of the plan steps where the cube moves more than 1 cm, the share with the effector more
 than 5 cm from it: a cube that moves by itself; in the data ~1-2 %), and how much it manipulates
-(button toggles, cube and drawer + window path length, against what the task needs).
+(button toggles, cube and drawer + window path length, against what the task needs), and how
+close the effector is to the cube while the cube moves (a grasp the controller can execute). Its
+first row measures the same on 684-step stretches of the validation data.
 
 Priors: ``exact`` is the closed-form `EmpiricalPrior` of ``--data/scene-play-v0.npz`` (the
 diagnostic upper bound; regenerate the data with ``python -m cofi.planning generate --env
@@ -116,35 +118,64 @@ def sampler_for(method: str, prior, args):
     return planning_sampler(method, prior=prior, guidance=args.guidance)
 
 
+def plan_stats(p, limits) -> tuple:
+    """Open-loop measurements of one ``(L, 14)`` plan (env units, one point per 4 steps): jumps,
+    unheld and all cube-moving steps, the effector-cube distances while the cube moves, and the
+    manipulation (toggles, cube path, drawer + window path)."""
+    import numpy as np
+
+    jumped = (np.abs(np.diff(p, axis=0)) > limits).any(1)
+    moving = np.linalg.norm(np.diff(p[:, 3:6], axis=0), axis=1) > 0.1
+    dist = np.linalg.norm(p[:-1, 0:3] - p[:-1, 3:6], axis=1)[moving]
+    return jumped, int((dist > 0.5).sum()), int(moving.sum()), dist, manipulation(p)
+
+
+def _grasp(d) -> str:
+    """Median / 75th percentile of effector-cube distances (plan units: 10 = 1 m) in cm."""
+    import numpy as np
+
+    return f"{10 * np.median(d):.1f} / {10 * np.percentile(d, 75):.1f}" if len(d) else "–"
+
+
 def open_loop(prior, args, seeds) -> None:
     import numpy as np
     import torch
 
     from cofi.planning.scene_evaluate import make_eval_env
-    from cofi.planning.scene_plan import plan_scene
+    from cofi.planning.scene_plan import load_scene_episodes, plan_scene, scene_layout
 
     limits = data_step_limits(os.path.join(args.data, "scene-play-v0.npz"))
     env = make_eval_env()
     print("| method | plans | disagreement | plans with a jump (into the goal) | jumps / plan | unheld cube motion | "
+          "effector-cube cm while the cube moves (median / p75) | "
           "toggles (task needs) | cube path (needs) | drawer + window path (needs) | NFE / plan | s / plan |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    # the data's own 684-step stretches (validation episodes), measured the same way
+    val = load_scene_episodes(os.path.join(args.data, "scene-play-v0-val.npz"))[:, ::4]
+    L = scene_layout().length  # plan points of a composed plan
+    stats = [plan_stats(e[s:s + L], limits) for e in val[:50] for s in range(0, e.shape[0] - L, 40)]
+    d = np.concatenate([x[3] for x in stats])
+    m = np.array([x[4] for x in stats])
+    print(f"| data ({len(stats)} stretches of {(L - 1) * 4} steps) | – | – | "
+          f"{np.mean([x[0].any() for x in stats]):.0%} | {np.mean([x[0].sum() for x in stats]):.1f} | "
+          f"{sum(x[1] for x in stats) / max(sum(x[2] for x in stats), 1):.0%} | {_grasp(d)} | "
+          f"{m[:, 0].mean():.1f} | {m[:, 1].mean():.1f} | {m[:, 2].mean():.1f} | – | – |", flush=True)
     for method in args.methods:
-        rows = []
+        rows, dists = [], []
         for seed in seeds:
             for task in args.tasks:
                 obs, info = env.reset(seed=seed, options=dict(task_id=task))
                 out = plan_scene(prior, obs, info["goal"], sampler_for(method, prior, args), batch=args.batch,
                                  generator=torch.Generator().manual_seed(seed))
                 p = out.xy
-                jumped = (np.abs(np.diff(p, axis=0)) > limits).any(1)
+                jumped, unheld, moving, dist, manip = plan_stats(p, limits)
+                dists.append(dist)
                 need = manipulation(np.stack([p[0], p[-1]]))
-                moving = np.linalg.norm(np.diff(p[:, 3:6], axis=0), axis=1) > 0.1
-                unheld = (np.linalg.norm(p[:-1, 0:3] - p[:-1, 3:6], axis=1) > 0.5)[moving]
-                rows.append((float(out.disagreement[out.best]), int(jumped.sum()), *manipulation(p), *need, out.nfe,
-                             out.time_s, bool(jumped[-1]), unheld.sum(), moving.sum()))
+                rows.append((float(out.disagreement[out.best]), int(jumped.sum()), *manip, *need, out.nfe,
+                             out.time_s, bool(jumped[-1]), unheld, moving))
         r = np.array(rows)
         print(f"| {method} | {len(r)} | {r[:, 0].mean():.3f} | {(r[:, 1] > 0).mean():.0%} ({r[:, 10].mean():.0%}) | "
-              f"{r[:, 1].mean():.1f} | {r[:, 11].sum() / max(r[:, 12].sum(), 1):.0%} | "
+              f"{r[:, 1].mean():.1f} | {r[:, 11].sum() / max(r[:, 12].sum(), 1):.0%} | {_grasp(np.concatenate(dists))} | "
               f"{r[:, 2].mean():.1f} ({r[:, 5].mean():.1f}) | {r[:, 3].mean():.1f} ({r[:, 6].mean():.1f}) | "
               f"{r[:, 4].mean():.1f} ({r[:, 7].mean():.1f}) | {r[:, 8].mean():.0f} | {r[:, 9].mean():.1f} |", flush=True)
     env.close()

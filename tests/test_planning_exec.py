@@ -322,6 +322,26 @@ def test_plan_is_a_function_of_the_seed(prior):
     np.testing.assert_array_equal(a.xy, b.xy)
 
 
+def test_consistency_selection_picks_the_prior_s_favourite(prior):
+    """``select="consistency"`` executes the candidate with the lowest `self_consistency`,
+    drawn from the generator right after the composition, and counts its prior calls."""
+    from cofi.planning.planner import CONSISTENCY, CONSISTENCY_NFE
+    from cofi.steps import self_consistency
+
+    s = planning_sampler("cofi", steps=4)
+    g = torch.Generator().manual_seed(5)
+    ref = plan(prior, (0, 0), (20, 20), s, batch=6, generator=g, maze=MEDIUM)
+    score = self_consistency(prior, ref.plans, generator=g, **CONSISTENCY)   # g: where the plan left it
+    out = plan(prior, (0, 0), (20, 20), s, batch=6, generator=torch.Generator().manual_seed(5), maze=MEDIUM,
+               select="consistency")
+    assert out.best == int(torch.argmin(score))
+    assert out.nfe == ref.nfe + CONSISTENCY_NFE * 6 * out.layout.count
+    torch.testing.assert_close(out.canvas, ref.canvas)      # the same candidates, another choice
+    np.testing.assert_allclose(out.raw_xy, prior.unnormalize(out.canvas[out.best]).double().numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="select"):
+        plan(prior, (0, 0), (20, 20), s, batch=2, maze=MEDIUM, select="likelihood")
+
+
 def test_plan_presets():
     s = planning_sampler("cofi")
     assert s.fusion is False and s.guidance > 0 and s.schedule == "linear" and s.refine_at == 0.4 and s.refine_step == 8

@@ -31,7 +31,7 @@ from .scaffold import shrink
 __all__ = [
     "pairs", "predict", "guide", "guidance_weight", "nudge", "fuse", "shrink", "pin", "pin_state",
     "consensus", "check_consensus", "ddim_sigma", "ddim_step", "renoise", "renoise_canvas", "disagreement",
-    "eps_from_x0",
+    "self_consistency", "eps_from_x0",
 ]
 
 
@@ -170,6 +170,43 @@ def disagreement(run: Run, x0: Tensor) -> Tensor:
     overlap MSE of x̂ *before* fusion (eq. 22). Candidates are ranked by it at the last step
     (fused plans agree on their overlaps by construction, so their own error ranks nothing)."""
     return run.layout.overlap_error(x0.detach())
+
+
+def self_consistency(prior, plans: Tensor, *, alphas=(0.9, 0.7, 0.5), draws: int = 4,
+                     generator: torch.Generator | None = None, max_batch: int | None = None) -> Tensor:
+    """How far the prior moves finished plans, per candidate ``(B,)``: each window of ``plans``
+    ``(B, N, *S)`` is noised to every ᾱ in ``alphas`` (``draws`` noises each) and denoised once;
+    a window scores the mean squared change ``‖x̂(x_t) − x_0‖²`` over its entries, levels and
+    draws, and a candidate scores its worst window. A plan the prior would not have made (a
+    trajectory through a wall, a teleport) is pulled back toward its data and scores high; a
+    plan on the prior's manifold scores near its denoising error. Costs
+    ``len(alphas)·draws·B·N`` unconditional prior calls (no pins, no evidence). Lower is better:
+    ``argmin`` ranks candidates by the prior alone, where `disagreement` ranks them by their
+    overlaps."""
+    if plans.ndim < 3:
+        raise ValueError(f"plans must be (B, N, *S), got shape {tuple(plans.shape)}")
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+    alphas = [float(a) for a in alphas]
+    if not alphas or not all(0.0 < a < 1.0 for a in alphas):
+        raise ValueError(f"alphas must be a non-empty sequence of numbers in (0, 1), got {alphas!r}")
+    ac = prior.alphas_cumprod
+    B, N = plans.shape[:2]
+    x0 = plans.detach().reshape(B * N, *plans.shape[2:]).to(ac.device)
+    step = max_batch or len(x0)
+    err = torch.zeros(B * N, dtype=torch.float64, device=x0.device)
+    for a in alphas:
+        t = int(torch.argmin((ac.double() - a).abs()))
+        a_t = ac[t].to(x0.dtype)
+        for _ in range(draws):
+            z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * z
+            with torch.no_grad():
+                x_hat = torch.cat([prior.denoise(x_t[i:i + step], torch.full((len(x_t[i:i + step]),), t,
+                                                                          device=x0.device))
+                                   for i in range(0, len(x_t), step)])
+            err += (x_hat - x0).double().pow(2).flatten(1).mean(1)
+    return (err / (len(alphas) * draws)).reshape(B, N).amax(1)
 
 
 # ----------------------------------------------------------------------------- updates

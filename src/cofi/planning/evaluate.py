@@ -23,7 +23,7 @@ import torch
 
 from .control import WaypointController
 from .maze import Maze, parse_env_name
-from .planner import METHODS, PlanResult, default_batch, default_count, plan, planning_sampler
+from .planner import METHODS, PlanResult, check_select, default_batch, default_count, plan, planning_sampler
 
 __all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "replan_count", "evaluate", "summarize",
            "markdown_table"]
@@ -153,6 +153,7 @@ def run_episode(
     progress: bool = False,
     env_name: str = "",
     adaptive_count: bool = True,
+    select: str = "overlap",
 ) -> EpisodeRecord:
     """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring.
 
@@ -162,14 +163,15 @@ def run_episode(
     agent is still within ``replan_distance`` of where the previous plan started, the replan
     composes one window more than that plan (at most N) instead (`replan_count`): an agent
     stuck in a dead end, whose remaining plan was too short to lead out, gets longer plans
-    rather than the same short one again.
+    rather than the same short one again. ``select``: how each plan's candidate is chosen
+    (`plan`).
     """
     maze = Maze.from_env(env) if maze is None else maze
     xy, goal, gen = episode_problem(env, task, seed, episode, device=prior.alphas_cumprod.device)
 
     def new_plan(from_xy, n) -> PlanResult:
         return plan(prior, from_xy, goal, sampler, count=n, batch=batch, generator=gen,
-                    progress=progress, maze=maze)
+                    progress=progress, maze=maze, select=select)
 
     first = new_plan(xy, count)
     check = maze.check_plan(first.xy, goal)
@@ -242,6 +244,7 @@ def evaluate(
     keep_paths: bool = False,
     progress: bool = False,
     log=None,
+    select: str = "overlap",
 ) -> list[EpisodeRecord]:
     """Run ``method`` on the maze's evaluation tasks: every task × seed × episode.
 
@@ -259,10 +262,12 @@ def evaluate(
         controller: keyword arguments of `WaypointController` (gain, ahead, window).
         keep_paths: keep executed paths, plans and their windows in the records (figures).
         progress: progress bars while planning. ``log``: called with each finished record.
+        select: how each plan's candidate is chosen (`plan`: ``overlap`` or ``consistency``).
     Returns:
         One `EpisodeRecord` per episode.
     """
     maze_type, _ = parse_env_name(env_name)
+    check_select(select)
     tasks = [int(t) for t in tasks]
     if any(not 1 <= t <= 5 for t in tasks):
         raise ValueError(f"tasks must be OGBench task ids in 1..5, got {tasks}")
@@ -287,7 +292,8 @@ def evaluate(
                                       batch=batch, seed=seed, episode=ep, maze=maze, max_steps=max_steps,
                                       max_replans=max_replans, replan_distance=replan_distance,
                                       stall_steps=stall_steps, controller=controller,
-                                      keep_paths=keep_paths, progress=progress, env_name=env_name)
+                                      keep_paths=keep_paths, progress=progress, env_name=env_name,
+                                      select=select)
                     records.append(rec)
                     if log is not None:
                         log(rec, time.perf_counter() - t0)

@@ -8,6 +8,7 @@ stages); no fusion in the loop: the final plans are composed by exponential blen
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from ..coupling import Pins
 from ..layout import Chain
 from ..presets import Preset, resolve
 from ..samplers import CDGS, GSC, CoFi
+from ..steps import self_consistency
 from .data import HORIZON_STEPS, OVERLAP_STEPS
 from .maze import Maze, parse_env_name
 
 __all__ = [
     "HORIZON", "OVERLAP", "METHODS", "PRESETS", "PlanResult", "default_count", "default_batch",
-    "planning_layout", "planning_sampler", "resolve_planning", "plan", "upsample",
+    "planning_layout", "planning_sampler", "resolve_planning", "plan", "upsample", "SELECT", "CONSISTENCY",
+    "check_select", "reselect",
 ]
 
 HORIZON = HORIZON_STEPS  # env steps of one local plan
@@ -187,6 +190,28 @@ class PlanResult(Composition):
         return float(np.linalg.norm(np.diff(self.raw_xy, axis=0), axis=1).max())
 
 
+#: `self_consistency` settings of ``select="consistency"``: three noise levels, four draws each.
+CONSISTENCY = dict(alphas=(0.9, 0.7, 0.5), draws=4)
+CONSISTENCY_NFE = len(CONSISTENCY["alphas"]) * CONSISTENCY["draws"]
+SELECT = ("overlap", "consistency")
+
+
+def check_select(select: str) -> None:
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
+
+
+def reselect(prior, comp: Composition, select: str, generator=None, max_batch: int | None = None) -> Composition:
+    """``comp`` with ``best`` chosen by ``select`` (``overlap``: unchanged; ``consistency``: the
+    lowest `self_consistency`, its prior calls added to ``nfe``)."""
+    check_select(select)
+    if select == "overlap":
+        return comp
+    score = self_consistency(prior, comp.plans, generator=generator, max_batch=max_batch, **CONSISTENCY)
+    return dataclasses.replace(comp, best=int(torch.argmin(score)),
+                               nfe=comp.nfe + CONSISTENCY_NFE * comp.plans.shape[0] * comp.plans.shape[1])
+
+
 def _to_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", torch.float64).numpy()
@@ -215,6 +240,7 @@ def plan(
     max_batch: int | None = None,
     hard_pins: bool = True,
     group=None,
+    select: str = "overlap",
 ) -> PlanResult:
     """Compose a start-to-goal plan with a trajectory prior.
 
@@ -239,9 +265,15 @@ def plan(
             to the pinned points instead of leaving from them.
         group: a ``torch.distributed`` process group: the windows are spread over its ranks
             (`cofi.compose`); every rank gets the same plan.
+        select: how the executed candidate is chosen: ``overlap``, the lowest disagreement of
+            the windows over their overlaps (`cofi.compose`'s ``best``); ``consistency``, the
+            lowest `cofi.steps.self_consistency` (how far the prior moves the finished windows;
+            a window through a wall is moved far), at ``CONSISTENCY_NFE`` extra prior calls per
+            window and candidate, counted in ``nfe``.
     Returns:
         A `PlanResult`.
     """
+    check_select(select)
     for name in ("normalize", "unnormalize"):
         if not callable(getattr(prior, name, None)):
             raise TypeError(f"prior must have {name}() (a trajectory prior such as TrajectoryPrior)")
@@ -272,6 +304,7 @@ def plan(
     t0 = time.perf_counter()
     comp = compose(prior, layout, sampler, batch=batch, generator=generator, pins=pins,
                    progress=progress, max_batch=max_batch, group=group)
+    comp = reselect(prior, comp, select, generator, max_batch)
     elapsed = time.perf_counter() - t0
     raw = _to_numpy(prior.unnormalize(comp.best_canvas))
     windows = _to_numpy(prior.unnormalize(comp.plans[comp.best]))
