@@ -166,7 +166,7 @@ def open_loop(prior, args, seeds) -> None:
             for task in args.tasks:
                 obs, info = env.reset(seed=seed, options=dict(task_id=task))
                 out = plan_scene(prior, obs, info["goal"], sampler_for(method, prior, args), batch=args.batch,
-                                 generator=torch.Generator().manual_seed(seed))
+                                 generator=torch.Generator().manual_seed(seed), select=args.select)
                 p = out.xy
                 jumped, unheld, moving, dist, manip = plan_stats(p, limits)
                 dists.append(dist)
@@ -200,6 +200,8 @@ def main() -> None:
     ap.add_argument("--replan-deviation", type=float, default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--replan-metric", choices=("std", "env", "objects"), default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--tracking", choices=("time", "nearest"), default="time")
+    ap.add_argument("--select", choices=("overlap", "consistency"), default="overlap",
+                    help="which candidate a plan executes (cofi.planning.scene_plan.plan_scene)")
     ap.add_argument("--controller", default=None, help="inverse-dynamics checkpoint (default: shipped scene-play-invdyn)")
     ap.add_argument("--label", default=None, help="record label prefix (default: <prior>-<method>)")
     ap.add_argument("--json", default=None, help="append per-episode records here (resumable)")
@@ -237,7 +239,8 @@ def main() -> None:
                 rec = run_scene_episode(env, prior, model, task, sampler_for(method, prior, args), seed=seed,
                                         batch=args.batch, count=args.count if args.count == "auto" else int(args.count),
                                         max_replans=args.max_replans, replan_deviation=args.replan_deviation,
-                                        replan_metric=args.replan_metric, tracking=args.tracking)
+                                        replan_metric=args.replan_metric, tracking=args.tracking,
+                                        select=args.select)
                 d = {**rec.to_dict(), "label": label}
                 records.append(d)
                 print(f"{label:>14} task {task} seed {seed}: {'ok  ' if rec.success else 'fail'} steps {rec.steps:4d} "

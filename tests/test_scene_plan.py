@@ -62,3 +62,22 @@ def test_plan_scene_starts_at_the_start_and_ends_at_the_goal_objects(data, metho
     assert np.abs(plan[-1, free] - goal[DIMS][free]).max() > 1e-3  # the arm and the cube's yaw are free
     with pytest.raises(ValueError, match="sample_shape must be"):
         plan_scene(type("P", (), {"sample_shape": (40, 2)})(), start, goal)
+
+
+def test_plan_scene_consistency_selection(data):
+    """``select="consistency"``: the same candidates, the one the prior moves least executed."""
+    from cofi.planning.planner import CONSISTENCY, CONSISTENCY_NFE
+    from cofi.steps import self_consistency
+
+    path, obs = data
+    prior = scene_prior(path, every=64)
+    start, goal = obs[0, 0], obs[1, 500]
+    g = torch.Generator().manual_seed(2)
+    ref = plan_scene(prior, start, goal, "gsc", batch=4, count=3, generator=g)
+    score = self_consistency(prior, ref.plans, generator=g, **CONSISTENCY)
+    out = plan_scene(prior, start, goal, "gsc", batch=4, count=3, generator=torch.Generator().manual_seed(2),
+                     select="consistency")
+    assert out.best == int(torch.argmin(score)) and out.nfe == ref.nfe + CONSISTENCY_NFE * 4 * 3
+    np.testing.assert_allclose(out.xy, prior.unnormalize(out.canvas[out.best]).double().numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="select"):
+        plan_scene(prior, start, goal, "gsc", select="best")

@@ -23,7 +23,7 @@ import torch
 from ..compose import compose
 from ..coupling import Pins
 from ..layout import Chain
-from .planner import PlanResult, resolve_planning
+from .planner import PlanResult, check_select, reselect, resolve_planning
 from .scene import SCENE_PLAN_DIMS, scene_plan_space
 
 __all__ = ["SEGMENT_STEPS", "OVERLAP_STEPS", "STRIDE", "COUNT", "GOAL_DIMS", "load_scene_episodes", "scene_prior",
@@ -93,7 +93,7 @@ def scene_pins(prior, start_obs, goal_obs, *, hard: bool = True) -> Pins:
 
 def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, batch: int | None = None,
                generator: torch.Generator | None = None, progress: bool = False, max_batch: int | None = None,
-               hard_pins: bool = True) -> PlanResult:
+               hard_pins: bool = True, select: str = "overlap") -> PlanResult:
     """Compose a Scene plan from the current observation to a goal observation.
 
     Args:
@@ -103,6 +103,8 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
         sampler: a planning method (``cofi``, ``gsc``, ``cd``, ``cdgs``: `planning_sampler`) or
             a sampler config; None: ``cofi``.
         count: windows N. batch: candidates (None: 16, CDGS 40). generator: the only randomness.
+        select: which candidate is the plan: ``overlap`` (the windows' lowest disagreement) or
+            ``consistency`` (the lowest `cofi.steps.self_consistency`), as in `cofi.planning.plan`.
     Returns:
         A `PlanResult` whose ``xy`` is the best candidate's plan ``(L, 14)`` in env units at one
         point per 4 steps (``raw_xy`` the same) and ``windows`` its local plans.
@@ -110,12 +112,14 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
     if tuple(prior.sample_shape) != (SEGMENT_STEPS // STRIDE, len(SCENE_PLAN_DIMS)):
         raise ValueError(f"prior.sample_shape must be ({SEGMENT_STEPS // STRIDE}, {len(SCENE_PLAN_DIMS)}), "
                          f"got {tuple(prior.sample_shape)}")
+    check_select(select)
     sampler, method, batch = resolve_planning(prior, sampler, batch)
     layout = scene_layout(count)
     pins = scene_pins(prior, start_obs, goal_obs, hard=hard_pins)
     t0 = time.perf_counter()
     comp = compose(prior, layout, sampler, batch=batch, generator=generator, pins=pins, progress=progress,
                    max_batch=max_batch)
+    comp = reselect(prior, comp, select, generator, max_batch)
     elapsed = time.perf_counter() - t0
     plan = prior.unnormalize(comp.best_canvas).double().numpy()
     windows = prior.unnormalize(comp.plans[comp.best]).double().numpy()
