@@ -1,0 +1,88 @@
+"""Which candidate should a PointMaze plan execute? Validity of every candidate of first plans.
+
+    python benchmarks/candidates.py --maze giant --methods cofi gsc --seeds 0 1 2 3 --steps 50
+    python benchmarks/candidates.py --maze giant --methods cofi --steps 20 50 --guidance 2 5
+
+For each setting and each OGBench task × seed, composes the first plan of the evaluation episode
+(the same start, goal and generator as `benchmarks/planning.py`, no execution) and checks every
+one of its candidates open loop (`Maze.check_plan`). Reports the share of valid candidates, how
+often the candidate chosen by each rule is valid — ``overlap`` (the lowest disagreement of the
+windows, `cofi.compose`'s ``best``), ``consistency`` (the lowest `cofi.steps.self_consistency`,
+what ``plan(select="consistency")`` executes) — and how often *some* candidate is valid (the
+ceiling of any rule), and the share of windows that cross a wall, per window position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--maze", default="giant", choices=("medium", "large", "giant"))
+    ap.add_argument("--checkpoint", default=None, help="a U-Net checkpoint (default: the shipped one of the maze)")
+    ap.add_argument("--methods", nargs="+", default=["cofi", "gsc"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps (one setting each)")
+    ap.add_argument("--guidance", type=float, nargs="+", default=[None],
+                    help="overlap guidance weights (default: the prior's stored one)")
+    ap.add_argument("--batch", type=int, default=16, help="candidates per plan")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from cofi.planning.evaluate import episode_problem, make_env
+    from cofi.planning.maze import Maze
+    from cofi.planning.planner import CONSISTENCY, CONSISTENCY_NFE, plan, planning_sampler, upsample
+    from cofi.priors import TrajectoryPrior
+    from cofi.steps import self_consistency
+
+    env_name = f"pointmaze-{args.maze}-stitch-v0"
+    prior = TrajectoryPrior.from_pretrained(args.checkpoint or env_name[:-3])
+    env = make_env(env_name)
+    maze = Maze.from_env(env)
+    print(f"# {env_name}, {args.checkpoint or 'shipped'} prior, {len(args.seeds) * len(args.tasks)} first plans "
+          f"of {args.batch} candidates per setting\n")
+    print("| method | DDIM steps | guidance | candidates valid | overlap-chosen valid | consistency-chosen valid | "
+          "some candidate valid | windows crossing a wall (by position) | NFE / plan (+ consistency) | s / plan |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for method, steps, w in itertools.product(args.methods, args.steps, args.guidance):
+        sampler = planning_sampler(method, prior=prior, steps=steps, **({} if w is None else {"guidance": w}))
+        frac, chosen, cons, some, cross, times = [], 0, 0, 0, [], []
+        for seed in args.seeds:
+            for task in args.tasks:
+                start, goal, gen = episode_problem(env, task, seed)
+                t0 = time.perf_counter()
+                out = plan(prior, start, goal, sampler, batch=args.batch, generator=gen, maze=maze)
+                score = self_consistency(prior, out.plans, generator=gen, **CONSISTENCY)
+                times.append(time.perf_counter() - t0)
+                canv = prior.unnormalize(out.canvas).double().numpy()
+                valid = []
+                for c in canv:
+                    xy = upsample(c, prior.stride)
+                    xy[0], xy[-1] = start, goal
+                    valid.append(bool(maze.check_plan(xy, goal).valid))
+                win = prior.unnormalize(out.plans).double().numpy()  # (B, N, H, 2)
+                cross.append([[maze.crosses_wall(upsample(win[b, n], prior.stride)) for n in range(win.shape[1])]
+                              for b in range(win.shape[0])])
+                frac.append(np.mean(valid))
+                chosen += valid[out.best]
+                cons += valid[int(torch.argmin(score))]
+                some += any(valid)
+        n = len(frac)
+        by_pos = np.concatenate([np.asarray(c, float) for c in cross]).mean(0)
+        extra = CONSISTENCY_NFE * out.plans.shape[0] * out.plans.shape[1]
+        print(f"| {method} | {steps} | {sampler.guidance:g} | {100 * np.mean(frac):.0f} % | {chosen}/{n} | {cons}/{n} | "
+              f"{some}/{n} | {' '.join(f'{100 * v:.0f}' for v in by_pos)} % | {out.nfe} (+{extra}) | "
+              f"{np.mean(times):.1f} |", flush=True)
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
