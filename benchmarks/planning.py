@@ -125,8 +125,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=None,
                     help="overlap guidance weight (default: the prior's planning_guidance, else 20)")
     ap.add_argument("--batch", type=int, default=None, help="candidates of CoFi and GSC (preset: 16)")
-    ap.add_argument("--select", choices=("overlap", "consistency"), default="overlap",
-                    help="how a plan's candidate is chosen (cofi.planning.plan)")
+    ap.add_argument("--select", choices=("overlap", "consistency"), default=None,
+                    help="how a plan's candidate is chosen (cofi.planning.plan; default: the prior's planning_select)")
     ap.add_argument("--cdgs-population", type=int, default=None, help="CDGS population P (preset: 40)")
     ap.add_argument("--prior", choices=("unet", "closed-form"), default="unet",
                     help="the shipped U-Net priors, or the closed-form EmpiricalPrior of the stitch data")

@@ -200,8 +200,9 @@ def main() -> None:
     ap.add_argument("--replan-deviation", type=float, default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--replan-metric", choices=("std", "env", "objects"), default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--tracking", choices=("time", "nearest"), default="time")
-    ap.add_argument("--select", choices=("overlap", "consistency"), default="overlap",
-                    help="which candidate a plan executes (cofi.planning.scene_plan.plan_scene)")
+    ap.add_argument("--select", choices=("overlap", "consistency"), default=None,
+                    help="which candidate a plan executes (cofi.planning.scene_plan.plan_scene; default: the "
+                         "prior's planning_select)")
     ap.add_argument("--controller", default=None, help="inverse-dynamics checkpoint (default: shipped scene-play-invdyn)")
     ap.add_argument("--label", default=None, help="record label prefix (default: <prior>-<method>)")
     ap.add_argument("--json", default=None, help="append per-episode records here (resumable)")

@@ -153,7 +153,7 @@ def run_episode(
     progress: bool = False,
     env_name: str = "",
     adaptive_count: bool = True,
-    select: str = "overlap",
+    select: str | None = None,
 ) -> EpisodeRecord:
     """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring.
 
@@ -244,7 +244,7 @@ def evaluate(
     keep_paths: bool = False,
     progress: bool = False,
     log=None,
-    select: str = "overlap",
+    select: str | None = None,
 ) -> list[EpisodeRecord]:
     """Run ``method`` on the maze's evaluation tasks: every task × seed × episode.
 
@@ -262,7 +262,8 @@ def evaluate(
         controller: keyword arguments of `WaypointController` (gain, ahead, window).
         keep_paths: keep executed paths, plans and their windows in the records (figures).
         progress: progress bars while planning. ``log``: called with each finished record.
-        select: how each plan's candidate is chosen (`plan`: ``overlap`` or ``consistency``).
+        select: how each plan's candidate is chosen (`plan`: ``overlap`` or ``consistency``; None: the prior's
+            ``planning_select``, else ``overlap``).
     Returns:
         One `EpisodeRecord` per episode.
     """

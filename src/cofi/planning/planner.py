@@ -84,13 +84,14 @@ def _method(name: str) -> str:
     return str(name).lower()
 
 
-def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidance: float | None = None,
+def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance: float | None = None,
                      prior=None, **overrides):
     """The planning preset of a method: ``cofi``, ``gsc``, ``cd`` or ``cdgs`` (the paper's
     Table 1 compositional columns).
 
-    All four: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper), overlap-MSE
-    guidance of weight ``guidance`` at every step, pins for start and goal. ``guidance=None``
+    All four: ``steps`` DDIM steps with η = 1 (stochastic DDIM, as the paper; None: the prior's
+    ``planning_steps`` if it has one, else 20), overlap-MSE guidance of weight ``guidance`` at
+    every step, pins for start and goal. ``guidance=None``
     takes the prior's ``planning_guidance`` if it has one, else 20; the schedule is the prior's
     ``planning_guidance_schedule``, else ``constant`` (see `cofi.GSC`). The right weight depends
     on the prior: the closed-form prior snaps x̂ to data windows at low noise (its Jacobian there
@@ -121,7 +122,9 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = STEPS, guidanc
         guidance = getattr(prior, "planning_guidance", None) or GUIDANCE
     schedule = getattr(prior, "planning_guidance_schedule", None) or "constant"
     consensus = float(getattr(prior, "planning_consensus", None) or 0.0)
-    base = dict(steps=STEPS if steps is None else int(steps), eta=1.0, guidance=float(guidance),
+    if steps is None:
+        steps = getattr(prior, "planning_steps", None) or STEPS
+    base = dict(steps=int(steps), eta=1.0, guidance=float(guidance),
                 guidance_schedule=schedule, consensus=consensus)
     if method == "gsc":
         return GSC(**{**base, "fusion": False, "consensus": 0.0, **overrides})
@@ -196,15 +199,18 @@ CONSISTENCY_NFE = len(CONSISTENCY["alphas"]) * CONSISTENCY["draws"]
 SELECT = ("overlap", "consistency")
 
 
-def check_select(select: str) -> None:
-    if select not in SELECT:
+def check_select(select: str | None) -> None:
+    if select is not None and select not in SELECT:
         raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
 
 
-def reselect(prior, comp: Composition, select: str, generator=None, max_batch: int | None = None) -> Composition:
+def reselect(prior, comp: Composition, select: str | None, generator=None,
+             max_batch: int | None = None) -> Composition:
     """``comp`` with ``best`` chosen by ``select`` (``overlap``: unchanged; ``consistency``: the
-    lowest `self_consistency`, its prior calls added to ``nfe``)."""
+    lowest `self_consistency`, its prior calls added to ``nfe``; None: the prior's
+    ``planning_select`` if it has one, else ``overlap``)."""
     check_select(select)
+    select = select or getattr(prior, "planning_select", None) or "overlap"
     if select == "overlap":
         return comp
     score = self_consistency(prior, comp.plans, generator=generator, max_batch=max_batch, **CONSISTENCY)
@@ -240,7 +246,7 @@ def plan(
     max_batch: int | None = None,
     hard_pins: bool = True,
     group=None,
-    select: str = "overlap",
+    select: str | None = None,
 ) -> PlanResult:
     """Compose a start-to-goal plan with a trajectory prior.
 
@@ -269,7 +275,8 @@ def plan(
             the windows over their overlaps (`cofi.compose`'s ``best``); ``consistency``, the
             lowest `cofi.steps.self_consistency` (how far the prior moves the finished windows;
             a window through a wall is moved far), at ``CONSISTENCY_NFE`` extra prior calls per
-            window and candidate, counted in ``nfe``.
+            window and candidate, counted in ``nfe``; None: the prior's ``planning_select`` if
+            it has one, else ``overlap``.
     Returns:
         A `PlanResult`.
     """

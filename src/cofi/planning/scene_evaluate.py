@@ -103,7 +103,7 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
                       replan_deviation: float = SCENE_REPLAN[1], replan_metric: str = SCENE_REPLAN[0],
                       tracking: str = "time",
                       keep_paths: bool = False,
-                      progress: bool = False, select: str = "overlap") -> SceneEpisode:
+                      progress: bool = False, select: str | None = None) -> SceneEpisode:
     """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring.
 
     Args:
@@ -114,7 +114,8 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
             distance in env units, the paper's rule with 2.0).
         tracking: the controller's progress rule (``time`` or ``nearest``).
         count: windows per plan, or ``"auto"`` (`auto_count`: fewer as conditions are met).
-        select: which candidate each plan executes (`plan_scene`: ``overlap`` or ``consistency``).
+        select: which candidate each plan executes (`plan_scene`: ``overlap``, ``consistency``, None:
+            the prior's ``planning_select``).
     """
     from .scene_control import SceneController
 

@@ -93,7 +93,7 @@ def scene_pins(prior, start_obs, goal_obs, *, hard: bool = True) -> Pins:
 
 def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, batch: int | None = None,
                generator: torch.Generator | None = None, progress: bool = False, max_batch: int | None = None,
-               hard_pins: bool = True, select: str = "overlap") -> PlanResult:
+               hard_pins: bool = True, select: str | None = None) -> PlanResult:
     """Compose a Scene plan from the current observation to a goal observation.
 
     Args:
@@ -104,7 +104,8 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
             a sampler config; None: ``cofi``.
         count: windows N. batch: candidates (None: 16, CDGS 40). generator: the only randomness.
         select: which candidate is the plan: ``overlap`` (the windows' lowest disagreement) or
-            ``consistency`` (the lowest `cofi.steps.self_consistency`), as in `cofi.planning.plan`.
+            ``consistency`` (the lowest `cofi.steps.self_consistency`), or None (the prior's
+            ``planning_select``, else ``overlap``), as in `cofi.planning.plan`.
     Returns:
         A `PlanResult` whose ``xy`` is the best candidate's plan ``(L, 14)`` in env units at one
         point per 4 steps (``raw_xy`` the same) and ``windows`` its local plans.

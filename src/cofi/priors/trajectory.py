@@ -98,6 +98,9 @@ class TrajectoryPrior(XYNormalizer):
             `cofi.planning.planner.planning_sampler` uses with this prior (None: its defaults).
         planning_consensus: the consensus κ `planning_sampler` uses (0: off); only a network
             trained to read evidence (``UNet1DConfig.evidence``, ``--evidence-prob``) takes it.
+        planning_steps: the DDIM steps `planning_sampler` uses with this prior (None: 20).
+        planning_select: which candidate `cofi.planning.plan` executes with this prior,
+            ``overlap`` or ``consistency`` (None: ``overlap``).
     """
 
     supports_grad = True
@@ -107,7 +110,8 @@ class TrajectoryPrior(XYNormalizer):
     def __init__(self, net: TemporalUNet, alphas_cumprod: Tensor, lo, hi, env_name: str | None = None,
                  clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0, stride: int = 1,
                  planning_guidance: float | None = None, planning_guidance_schedule: str | None = None,
-                 planning_consensus: float = 0.0) -> None:
+                 planning_consensus: float = 0.0, planning_steps: int | None = None,
+                 planning_select: str | None = None) -> None:
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
@@ -128,6 +132,13 @@ class TrajectoryPrior(XYNormalizer):
         self.planning_guidance = planning_guidance
         self.planning_guidance_schedule = planning_guidance_schedule
         self.planning_consensus = planning_consensus
+        if planning_steps is not None and (not isinstance(planning_steps, int) or isinstance(planning_steps, bool)
+                                           or planning_steps < 1):
+            raise ValueError(f"planning_steps must be None or an int >= 1, got {planning_steps!r}")
+        if planning_select not in (None, "overlap", "consistency"):
+            raise ValueError(f"planning_select must be None, 'overlap' or 'consistency', got {planning_select!r}")
+        self.planning_steps = planning_steps
+        self.planning_select = planning_select
 
     # ------------------------------------------------------------------ LocalPrior
     @property
@@ -207,7 +218,8 @@ class TrajectoryPrior(XYNormalizer):
                    lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name,
                    planning_guidance=self.planning_guidance,
                    planning_guidance_schedule=self.planning_guidance_schedule,
-                   planning_consensus=self.planning_consensus)
+                   planning_consensus=self.planning_consensus, planning_steps=self.planning_steps,
+                   planning_select=self.planning_select)
         text = json.dumps(cfg, indent=2)  # before writing anything: a config that cannot be written changes nothing
         metadata = {"format": "pt"}
         if cfg.get("step") is not None:
@@ -261,7 +273,8 @@ class TrajectoryPrior(XYNormalizer):
                         clip=cfg.get("clip", 1.0), stride=cfg.get("stride", 1),
                         planning_guidance=cfg.get("planning_guidance"),
                         planning_guidance_schedule=cfg.get("planning_guidance_schedule"),
-                        planning_consensus=cfg.get("planning_consensus") or 0.0)
+                        planning_consensus=cfg.get("planning_consensus") or 0.0,
+                        planning_steps=cfg.get("planning_steps"), planning_select=cfg.get("planning_select"))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{cfg_path}: {e}") from e
         return prior.to(device)
