@@ -59,7 +59,7 @@ def main() -> None:
             for task in args.tasks:
                 start, goal, gen = episode_problem(env, task, seed)
                 t0 = time.perf_counter()
-                out = plan(prior, start, goal, sampler, batch=args.batch, generator=gen, maze=maze)
+                out = plan(prior, start, goal, sampler, batch=args.batch, generator=gen, maze=maze, select="overlap")
                 score = self_consistency(prior, out.plans, generator=gen, **CONSISTENCY)
                 times.append(time.perf_counter() - t0)
                 canv = prior.unnormalize(out.canvas).double().numpy()
