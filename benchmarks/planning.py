@@ -102,7 +102,7 @@ def figure(env_name, prior, method, args):
     maze = Maze.from_env(env)
     sampler = planning_sampler(method, prior=prior, **({"steps": args.steps} if args.steps else {}))
     rec = run_episode(env, prior, task=args.tasks[0], sampler=sampler, method=method,
-                      count=default_count(env_name), batch=default_batch(method), seed=args.seeds[0],
+                      count=default_count(env_name), batch=default_batch(method, prior), seed=args.seeds[0],
                       maze=maze, max_replans=args.max_replans, keep_paths=True, env_name=env_name)
     env.close()
     plot_plan(maze, rec.plans[0], windows=rec.windows[0], path=rec.path,

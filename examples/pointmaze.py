@@ -35,7 +35,14 @@ def main() -> None:
                     help="plan with the closed-form EmpiricalPrior of this stitch dataset instead "
                          "(e.g. data/pointmaze-giant-stitch-v0.npz from `python -m cofi.planning generate`)")
     ap.add_argument("--out", default="pointmaze_plan.png", help="figure path (PNG)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (the small U-Net plans fastest on one; two threads on a busy 2-core "
+                         "machine ran many times slower)")
     args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from cofi.planning.evaluate import make_env, run_episode
     from cofi.planning.maze import Maze, parse_env_name
@@ -52,7 +59,7 @@ def main() -> None:
         prior.planning_consensus = args.consensus
     sampler = planning_sampler(args.method, prior=prior, **({} if args.steps is None else {"steps": args.steps}),
                                **({} if args.guidance is None else {"guidance": args.guidance}))
-    count, batch = default_count(maze_type), default_batch(args.method)
+    count, batch = default_count(maze_type), default_batch(args.method, prior)
     env = make_env(args.env)
     maze = Maze.from_env(env)
     print(f"{args.env} task {args.task}: {args.method}, {count} windows x 160 steps "

@@ -204,7 +204,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     prior.prediction_type = prediction
     prior.clip, prior.stride, prior.planning_guidance = 0.5, 4, 3.0  # non-defaults must survive the round trip
     prior.planning_guidance_schedule = "variance"
-    prior.planning_steps, prior.planning_select = 50, "consistency"
+    prior.planning_steps, prior.planning_select, prior.planning_batch = 50, "consistency", 32
     prior.save_pretrained(tmp_path / "ckpt", extra={"command": "test"})
     again = TrajectoryPrior.from_pretrained(tmp_path / "ckpt")
     x, t = 3 * torch.randn(2, 160, 2), torch.tensor([3, 40])
@@ -213,13 +213,17 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     assert again.clip == 0.5 and again.stride == 4 and again.planning_guidance == 3.0
     assert again.planning_guidance_schedule == "variance"
     assert planning_sampler("cofi", prior=again).guidance_schedule == "variance"
-    assert (again.planning_steps, again.planning_select) == (50, "consistency")
+    assert (again.planning_steps, again.planning_select, again.planning_batch) == (50, "consistency", 32)
+    from cofi.planning.planner import default_batch, resolve_planning
+    assert default_batch("cofi", again) == 32 and default_batch("cdgs", again) == 40 and default_batch("gsc") == 16
+    assert resolve_planning(again, "gsc", None)[2] == 32 and resolve_planning(again, "gsc", 4)[2] == 4
     assert planning_sampler("gsc", prior=again).steps == 50 and planning_sampler("gsc", prior=again, steps=8).steps == 8
     assert planning_sampler("gsc").steps == 20
 
 
 @pytest.mark.parametrize("kw, match", [(dict(planning_steps=0), "planning_steps"),
                                        (dict(planning_steps=2.5), "planning_steps"),
+                                       (dict(planning_batch=0), "planning_batch"),
                                        (dict(planning_select="best"), "planning_select")])
 def test_bad_planning_settings(kw, match):
     net = tiny_prior().net
@@ -300,7 +304,7 @@ def test_training_warm_start_from_a_previous_run(tmp_path):
     (ckpt / "model.safetensors").write_bytes((tmp_path / "base" / "model.safetensors").read_bytes())
     tuned = dict(json.loads((tmp_path / "base" / "config.json").read_text()), planning_guidance=5.0,
                  planning_guidance_schedule="variance", planning_steps=50,
-                 planning_select="consistency")  # as the shipped giant prior's
+                 planning_select="consistency", planning_batch=32)  # as the shipped giant prior's
     (ckpt / "config.json").write_text(json.dumps(tuned))
     train(_train_args(tmp_path, "fromckpt", "--steps", "1", "--init", str(ckpt), "--lr", "0"), "c")
     got = load_file(tmp_path / "fromckpt" / "state.safetensors")
@@ -310,7 +314,7 @@ def test_training_warm_start_from_a_previous_run(tmp_path):
     # the warm start keeps the planning settings its checkpoint was tuned with; a fresh run has none
     warmed = TrajectoryPrior.from_pretrained(tmp_path / "fromckpt")
     assert (warmed.planning_guidance, warmed.planning_guidance_schedule) == (5.0, "variance")
-    assert (warmed.planning_steps, warmed.planning_select) == (50, "consistency")
+    assert (warmed.planning_steps, warmed.planning_select, warmed.planning_batch) == (50, "consistency", 32)
     assert TrajectoryPrior.from_pretrained(tmp_path / "base").planning_guidance is None
     # bit-identical resume of a warm-started run
     train(_train_args(tmp_path, "w2", "--steps", "2", "--init", str(tmp_path / "base")), "w")

@@ -280,7 +280,7 @@ def evaluate(
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         sampler = planning_sampler(method, prior=prior, **({} if steps is None else {"steps": steps}))
     count = default_count(maze_type) if count is None else count
-    batch = default_batch(method) if batch is None and method in METHODS else (batch or 16)
+    batch = default_batch(method, prior) if batch is None and method in METHODS else (batch or 16)
     env = make_env(env_name)
     maze = Maze.from_env(env)
     records = []

@@ -52,9 +52,12 @@ def default_count(env_name: str) -> int:
     return _COUNT[parse_env_name(env_name)[0]]
 
 
-def default_batch(method: str) -> int:
-    """Candidates per plan: 16, or CDGS's population P = 40."""
-    return CDGS_POPULATION if _method(method) == "cdgs" else BATCH
+def default_batch(method: str, prior=None) -> int:
+    """Candidates per plan: the prior's ``planning_batch`` if it has one, else 16; CDGS: its
+    population P = 40."""
+    if _method(method) == "cdgs":
+        return CDGS_POPULATION
+    return int(getattr(prior, "planning_batch", None) or BATCH)
 
 
 def planning_layout(count: int, stride: int = 1) -> Chain:
@@ -154,7 +157,7 @@ def resolve_planning(prior, sampler, batch: int | None) -> tuple[object, str, in
     ``(sampler config, method name, candidates)``; ``batch=None``: 16, or CDGS's 40."""
     r = resolve(PRESETS, sampler, **({"prior": prior} if sampler is None or isinstance(sampler, str) else {}))
     method = r.method or type(r.sampler).__name__.lower()
-    return r.sampler, method, default_batch(method) if batch is None and method in METHODS else (batch or BATCH)
+    return r.sampler, method, default_batch(method, prior) if batch is None and method in METHODS else (batch or BATCH)
 
 
 @dataclass

@@ -675,7 +675,7 @@ def train(args: argparse.Namespace, command: str = "") -> Path:
         meta.update(init=dict(path=str(args.init), command=init_cfg.get("command"), steps=init_cfg.get("step"),
                               wall_s=init_cfg.get("wall_s")))
         planning = {k: init_cfg[k] for k in ("planning_guidance", "planning_guidance_schedule", "planning_steps",
-                                             "planning_select") if init_cfg.get(k)}
+                                             "planning_select", "planning_batch") if init_cfg.get(k)}
 
     def export(extra: dict) -> None:
         TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction, scale=args.scale,

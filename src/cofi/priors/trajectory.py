@@ -101,6 +101,8 @@ class TrajectoryPrior(XYNormalizer):
         planning_steps: the DDIM steps `planning_sampler` uses with this prior (None: 20).
         planning_select: which candidate `cofi.planning.plan` executes with this prior,
             ``overlap`` or ``consistency`` (None: ``overlap``).
+        planning_batch: candidates per plan for CoFi, GSC and CD with this prior (None: 16;
+            CDGS keeps its population).
     """
 
     supports_grad = True
@@ -111,7 +113,7 @@ class TrajectoryPrior(XYNormalizer):
                  clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0, stride: int = 1,
                  planning_guidance: float | None = None, planning_guidance_schedule: str | None = None,
                  planning_consensus: float = 0.0, planning_steps: int | None = None,
-                 planning_select: str | None = None) -> None:
+                 planning_select: str | None = None, planning_batch: int | None = None) -> None:
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
@@ -132,13 +134,14 @@ class TrajectoryPrior(XYNormalizer):
         self.planning_guidance = planning_guidance
         self.planning_guidance_schedule = planning_guidance_schedule
         self.planning_consensus = planning_consensus
-        if planning_steps is not None and (not isinstance(planning_steps, int) or isinstance(planning_steps, bool)
-                                           or planning_steps < 1):
-            raise ValueError(f"planning_steps must be None or an int >= 1, got {planning_steps!r}")
+        for name, v in (("planning_steps", planning_steps), ("planning_batch", planning_batch)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
         if planning_select not in (None, "overlap", "consistency"):
             raise ValueError(f"planning_select must be None, 'overlap' or 'consistency', got {planning_select!r}")
         self.planning_steps = planning_steps
         self.planning_select = planning_select
+        self.planning_batch = planning_batch
 
     # ------------------------------------------------------------------ LocalPrior
     @property
@@ -219,7 +222,7 @@ class TrajectoryPrior(XYNormalizer):
                    planning_guidance=self.planning_guidance,
                    planning_guidance_schedule=self.planning_guidance_schedule,
                    planning_consensus=self.planning_consensus, planning_steps=self.planning_steps,
-                   planning_select=self.planning_select)
+                   planning_select=self.planning_select, planning_batch=self.planning_batch)
         text = json.dumps(cfg, indent=2)  # before writing anything: a config that cannot be written changes nothing
         metadata = {"format": "pt"}
         if cfg.get("step") is not None:
@@ -274,7 +277,8 @@ class TrajectoryPrior(XYNormalizer):
                         planning_guidance=cfg.get("planning_guidance"),
                         planning_guidance_schedule=cfg.get("planning_guidance_schedule"),
                         planning_consensus=cfg.get("planning_consensus") or 0.0,
-                        planning_steps=cfg.get("planning_steps"), planning_select=cfg.get("planning_select"))
+                        planning_steps=cfg.get("planning_steps"), planning_select=cfg.get("planning_select"),
+                        planning_batch=cfg.get("planning_batch"))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{cfg_path}: {e}") from e
         return prior.to(device)
