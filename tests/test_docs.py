@@ -169,7 +169,7 @@ def test_readme_domain_lines_run_on_tiny_pipelines(tiny_hub):
 
 def test_planning_doc_blocks_run(monkeypatch):
     """docs/planning.md's blocks run as written with the shipped giant prior. The only changes:
-    every composition runs 2 DDIM steps instead of 20, and `evaluate`'s episodes stop after 30
+    every composition runs 2 DDIM steps instead of the preset's, and `evaluate`'s episodes stop after 30
     env steps and one replan (the plans are poor; the API is exercised end to end)."""
     import dataclasses
     import functools
