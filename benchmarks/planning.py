@@ -9,7 +9,9 @@
 
 Per maze x method: success rate over tasks x episodes x seeds (with counts), open-loop
 validity of the first plan, replans, NFE and wall time per plan. Prints markdown
-tables; ``--json`` appends one line per episode. Priors: the shipped
+tables; ``--json`` appends one line per episode and is resumable: a (task, seed) whose
+episodes the file already holds for the same maze and label is read back, not run again.
+Priors: the shipped
 ``pointmaze-{maze}-stitch`` checkpoints, ``--checkpoint-dir DIR`` holding
 ``pointmaze-{maze}-stitch/``, or ``--prior closed-form``: the exact posterior mean over
 the padded, strided windows of ``--data/pointmaze-{maze}-stitch-v0.npz`` (regenerate with
@@ -47,6 +49,20 @@ def load_prior(maze: str, args):
     return prior
 
 
+def recorded(path, env_name: str, label: str) -> dict:
+    """The records of ``path`` (JSON lines) with this env and label, by (task, seed, episode)."""
+    if not path or not os.path.exists(path):
+        return {}
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                d = json.loads(line)
+                if d.get("env_name") == env_name and d.get("label") == label:
+                    out[(d["task"], d["seed"], d["episode"])] = {k: v for k, v in d.items() if k != "label"}
+    return out
+
+
 def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=False):
     from cofi.planning.evaluate import evaluate
 
@@ -65,9 +81,22 @@ def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=Fals
 
         sampler = planning_sampler(method, prior=prior, guidance=args.guidance, **({"steps": steps} if steps else {}))
     batch = args.cdgs_population if method == "cdgs" else args.batch
-    recs = evaluate(env_name, prior, method, tasks=args.tasks, episodes=args.episodes, seeds=args.seeds,
-                    sampler=sampler, steps=steps, batch=batch, max_replans=args.max_replans,
-                    keep_paths=keep_paths, log=log, select=args.select)
+    kw = dict(episodes=args.episodes, sampler=sampler, steps=steps, batch=batch, max_replans=args.max_replans,
+              keep_paths=keep_paths, log=log, select=args.select)
+    done = recorded(args.json, env_name, label or method)
+    if not done:
+        recs = evaluate(env_name, prior, method, tasks=args.tasks, seeds=args.seeds, **kw)
+    else:  # resume: the (task, seed) pairs whose episodes are all in the file are not run again
+        from cofi.planning.evaluate import EpisodeRecord
+
+        recs = []
+        for seed in args.seeds:
+            for task in args.tasks:
+                have = [done[(task, seed, ep)] for ep in range(args.episodes) if (task, seed, ep) in done]
+                if len(have) == args.episodes:
+                    recs.extend(EpisodeRecord.from_dict(d) for d in have)
+                else:
+                    recs.extend(evaluate(env_name, prior, method, tasks=[task], seeds=[seed], **kw))
     if label:
         for r in recs:
             r.method = label
