@@ -202,9 +202,8 @@ def self_consistency(prior, plans: Tensor, *, alphas=(0.9, 0.7, 0.5), draws: int
             z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             x_t = a_t.sqrt() * x0 + (1 - a_t).sqrt() * z
             with torch.no_grad():
-                x_hat = torch.cat([prior.denoise(x_t[i:i + step], torch.full((len(x_t[i:i + step]),), t,
-                                                                          device=x0.device))
-                                   for i in range(0, len(x_t), step)])
+                x_hat = torch.cat([prior.denoise(c, torch.full((len(c),), t, device=x0.device))
+                                   for c in x_t.split(step)])
             err += (x_hat - x0).double().pow(2).flatten(1).mean(1)
     return (err / (len(alphas) * draws)).reshape(B, N).amax(1)
 

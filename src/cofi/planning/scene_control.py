@@ -451,7 +451,8 @@ def train_inverse_dynamics(data: str | Path, out_dir: str | Path | None = None, 
                 + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
     model.eval().requires_grad_(False)
     info = dict(command=command, data=str(data), episodes=n_episodes, rows=len(obs), steps=steps, batch=batch,
-                lr=lr, seed=seed, goal_noise=float(goal_noise), val=None if val is None else str(val), train_mse=history[-1]["train_mse"],
+                lr=lr, seed=seed, goal_noise=float(goal_noise), val=None if val is None else str(val),
+                train_mse=history[-1]["train_mse"],
                 val_mse=history[-1].get("val_mse"), train_s=round(time.perf_counter() - t1, 1),
                 params=sum(p.numel() for p in model.net.parameters()), torch=torch.__version__)
     model.train_config = info

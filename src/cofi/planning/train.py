@@ -67,8 +67,8 @@ from tqdm.auto import tqdm
 
 from ..prior import append_dims
 from ..priors.empirical import EmpiricalPrior
-from ..priors.trajectory import (TrajectoryPrior, XYNormalizer, atomic_write, cosine_alphas_cumprod, read_json,
-                                  read_safetensors)
+from ..priors.trajectory import (PLANNING_SETTINGS, TrajectoryPrior, XYNormalizer, atomic_write,
+                                  cosine_alphas_cumprod, read_json, read_safetensors)
 from ..priors.unet1d import TemporalUNet, UNet1DConfig, expand_input_weights
 from .data import HORIZON_STEPS, OVERLAP_STEPS, PAD, cut_windows, load_episodes, pad_episodes
 from .scene_plan import GOAL_DIMS, SEGMENT_STEPS, load_scene_episodes
@@ -674,8 +674,7 @@ def train(args: argparse.Namespace, command: str = "") -> Path:
             raise TrainingSetupError(f"--init {str(args.init)!r}: {e}") from e
         meta.update(init=dict(path=str(args.init), command=init_cfg.get("command"), steps=init_cfg.get("step"),
                               wall_s=init_cfg.get("wall_s")))
-        planning = {k: init_cfg[k] for k in ("planning_guidance", "planning_guidance_schedule", "planning_steps",
-                                             "planning_select", "planning_batch") if init_cfg.get(k)}
+        planning = {k: init_cfg[k] for k in PLANNING_SETTINGS if init_cfg.get(k)}
 
     def export(extra: dict) -> None:
         TrajectoryPrior(ema, ac, lo, hi, env_name=env, prediction=args.prediction, scale=args.scale,

@@ -22,10 +22,15 @@ from torch import Tensor
 from ..prior import to_x0
 from .unet1d import TemporalUNet, UNet1DConfig
 
-__all__ = ["TrajectoryPrior", "XYNormalizer", "cosine_alphas_cumprod", "CHECKPOINTS"]
+__all__ = ["TrajectoryPrior", "XYNormalizer", "cosine_alphas_cumprod", "CHECKPOINTS", "PLANNING_SETTINGS"]
 
 CHECKPOINTS = ("pointmaze-medium-stitch", "pointmaze-large-stitch", "pointmaze-giant-stitch", "scene-play")
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+#: Planning settings a checkpoint stores in ``config.json`` beside its weights (chosen by
+#: evaluation after training; a warm start carries them over). ``planning_consensus`` is not
+#: among them: it needs a network trained to read evidence.
+PLANNING_SETTINGS = ("planning_guidance", "planning_guidance_schedule", "planning_steps", "planning_select",
+                     "planning_batch")
 
 
 def cosine_alphas_cumprod(T: int, s: float = 0.008) -> Tensor:
@@ -219,10 +224,8 @@ class TrajectoryPrior(XYNormalizer):
         cfg.update(unet=self.net.config.to_dict(), T=int(self.alphas_cumprod.shape[0]), schedule="cosine",
                    prediction=self.prediction_type, scale=self.scale, clip=self.clip, stride=self.stride,
                    lo=self.lo.tolist(), hi=self.hi.tolist(), env_name=self.env_name,
-                   planning_guidance=self.planning_guidance,
-                   planning_guidance_schedule=self.planning_guidance_schedule,
-                   planning_consensus=self.planning_consensus, planning_steps=self.planning_steps,
-                   planning_select=self.planning_select, planning_batch=self.planning_batch)
+                   planning_consensus=self.planning_consensus,
+                   **{k: getattr(self, k) for k in PLANNING_SETTINGS})
         text = json.dumps(cfg, indent=2)  # before writing anything: a config that cannot be written changes nothing
         metadata = {"format": "pt"}
         if cfg.get("step") is not None:
@@ -274,11 +277,8 @@ class TrajectoryPrior(XYNormalizer):
             prior = cls(net, cosine_alphas_cumprod(T), cfg["lo"], cfg["hi"], env_name=cfg.get("env_name"),
                         prediction=cfg.get("prediction", "epsilon"), scale=cfg.get("scale", 1.0),
                         clip=cfg.get("clip", 1.0), stride=cfg.get("stride", 1),
-                        planning_guidance=cfg.get("planning_guidance"),
-                        planning_guidance_schedule=cfg.get("planning_guidance_schedule"),
                         planning_consensus=cfg.get("planning_consensus") or 0.0,
-                        planning_steps=cfg.get("planning_steps"), planning_select=cfg.get("planning_select"),
-                        planning_batch=cfg.get("planning_batch"))
+                        **{k: cfg.get(k) for k in PLANNING_SETTINGS})
         except (TypeError, ValueError) as e:
             raise ValueError(f"{cfg_path}: {e}") from e
         return prior.to(device)
