@@ -127,7 +127,19 @@ def plan_stats(p, limits) -> tuple:
     jumped = (np.abs(np.diff(p, axis=0)) > limits).any(1)
     moving = np.linalg.norm(np.diff(p[:, 3:6], axis=0), axis=1) > 0.1
     dist = np.linalg.norm(p[:-1, 0:3] - p[:-1, 3:6], axis=1)[moving]
-    return jumped, int((dist > 0.5).sum()), int(moving.sum()), dist, manipulation(p)
+    return jumped, int((dist > 0.5).sum()), int(moving.sum()), dist, manipulation(p), first_lift_miss(p)
+
+
+def first_lift_miss(p) -> float:
+    """How far (plan units) the plan's cube is, two points before it first rises 2 cm, from where
+    the cube lay at the plan's start: where the plan's grasp closes against where the real cube
+    is (it has not been touched yet). NaN for a plan that never lifts the cube."""
+    import numpy as np
+
+    up = np.nonzero(p[:, 5] > p[0, 5] + 0.2)[0]
+    if not len(up):
+        return float("nan")
+    return float(np.linalg.norm(p[max(0, up[0] - 2), 3:5] - p[0, 3:5]))
 
 
 def _grasp(d) -> str:
@@ -135,6 +147,15 @@ def _grasp(d) -> str:
     import numpy as np
 
     return f"{10 * np.median(d):.1f} / {10 * np.percentile(d, 75):.1f}" if len(d) else "–"
+
+
+def _miss(m) -> str:
+    """Median / max of first-grasp misses (plan units) in cm, over the plans that lift the cube."""
+    import numpy as np
+
+    m = np.asarray(m, dtype=float)
+    m = m[np.isfinite(m)]
+    return f"{10 * np.median(m):.1f} / {10 * m.max():.1f} ({len(m)})" if len(m) else "–"
 
 
 def open_loop(prior, args, seeds) -> None:
@@ -147,9 +168,9 @@ def open_loop(prior, args, seeds) -> None:
     limits = data_step_limits(os.path.join(args.data, "scene-play-v0.npz"))
     env = make_eval_env()
     print("| method | plans | disagreement | plans with a jump (into the goal) | jumps / plan | unheld cube motion | "
-          "effector-cube cm while the cube moves (median / p75) | "
+          "effector-cube cm while the cube moves (median / p75) | first grasp, cm from the cube (median / max) | "
           "toggles (task needs) | cube path (needs) | drawer + window path (needs) | NFE / plan | s / plan |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     # the data's own 684-step stretches (validation episodes), measured the same way
     val = load_scene_episodes(os.path.join(args.data, "scene-play-v0-val.npz"))[:, ::4]
     L = scene_layout().length  # plan points of a composed plan
@@ -159,23 +180,27 @@ def open_loop(prior, args, seeds) -> None:
     print(f"| data ({len(stats)} stretches of {(L - 1) * 4} steps) | – | – | "
           f"{np.mean([x[0].any() for x in stats]):.0%} | {np.mean([x[0].sum() for x in stats]):.1f} | "
           f"{sum(x[1] for x in stats) / max(sum(x[2] for x in stats), 1):.0%} | {_grasp(d)} | "
+          f"{_miss([x[5] for x in stats])} | "
           f"{m[:, 0].mean():.1f} | {m[:, 1].mean():.1f} | {m[:, 2].mean():.1f} | – | – |", flush=True)
     for method in args.methods:
-        rows, dists = [], []
+        rows, dists, misses = [], [], []
         for seed in seeds:
             for task in args.tasks:
                 obs, info = env.reset(seed=seed, options=dict(task_id=task))
                 out = plan_scene(prior, obs, info["goal"], sampler_for(method, prior, args), batch=args.batch,
-                                 generator=torch.Generator().manual_seed(seed), select=args.select)
+                                 generator=torch.Generator().manual_seed(seed), select=args.select,
+                                 constraint=None if args.constraint == "none" else args.constraint)
                 p = out.xy
-                jumped, unheld, moving, dist, manip = plan_stats(p, limits)
+                jumped, unheld, moving, dist, manip, miss = plan_stats(p, limits)
                 dists.append(dist)
+                misses.append(miss)
                 need = manipulation(np.stack([p[0], p[-1]]))
                 rows.append((float(out.disagreement[out.best]), int(jumped.sum()), *manip, *need, out.nfe,
                              out.time_s, bool(jumped[-1]), unheld, moving))
         r = np.array(rows)
         print(f"| {method} | {len(r)} | {r[:, 0].mean():.3f} | {(r[:, 1] > 0).mean():.0%} ({r[:, 10].mean():.0%}) | "
               f"{r[:, 1].mean():.1f} | {r[:, 11].sum() / max(r[:, 12].sum(), 1):.0%} | {_grasp(np.concatenate(dists))} | "
+              f"{_miss(misses)} | "
               f"{r[:, 2].mean():.1f} ({r[:, 5].mean():.1f}) | {r[:, 3].mean():.1f} ({r[:, 6].mean():.1f}) | "
               f"{r[:, 4].mean():.1f} ({r[:, 7].mean():.1f}) | {r[:, 8].mean():.0f} | {r[:, 9].mean():.1f} |", flush=True)
     env.close()
@@ -199,10 +224,14 @@ def main() -> None:
     ap.add_argument("--count", default="8", help="windows per plan, or 'auto' (fewer as the task's conditions are met)")
     ap.add_argument("--replan-deviation", type=float, default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--replan-metric", choices=("std", "env", "objects"), default=None, help="default: SCENE_REPLAN")
+    ap.add_argument("--replan-cube", type=float, default=None,
+                    help="also replan when the cube is this far from the plan's (plan units; 0.4 = 4 cm)")
     ap.add_argument("--tracking", choices=("time", "nearest"), default="time")
-    ap.add_argument("--select", choices=("overlap", "consistency"), default=None,
+    ap.add_argument("--select", choices=("overlap", "consistency", "effort"), default=None,
                     help="which candidate a plan executes (cofi.planning.scene_plan.plan_scene; default: the "
                          "prior's planning_select)")
+    ap.add_argument("--constraint", choices=("carry", "none"), default="carry",
+                    help="the plans' constraint (carry: the cube moves only while held; plan_scene)")
     ap.add_argument("--controller", default=None, help="inverse-dynamics checkpoint (default: shipped scene-play-invdyn)")
     ap.add_argument("--label", default=None, help="record label prefix (default: <prior>-<method>)")
     ap.add_argument("--json", default=None, help="append per-episode records here (resumable)")
@@ -241,7 +270,9 @@ def main() -> None:
                                         batch=args.batch, count=args.count if args.count == "auto" else int(args.count),
                                         max_replans=args.max_replans, replan_deviation=args.replan_deviation,
                                         replan_metric=args.replan_metric, tracking=args.tracking,
-                                        select=args.select)
+                                        replan_cube=args.replan_cube,
+                                        select=args.select,
+                                        constraint=None if args.constraint == "none" else args.constraint)
                 d = {**rec.to_dict(), "label": label}
                 records.append(d)
                 print(f"{label:>14} task {task} seed {seed}: {'ok  ' if rec.success else 'fail'} steps {rec.steps:4d} "

@@ -449,3 +449,34 @@ def test_pins_with_a_mask_fix_only_the_known_entries(gmm):
         cofi.Pins([0, -1], values, mask=torch.tensor([True, False, True]))
     with pytest.raises(TypeError, match="mask must hold booleans"):
         cofi.Pins([0, -1], values, mask=torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("sampler", ["gsc", "cofi", "cdgs"])
+def test_constraint_projects_every_estimate_before_the_pins(gmm, sampler):
+    """``constraint`` is applied to x̂ wherever a sampler pins: a projection that zeroes channel 1
+    leaves it zero in the result except at the pins, which are written after it."""
+    layout = cofi.Chain(16, 4, 3)
+    seen = []
+
+    def zero_channel_1(plans, lay):
+        seen.append((tuple(plans.shape), lay))
+        return torch.stack([plans[..., 0], torch.zeros_like(plans[..., 1])], dim=-1)
+
+    pins = cofi.Pins([0], torch.tensor([[0.5, 2.0]]))
+    out = cofi.compose(gmm, layout, sampler, batch=2, generator=gen(4), pins=pins, constraint=zero_channel_1,
+                       progress=False)
+    assert seen and all(s == (2, 3, 16, 2) and lay is layout for s, lay in seen)
+    assert torch.equal(out.canvas[:, 1:, 1], torch.zeros(2, layout.length - 1))
+    assert torch.equal(out.canvas[:, 0], torch.tensor([[0.5, 2.0]]).expand(2, 2))
+    free = cofi.compose(gmm, layout, sampler, batch=2, generator=gen(4), pins=pins, progress=False)
+    assert free.canvas[:, 1:, 1].abs().min() > 0
+
+
+def test_constraint_is_checked(gmm):
+    layout = cofi.Chain(16, 4, 2)
+    with pytest.raises(TypeError, match="constraint must be callable"):
+        cofi.compose(gmm, layout, "gsc", constraint="carry", progress=False)
+    with pytest.raises(ValueError, match="constraint must return plans of shape"):
+        cofi.compose(gmm, layout, "gsc", constraint=lambda p, lay: p[:, :1], progress=False)
+    with pytest.raises(ValueError, match="cannot be combined with group"):
+        cofi.compose(gmm, layout, "gsc", constraint=lambda p, lay: p, group=object(), progress=False)

@@ -180,6 +180,22 @@ def test_controller_deviation_metrics():
         C.SceneController(m, plan, metric="objects", lag=-1)
 
 
+def test_controller_cube_deviation_is_the_cube_distance_to_the_recent_plan():
+    """``cube_deviation``: the cube's distance (plan units) to the closest plan cube of the last
+    ``lag`` steps, whatever the metric: a carry that never started shows once the plan's cube has
+    left every point of that stretch."""
+    m = _model(offsets=(8,))
+    plan = np.zeros((11, 14))
+    plan[5:, 4] = np.arange(1, 7) * 0.2  # the plan's cube moves 0.2 in y per point from point 5
+    ctrl = C.SceneController(m, plan, stride=4, lag=8)
+    still = np.zeros(14)  # the real cube never moves
+    dense = C.interpolate_plan(plan, 4)
+    for t in range(40):
+        ctrl.act(_obs_at(still))
+        assert ctrl.cube_deviation == pytest.approx(np.abs(dense[max(0, t - 8):t + 1, 4]).min())
+    assert ctrl.cube_deviation > 0.4
+
+
 def _synthetic(path, episodes=2, length=30, seed=0):
     rng = np.random.default_rng(seed)
     n = episodes * length

@@ -33,6 +33,9 @@ def test_episode_replans_when_the_state_strays(prior):
         assert rec.states.shape == (13, 40) and set(rec.to_dict()) >= {"success", "steps", "replans", "nfe"}
         calm = run_scene_episode(env, prior, model, 2, "gsc", batch=2, count=2, max_steps=12, replan_deviation=1e9)
         assert calm.replans == 0  # a plan longer than the episode, no straying allowed to count
+        cube = run_scene_episode(env, prior, model, 2, "gsc", batch=2, count=2, max_steps=12, max_replans=2,
+                                 replan_deviation=1e9, replan_cube=-1.0)  # the cube rule alone: replan at once
+        assert cube.replans == 2
         with pytest.raises(ValueError, match="task must be one of 1..5"):
             run_scene_episode(env, prior, model, 0)
         with pytest.raises(ValueError, match="count must be an int >= 1 or 'auto'"):

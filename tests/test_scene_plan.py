@@ -81,3 +81,78 @@ def test_plan_scene_consistency_selection(data):
     np.testing.assert_allclose(out.xy, prior.unnormalize(out.canvas[out.best]).double().numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="select"):
         plan_scene(prior, start, goal, "gsc", select="best")
+
+
+class _Identity:
+    """A prior whose normalised space is env units (the constraint's arithmetic, seen directly)."""
+
+    def normalize(self, x):
+        return torch.as_tensor(x, dtype=torch.float32)
+
+    unnormalize = normalize
+
+
+def _canvas(L=20):
+    x = torch.zeros(1, L, 14)
+    x[0, :, 0:3] = torch.tensor([3.0, 3.0, 3.0])  # the effector far from the cube
+    x[0, :, 3:6] = torch.tensor([0.0, 0.0, 0.2])  # the cube resting on the table
+    return x
+
+
+def test_carry_constraint_removes_unheld_motion_and_carries_it_instead():
+    """A cube that slides 1 unit while the arm is away (steps 3-4), then is held for steps 10-14
+    and carried 0.4 units (0.1 a step from step 11): the slide is removed, its 1 unit is spread
+    over the 5 held steps (0.2 each, on top of their own motion), the plan ends where it ended,
+    and the effector moves with the held cube."""
+    from cofi.planning.scene_plan import CarryConstraint
+
+    x = _canvas()
+    x[0, 3, 4], x[0, 4:, 4] = 0.5, 1.0                     # unheld slide in y: 0 -> 1
+    for t in range(10, 15):                                  # held from step 10 (effector on the cube)
+        x[0, t, 3:6] = torch.tensor([0.0, 1.0 + 0.1 * (t - 10), 0.2])
+        x[0, t, 0:3] = x[0, t, 3:6] + torch.tensor([0.0, 0.0, 0.05])
+    x[0, 15:, 4] = 1.4
+    layout = type(scene_layout(1))(20, 0, 1, axis=0)
+    out = CarryConstraint(_Identity())(x[:, None], layout)[:, 0]
+    y = out[0, :, 4]
+    assert torch.allclose(y[:10], torch.zeros(10))                       # still until the arm holds it
+    assert torch.allclose(y[10:15], torch.tensor([0.2, 0.5, 0.8, 1.1, 1.4]), atol=1e-6)
+    assert torch.allclose(y[15:], torch.full((5,), 1.4))                 # ends where the plan ended
+    held = torch.arange(10, 15)
+    torch.testing.assert_close(out[0, held, 1] - out[0, held, 4], x[0, held, 1] - x[0, held, 4])  # arm follows
+    torch.testing.assert_close(out[0, :10, 0:3], x[0, :10, 0:3])       # the far arm is not moved
+    torch.testing.assert_close(out[0, :, 5:], x[0, :, 5:])             # z, yaw and the other objects untouched
+
+
+def test_carry_constraint_leaves_lifted_drawer_and_unheld_plans_alone():
+    from cofi.planning.scene_plan import CarryConstraint
+
+    c = CarryConstraint(_Identity())
+    layout = type(scene_layout(1))(20, 0, 1, axis=0)
+    x = _canvas()
+    x[0, :, 5] = 0.66                                       # in the drawer: rides with it unheld
+    x[0, 5:, 4] = -2.0
+    torch.testing.assert_close(c(x[:, None], layout)[:, 0], x)
+    x = _canvas()
+    x[0, 5:, 4] = 1.0                                       # slides but is never held: no carry to move it to
+    torch.testing.assert_close(c(x[:, None], layout)[:, 0], x)
+    with pytest.raises(ValueError, match="hold < reach"):
+        CarryConstraint(_Identity(), hold=1.0, reach=0.5)
+    with pytest.raises(TypeError, match="normalize"):
+        CarryConstraint(object())
+
+
+def test_plan_scene_applies_the_carry_constraint_by_default(data):
+    """The default plan's cube moves only while held (or off the table); without the constraint
+    the same seed's plan need not; unknown names are refused."""
+    from cofi.planning.scene_plan import CarryConstraint
+
+    path, obs = data
+    prior = scene_prior(path, every=64)
+    start, goal = obs[0, 0], obs[1, 500]
+    kw = dict(batch=2, count=3, generator=None)
+    out = plan_scene(prior, start, goal, "gsc", **{**kw, "generator": torch.Generator().manual_seed(0)})
+    raw = plan_scene(prior, start, goal, "gsc", constraint=None, **{**kw, "generator": torch.Generator().manual_seed(0)})
+    assert not np.allclose(out.xy, raw.xy)
+    with pytest.raises(ValueError, match="constraint must be one of"):
+        plan_scene(prior, start, goal, "gsc", constraint="physics")

@@ -171,6 +171,7 @@ def compose(
     max_batch: int | None = None,
     x_T: Tensor | None = None,
     pins: Pins | None = None,
+    constraint: Callable[[Tensor, Layout], Tensor] | None = None,
     cond: Mapping[str, object] | None = None,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
@@ -194,6 +195,11 @@ def compose(
             random draws, so results agree across values up to the prior's float rounding.
         x_T: initial state, plans ``(B, N, *S)`` or a canvas ``(B, *G)`` (like diffusers' ``latents=``).
         pins: known canvas positions written into every prediction (e.g. start and goal).
+        constraint: ``constraint(plans, layout) -> plans``: a projection of every denoised
+            estimate x̂ ``(B, N, *S)`` onto what the domain allows (e.g. an object that only
+            moves while it is held: `cofi.planning.scene_plan.CarryConstraint`), applied before
+            the pins wherever a sampler pins (`cofi.steps.pin`). It sees all N windows, so it
+            cannot be combined with ``group``.
         cond: keyword conditioning passed to every ``prior.denoise`` call.
         progress: show tqdm progress bars.
         callback: ``callback(dict)`` after every step, keys ``stage, step, t, x, x0`` (copies:
@@ -217,6 +223,11 @@ def compose(
     dtype = _dtype(dtype)
     if cond is not None and not isinstance(cond, Mapping):
         raise TypeError(f"cond must be a mapping of keyword arguments for prior.denoise, got {type(cond).__name__}")
+    if constraint is not None and not callable(constraint):
+        raise TypeError(f"constraint must be callable or None, got {type(constraint).__name__}")
+    if constraint is not None and group is not None:
+        raise ValueError("constraint sees all windows of the layout and cannot be combined with group (sharded "
+                         "windows)")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     for name in ("alphas_cumprod", "sample_shape", "denoise"):
@@ -232,7 +243,7 @@ def compose(
         pins.resolve(layout)
     part = shard(layout, group)
     run = Run(prior=prior, layout=part, alphas_cumprod=ac, batch=batch, generator=generator, dtype=dtype,
-              device=ac.device, max_batch=max_batch, pins=pins, cond=dict(cond or {}),
+              device=ac.device, max_batch=max_batch, pins=pins, constraint=constraint, cond=dict(cond or {}),
               callback=callback, progress=progress)
     out = sampler.sample(run, _initial_state(run, x_T, sampler.init_noise))
     plans = out.plans.detach()

@@ -57,6 +57,8 @@ class Run:
         dtype, device: of the sampler state.
         max_batch: most plans per prior call (None: all at once).
         pins: known canvas positions (`cofi.Pins`) or None.
+        constraint: ``constraint(plans, layout) -> plans``, a projection of every estimate x̂
+            onto what the domain allows (applied before the pins, `cofi.steps.pin`), or None.
         cond: keyword conditioning passed to every ``prior.denoise`` call.
         callback: ``callback(dict)`` after every step; it receives copies.
         progress: show progress bars.
@@ -72,6 +74,7 @@ class Run:
     device: torch.device
     max_batch: int | None = None
     pins: Pins | None = None
+    constraint: Callable[[Tensor, Layout], Tensor] | None = None
     cond: Mapping[str, object] = field(default_factory=dict)
     callback: Callable[[dict], None] | None = None
     progress: bool = True

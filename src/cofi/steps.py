@@ -4,7 +4,7 @@
     x0, grad = guide(run, x, t, w)                  # x̂ and ∇_{x_t} R (eq. 9/11) when w > 0
     x0 = fuse(run, x0)                              # Bethe averaging (eq. 10/26)
     x0 = shrink(x0, lam, mean=run.layout.window_mean(x0))   # scaffold (eq. 13)
-    x0 = pin(run, x0)                               # inpainting of known canvas positions
+    x0 = pin(run, x0)                               # the domain's constraint, then known canvas positions
     x = ddim_step(x, x0, a_t, a_s, eta, run.noise("independent"))
     x = nudge(run, x, w, grad)                      # the guidance step, off the pins
     x = renoise_canvas(run, canvas, a_r)            # eq. 16: one noise on the global canvas
@@ -128,7 +128,14 @@ def fuse(run: Run, x0: Tensor) -> Tensor:
 
 
 def pin(run: Run, x0: Tensor) -> Tensor:
-    """Write the pinned canvas values into every estimate covering them (identity without pins)."""
+    """Project the estimates onto the run's ``constraint`` (if any), then write the pinned canvas
+    values into every estimate covering them (identity without pins and constraint)."""
+    if run.constraint is not None:
+        out = run.constraint(x0, run.layout)
+        if not isinstance(out, Tensor) or out.shape != x0.shape:
+            raise ValueError(f"constraint must return plans of shape {tuple(x0.shape)}, got "
+                             f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+        x0 = out.to(x0.dtype)
     return apply_pins(x0, run.pins, run.layout)
 
 

@@ -236,7 +236,10 @@ class SceneController:
     deviation of an object dimension (cube xyz and yaw, buttons, drawer, window: plan dims 3-13)
     in standard deviations, against the plan points from ``lag`` steps behind ``pos`` to ``pos``,
     whichever is closest: the arm may run late without counting, a button that was not pressed
-    or a cube that was dropped counts at once. ``done`` says the plan's end has been reached.
+    or a cube that was dropped counts at once. ``cube_deviation`` is measured whatever the
+    metric: the distance (plan units, 10 per metre) from the cube to the plan's cube over the
+    same lagging stretch, whichever point is closest (a grasp that missed shows here at once,
+    while the RMS over 14 dims may stay small). ``done`` says the plan's end has been reached.
     ``tracking="nearest"`` always matches points in the ``std`` metric.
     """
 
@@ -269,6 +272,7 @@ class SceneController:
         self.pos = 0
         self.steps = 0
         self.deviation = 0.0
+        self.cube_deviation = 0.0
         self.goal = self.dense[:1]
 
     @property
@@ -294,6 +298,8 @@ class SceneController:
             d = self._dist(state, self.dense[self.pos:hi + 1])
             self.pos += int(np.nonzero(d <= d.min() + self.tie)[0][-1])
         here = self.dense[self.pos, :14]
+        recent = self.dense[max(0, self.pos - self.lag):self.pos + 1, 3:6]
+        self.cube_deviation = float(np.linalg.norm(recent - state[3:6], axis=-1).min())
         if self.metric == "env":
             self.deviation = float(np.linalg.norm(state - here))
         elif self.metric == "objects":

@@ -101,9 +101,9 @@ def make_eval_env(max_steps: int = MAX_STEPS):
 def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int = 0, batch: int | None = None,
                       count: int | str = COUNT, max_steps: int = MAX_STEPS, max_replans: int = 10,
                       replan_deviation: float = SCENE_REPLAN[1], replan_metric: str = SCENE_REPLAN[0],
-                      tracking: str = "time",
+                      tracking: str = "time", replan_cube: float | None = None,
                       keep_paths: bool = False,
-                      progress: bool = False, select: str | None = None) -> SceneEpisode:
+                      progress: bool = False, select: str | None = None, constraint="carry") -> SceneEpisode:
     """Plan, execute and replan one episode of ``task`` (1…5); see the module docstring.
 
     Args:
@@ -113,6 +113,8 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
             ``replan_metric`` (``std``: RMS in the data's standard deviations; ``env``: the
             distance in env units, the paper's rule with 2.0).
         tracking: the controller's progress rule (``time`` or ``nearest``).
+        replan_cube: also replan when the cube is this far from the plan's cube (the
+            controller's ``cube_deviation``, plan units: 0.4 is OGBench's 4 cm); None: never.
         count: windows per plan, or ``"auto"`` (`auto_count`: fewer as conditions are met).
         select: which candidate each plan executes (`plan_scene`: ``overlap``, ``consistency``, None:
             the prior's ``planning_select``).
@@ -131,7 +133,7 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
     def new_plan(o):
         n = auto_count(o, goal) if count == "auto" else count
         return plan_scene(prior, o, goal, sampler, count=n, batch=batch, generator=gen, progress=progress,
-                          select=select)
+                          select=select, constraint=constraint)
 
     plans = [new_plan(obs)]
     ctrl = SceneController(model, plans[-1].xy, stride=prior.stride, tracking=tracking, metric=replan_metric)
@@ -142,7 +144,8 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
     best_now = now
     while steps < max_steps:
         action = ctrl.act(obs)
-        stray = ctrl.deviation > replan_deviation or ctrl.done
+        stray = (ctrl.deviation > replan_deviation or ctrl.done
+                 or (replan_cube is not None and ctrl.cube_deviation > replan_cube))
         if stray and len(plans) <= max_replans:
             plans.append(new_plan(obs))
             plan_steps.append(steps)

@@ -14,11 +14,13 @@ the arm is.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..compose import compose
 from ..coupling import Pins
@@ -27,7 +29,7 @@ from .planner import PlanResult, check_select, reselect, resolve_planning
 from .scene import SCENE_PLAN_DIMS, scene_plan_space
 
 __all__ = ["SEGMENT_STEPS", "OVERLAP_STEPS", "STRIDE", "COUNT", "GOAL_DIMS", "load_scene_episodes", "scene_prior",
-           "scene_layout", "scene_pins", "plan_scene"]
+           "scene_layout", "scene_pins", "CarryConstraint", "CONSTRAINTS", "object_effort", "plan_scene"]
 
 SEGMENT_STEPS = 128  # env steps of one local plan (Table 4)
 OVERLAP_STEPS = 48  # env steps shared by adjacent windows
@@ -91,9 +93,89 @@ def scene_pins(prior, start_obs, goal_obs, *, hard: bool = True) -> Pins:
     return Pins((0, -1), prior.normalize(torch.as_tensor(ends)), hard=hard, mask=mask)
 
 
+class CarryConstraint:
+    """The cube moves only while it is held: a projection of every estimate x̂ (`cofi.compose`'s
+    ``constraint``).
+
+    A learned prior's windows let the cube slide while the effector is elsewhere (its first
+    free point after the pinned start is already 2-9 cm away), and its grasps then close
+    where *its* cube is, not where the real one lies, so the controller grasps air. On the
+    canvas (the blend of the windows, in env units) the projection
+
+    1. keeps every motion of the cube made while it is *held* (the effector within ``hold``)
+       or off the table (above ``rest_z``: lifted, falling, or riding in the drawer), and
+       removes the rest, so a cube on the table stays where it is until the arm takes it;
+    2. adds back the displacement it removed, spread over the held steps in proportion to
+       their count, so the plan still carries the cube where its windows meant it to end (a
+       pinned goal included) instead of teleporting it there; a plan with no held step is
+       left as it is;
+    3. moves the effector with the cube's correction where it is near the cube (fully within
+       ``hold``, fading to nothing at ``reach``), so that the approach and the carry follow
+       the corrected cube.
+
+    Every window receives the canvas correction at its footprint (its own details stay), so
+    the sampler's state carries a cube that only moves when held and the prior refines the
+    arm around it. Positions are plan units (env metres × 10, `SCENE_PLAN_DIMS`).
+
+    Args:
+        prior: the planning prior (its ``normalize`` / ``unnormalize``).
+        hold: effector-cube distance below which the cube counts as held (0.3: 3 cm; the data's
+            effector is within 0.5 cm of a cube it carries, the learned prior's within 1-2 cm).
+        reach: distance beyond which the effector is not moved (1.0: 10 cm).
+        rest_z: cube height below which it rests on the table (0.35: 3.5 cm; a resting cube's
+            centre is at 2 cm, in the drawer at 6.6 cm).
+    """
+
+    def __init__(self, prior, *, hold: float = 0.3, reach: float = 1.0, rest_z: float = 0.35) -> None:
+        if not 0 < hold < reach:
+            raise ValueError(f"need 0 < hold < reach, got hold={hold}, reach={reach}")
+        for name in ("normalize", "unnormalize"):
+            if not callable(getattr(prior, name, None)):
+                raise TypeError(f"prior must have {name}() (a Scene prior: scene_prior or a TrajectoryPrior)")
+        self.prior, self.hold, self.reach, self.rest_z = prior, float(hold), float(reach), float(rest_z)
+
+    def correction(self, canvas: Tensor) -> tuple[Tensor, Tensor]:
+        """For a canvas ``(B, L, 14)`` in env units: the correction of the cube's dims 3-7
+        ``(B, L, 5)`` and the weight ``(B, L, 1)`` with which the effector follows it."""
+        e, c = canvas[..., 0:3], canvas[..., 3:8]
+        d = (e - c[..., :3]).norm(dim=-1)
+        held = (d < self.hold).to(c.dtype)
+        moves = torch.maximum(held, (c[..., 2] >= self.rest_z).to(c.dtype))[:, 1:, None]
+        kept = torch.cat([c[:, :1], c[:, :1] + torch.cumsum(moves * torch.diff(c, dim=1), dim=1)], dim=1)
+        removed = c[:, -1] - kept[:, -1]
+        count = torch.cat([torch.zeros_like(held[:, :1]), torch.cumsum(held[:, 1:], dim=1)], dim=1)
+        total = count[:, -1:]
+        share = count / total.clamp(min=1)
+        carried = kept + share[..., None] * removed[:, None]
+        out = torch.where((total > 0)[..., None], carried, c)
+        follow = ((self.reach - d) / (self.reach - self.hold)).clamp(0, 1)[..., None]
+        return out - c, follow
+
+    def __call__(self, plans: Tensor, layout) -> Tensor:
+        x = self.prior.unnormalize(plans).to(plans.dtype)
+        off, follow = self.correction(layout.merge(x))
+        full = torch.cat([follow * off[..., :3], off, off.new_zeros(*off.shape[:-1], x.shape[-1] - 8)], dim=-1)
+        return self.prior.normalize(x + layout.split(full)).to(plans.dtype)
+
+
+#: Constraints `plan_scene` knows by name.
+CONSTRAINTS = ("carry",)
+
+
+def object_effort(plans: np.ndarray | Tensor) -> np.ndarray:
+    """How much plans ``(..., L, 14)`` (env units) move the objects: the cube's path length (plan
+    units, 10 per metre) plus the drawer's and the window's (their observation units) plus one
+    per button toggle. The play data makes 4.5 toggles and carries the cube 2.2 m per 684 steps;
+    OGBench's tasks need less than one toggle and 20 cm on average."""
+    p = np.asarray(plans.detach().cpu() if isinstance(plans, Tensor) else plans, dtype=np.float64)
+    d = np.diff(p, axis=-2)
+    return (np.linalg.norm(d[..., 3:6], axis=-1).sum(-1) + np.abs(d[..., 12:14]).sum((-1, -2))
+            + 0.5 * np.abs(d[..., 8:12]).sum((-1, -2)))
+
+
 def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, batch: int | None = None,
                generator: torch.Generator | None = None, progress: bool = False, max_batch: int | None = None,
-               hard_pins: bool = True, select: str | None = None) -> PlanResult:
+               hard_pins: bool = True, select: str | None = None, constraint="carry") -> PlanResult:
     """Compose a Scene plan from the current observation to a goal observation.
 
     Args:
@@ -103,9 +185,12 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
         sampler: a planning method (``cofi``, ``gsc``, ``cd``, ``cdgs``: `planning_sampler`) or
             a sampler config; None: ``cofi``.
         count: windows N. batch: candidates (None: 16, CDGS 40). generator: the only randomness.
-        select: which candidate is the plan: ``overlap`` (the windows' lowest disagreement) or
-            ``consistency`` (the lowest `cofi.steps.self_consistency`), or None (the prior's
+        select: which candidate is the plan: ``overlap`` (the windows' lowest disagreement),
+            ``consistency`` (the lowest `cofi.steps.self_consistency`), ``effort`` (the one that
+            moves the objects least, `object_effort`), or None (the prior's
             ``planning_select``, else ``overlap``), as in `cofi.planning.plan`.
+        constraint: ``"carry"`` (`CarryConstraint`: the cube moves only while held), None, or a
+            callable ``(plans, layout) -> plans`` (`cofi.compose`).
     Returns:
         A `PlanResult` whose ``xy`` is the best candidate's plan ``(L, 14)`` in env units at one
         point per 4 steps (``raw_xy`` the same) and ``windows`` its local plans.
@@ -113,14 +198,24 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
     if tuple(prior.sample_shape) != (SEGMENT_STEPS // STRIDE, len(SCENE_PLAN_DIMS)):
         raise ValueError(f"prior.sample_shape must be ({SEGMENT_STEPS // STRIDE}, {len(SCENE_PLAN_DIMS)}), "
                          f"got {tuple(prior.sample_shape)}")
-    check_select(select)
+    check_select(None if select == "effort" else select)
+    if isinstance(constraint, str):
+        if constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint must be one of {CONSTRAINTS}, None or a callable, got {constraint!r}")
+        constraint = CarryConstraint(prior)
+    elif constraint is not None and not callable(constraint):
+        raise TypeError(f"constraint must be one of {CONSTRAINTS}, None or a callable, got {type(constraint).__name__}")
     sampler, method, batch = resolve_planning(prior, sampler, batch)
     layout = scene_layout(count)
     pins = scene_pins(prior, start_obs, goal_obs, hard=hard_pins)
     t0 = time.perf_counter()
     comp = compose(prior, layout, sampler, batch=batch, generator=generator, pins=pins, progress=progress,
-                   max_batch=max_batch)
-    comp = reselect(prior, comp, select, generator, max_batch)
+                   max_batch=max_batch, constraint=constraint)
+    if select == "effort":
+        effort = object_effort(prior.unnormalize(comp.canvas))
+        comp = dataclasses.replace(comp, best=int(np.argmin(effort)))
+    else:
+        comp = reselect(prior, comp, select, generator, max_batch)
     elapsed = time.perf_counter() - t0
     plan = prior.unnormalize(comp.best_canvas).double().numpy()
     windows = prior.unnormalize(comp.plans[comp.best]).double().numpy()
