@@ -110,12 +110,18 @@ def manipulation(p) -> tuple[float, float, float]:
 
 
 def sampler_for(method: str, prior, args):
-    """The method's planning preset, with ``--guidance`` if given (else the method's name)."""
-    if args.guidance is None:
+    """The method's planning preset, with ``--guidance`` and ``--fusion`` if given (else the
+    method's name)."""
+    over = {}
+    if args.guidance is not None:
+        over["guidance"] = args.guidance
+    if args.fusion is not None:
+        over["fusion"] = args.fusion == "on"
+    if not over:
         return method
     from cofi.planning.planner import planning_sampler
 
-    return planning_sampler(method, prior=prior, guidance=args.guidance)
+    return planning_sampler(method, prior=prior, **over)
 
 
 def plan_stats(p, limits) -> tuple:
@@ -220,8 +226,12 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", default=["0"], help="ints or ranges, e.g. 0-19")
     ap.add_argument("--batch", type=int, default=None, help="candidates (preset: 16, CDGS 40)")
     ap.add_argument("--guidance", type=float, default=None, help="overlap guidance weight (default: the preset's)")
+    ap.add_argument("--fusion", choices=("on", "off"), default=None,
+                    help="fuse the windows' estimates at every step (Bethe averaging; default: the preset's, on "
+                         "for CDGS only)")
     ap.add_argument("--max-replans", type=int, default=10)
-    ap.add_argument("--count", default="8", help="windows per plan, or 'auto' (fewer as the task's conditions are met)")
+    ap.add_argument("--count", default="auto", help="windows per plan, or 'auto' (the default: fewer as the task's "
+                    "conditions are met)")
     ap.add_argument("--replan-deviation", type=float, default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--replan-metric", choices=("std", "env", "objects"), default=None, help="default: SCENE_REPLAN")
     ap.add_argument("--replan-cube", type=float, default=None,

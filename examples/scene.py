@@ -5,8 +5,9 @@
     python examples/scene.py --closed-form data/scene-play-v0.npz   # the exact prior of regenerated data
 
 Loads the shipped Scene prior (128-step windows of the 14 planning dimensions at one point per
-4 steps), composes 8 windows into a plan from the current state to the goal's object state (the
-cube, both buttons, the drawer and the window; the arm is free), executes it with the shipped
+4 steps), composes 4 to 8 windows (two per condition the task still misses, plus two) into a plan
+from the current state to the goal's object state (the cube, both buttons, the drawer and the
+window; the arm is free; the cube moves only while the arm holds it), executes it with the shipped
 inverse-dynamics controller, replans when the state strays from the plan, and writes a figure of
 what each plan asked for and what happened.
 """
@@ -42,7 +43,7 @@ def main() -> None:
 
     from cofi.planning.scene_control import InverseDynamics
     from cofi.planning.scene_evaluate import SCENE_REPLAN, make_eval_env, run_scene_episode
-    from cofi.planning.scene_plan import COUNT, scene_prior
+    from cofi.planning.scene_plan import scene_prior
     from cofi.priors import TrajectoryPrior
     from cofi.viz import plot_scene_episode
 
@@ -51,8 +52,9 @@ def main() -> None:
     model = InverseDynamics.from_pretrained()
     env = make_eval_env(args.max_steps)
     task_name = env.unwrapped.task_infos[args.task - 1]["task_name"]
-    print(f"scene-play-v0 task {args.task} ({task_name}): {args.method}, {COUNT} windows x 128 steps "
-          f"({prior.sample_shape[0]} points at stride {prior.stride}), seed {args.seed}, replan at a {SCENE_REPLAN[0]} deviation of {SCENE_REPLAN[1]}")
+    print(f"scene-play-v0 task {args.task} ({task_name}): {args.method}, 4-8 windows x 128 steps "
+          f"({prior.sample_shape[0]} points at stride {prior.stride}; two per unmet condition plus two), cube carried "
+          f"only while held, seed {args.seed}, replan at a {SCENE_REPLAN[0]} deviation of {SCENE_REPLAN[1]}")
     t0 = time.perf_counter()
     rec = run_scene_episode(env, prior, model, args.task, args.method, seed=args.seed,
                             max_replans=args.max_replans, max_steps=args.max_steps, keep_paths=True)

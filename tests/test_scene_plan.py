@@ -156,3 +156,21 @@ def test_plan_scene_applies_the_carry_constraint_by_default(data):
     assert not np.allclose(out.xy, raw.xy)
     with pytest.raises(ValueError, match="constraint must be one of"):
         plan_scene(prior, start, goal, "gsc", constraint="physics")
+
+
+def test_plan_scene_cofi_preset_fuses_forty_candidates(data):
+    """On Scene, ``cofi`` (or no sampler) is the planning preset with fusion and 40 candidates:
+    the executed plan's windows agree exactly over their overlaps; an explicit config or batch
+    is taken as given."""
+    from cofi.planning.planner import planning_sampler
+    from cofi.planning.scene_plan import SCENE_COFI_BATCH
+
+    path, obs = data
+    prior = scene_prior(path, every=64)
+    start, goal = obs[0, 0], obs[1, 500]
+    out = plan_scene(prior, start, goal, generator=torch.Generator().manual_seed(0), count=2)
+    assert SCENE_COFI_BATCH == 40 and out.plans.shape[0] == 40 and out.method == "cofi"
+    assert float(out.overlap_error.max()) < 1e-10
+    cfg = planning_sampler("cofi", prior=prior)  # the generic preset: no fusion
+    raw = plan_scene(prior, start, goal, cfg, batch=3, generator=torch.Generator().manual_seed(0), count=2)
+    assert raw.plans.shape[0] == 3 and float(raw.overlap_error.max()) > 1e-6

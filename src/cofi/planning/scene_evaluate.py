@@ -2,7 +2,8 @@
 controller, replan.
 
 An episode: reset to task i (``options=dict(task_id=i)``), plan from the observation to the
-goal's object state (`plan_scene`), follow the plan with `SceneController`. Replan when the
+goal's object state (`plan_scene`, with its carry constraint, as many windows as the unmet
+conditions ask for: `auto_count`), follow the plan with `SceneController`. Replan when the
 state strays from the plan (``deviation`` above ``replan_deviation`` standard deviations, RMS over
 the 14 planning dimensions) or the plan is used up without success, at most ``max_replans``
 times. The episode ends on ``info["success"]`` or after ``max_steps`` (the paper: 1 500).
@@ -99,7 +100,7 @@ def make_eval_env(max_steps: int = MAX_STEPS):
 
 
 def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int = 0, batch: int | None = None,
-                      count: int | str = COUNT, max_steps: int = MAX_STEPS, max_replans: int = 10,
+                      count: int | str = "auto", max_steps: int = MAX_STEPS, max_replans: int = 10,
                       replan_deviation: float = SCENE_REPLAN[1], replan_metric: str = SCENE_REPLAN[0],
                       tracking: str = "time", replan_cube: float | None = None,
                       keep_paths: bool = False,
@@ -115,7 +116,9 @@ def run_scene_episode(env, prior, model, task: int, sampler="cofi", *, seed: int
         tracking: the controller's progress rule (``time`` or ``nearest``).
         replan_cube: also replan when the cube is this far from the plan's cube (the
             controller's ``cube_deviation``, plan units: 0.4 is OGBench's 4 cm); None: never.
-        count: windows per plan, or ``"auto"`` (`auto_count`: fewer as conditions are met).
+        count: windows per plan, or ``"auto"`` (the default, `auto_count`: two per unmet condition
+            plus two, 4 to 8: a plan as long as what is left to do; with the carry constraint the
+            controller executes what a plan manipulates, so a plan should not wander).
         select: which candidate each plan executes (`plan_scene`: ``overlap``, ``consistency``, None:
             the prior's ``planning_select``).
     """

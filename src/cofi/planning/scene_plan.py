@@ -25,11 +25,11 @@ from torch import Tensor
 from ..compose import compose
 from ..coupling import Pins
 from ..layout import Chain
-from .planner import PlanResult, check_select, reselect, resolve_planning
+from .planner import PlanResult, check_select, planning_sampler, reselect, resolve_planning
 from .scene import SCENE_PLAN_DIMS, scene_plan_space
 
 __all__ = ["SEGMENT_STEPS", "OVERLAP_STEPS", "STRIDE", "COUNT", "GOAL_DIMS", "load_scene_episodes", "scene_prior",
-           "scene_layout", "scene_pins", "CarryConstraint", "CONSTRAINTS", "object_effort", "plan_scene"]
+           "scene_layout", "scene_pins", "CarryConstraint", "CONSTRAINTS", "SCENE_COFI", "SCENE_COFI_BATCH", "object_effort", "plan_scene"]
 
 SEGMENT_STEPS = 128  # env steps of one local plan (Table 4)
 OVERLAP_STEPS = 48  # env steps shared by adjacent windows
@@ -158,6 +158,13 @@ class CarryConstraint:
         return self.prior.normalize(x + layout.split(full)).to(plans.dtype)
 
 
+#: CoFi's preset on Scene-Play, where `plan_scene` is given ``"cofi"`` or no sampler: the planning
+#: preset (`cofi.planning.planning_sampler`) with the windows' estimates fused at every step, and
+#: 40 candidates. With the carry constraint the constraint's canvas correction then reaches windows
+#: that agree; CDGS fuses too (its message passing). GSC keeps its definition (no fusion).
+SCENE_COFI = dict(fusion=True)
+SCENE_COFI_BATCH = 40
+
 #: Constraints `plan_scene` knows by name.
 CONSTRAINTS = ("carry",)
 
@@ -182,9 +189,10 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
         prior: a `LocalPrior` over normalised ``(32, 14)`` windows with ``normalize`` /
             ``unnormalize`` (`scene_prior`, or a trained `TrajectoryPrior`).
         start_obs, goal_obs: 40-dim observations (the goal's arm is ignored).
-        sampler: a planning method (``cofi``, ``gsc``, ``cd``, ``cdgs``: `planning_sampler`) or
-            a sampler config; None: ``cofi``.
-        count: windows N. batch: candidates (None: 16, CDGS 40). generator: the only randomness.
+        sampler: a planning method (``cofi``, ``gsc``, ``cd``, ``cdgs``: `planning_sampler`; ``cofi``
+            with `SCENE_COFI`) or a sampler config; None: ``cofi``.
+        count: windows N. batch: candidates (None: CoFi `SCENE_COFI_BATCH`, CDGS 40, else 16).
+            generator: the only randomness.
         select: which candidate is the plan: ``overlap`` (the windows' lowest disagreement),
             ``consistency`` (the lowest `cofi.steps.self_consistency`), ``effort`` (the one that
             moves the objects least, `object_effort`), or None (the prior's
@@ -205,6 +213,8 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
         constraint = CarryConstraint(prior)
     elif constraint is not None and not callable(constraint):
         raise TypeError(f"constraint must be one of {CONSTRAINTS}, None or a callable, got {type(constraint).__name__}")
+    if sampler is None or sampler == "cofi":
+        sampler, batch = planning_sampler("cofi", prior=prior, **SCENE_COFI), batch or SCENE_COFI_BATCH
     sampler, method, batch = resolve_planning(prior, sampler, batch)
     layout = scene_layout(count)
     pins = scene_pins(prior, start_obs, goal_obs, hard=hard_pins)
