@@ -101,12 +101,11 @@ def data_step_limits(path: str) -> "np.ndarray":
 
 
 def manipulation(p) -> tuple[float, float, float]:
-    """Button toggles, cube path and drawer + window path of a ``(L, 14)`` plan (env units)."""
-    import numpy as np
+    """Button toggles, cube path and drawer + window path of a ``(L, 14)`` plan (env units;
+    `cofi.planning.scene_plan.object_manipulation`)."""
+    from cofi.planning.scene_plan import object_manipulation
 
-    toggles = float(np.abs(np.diff(np.round(p[:, [9, 11]]), axis=0)).sum())
-    return toggles, float(np.linalg.norm(np.diff(p[:, 3:6], axis=0), axis=1).sum()), \
-        float(np.abs(np.diff(p[:, 12:14], axis=0)).sum())
+    return tuple(float(v) for v in object_manipulation(p))
 
 
 def sampler_for(method: str, prior, args):
@@ -195,7 +194,7 @@ def open_loop(prior, args, seeds) -> None:
                 obs, info = env.reset(seed=seed, options=dict(task_id=task))
                 out = plan_scene(prior, obs, info["goal"], sampler_for(method, prior, args), batch=args.batch,
                                  generator=torch.Generator().manual_seed(seed), select=args.select,
-                                 constraint=None if args.constraint == "none" else args.constraint)
+                                 constraint=args.constraint)
                 p = out.xy
                 jumped, unheld, moving, dist, manip, miss = plan_stats(p, limits)
                 dists.append(dist)
@@ -249,6 +248,7 @@ def main() -> None:
     ap.add_argument("--open-loop", action="store_true", help="plan quality only (needs --data for the step limits)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    args.constraint = None if args.constraint == "none" else args.constraint  # plan_scene's spelling
     if args.from_json:
         recs = [json.loads(line) for p in args.from_json for line in open(p) if line.strip()]
         print(table(recs))
@@ -281,8 +281,7 @@ def main() -> None:
                                         max_replans=args.max_replans, replan_deviation=args.replan_deviation,
                                         replan_metric=args.replan_metric, tracking=args.tracking,
                                         replan_cube=args.replan_cube,
-                                        select=args.select,
-                                        constraint=None if args.constraint == "none" else args.constraint)
+                                        select=args.select, constraint=args.constraint)
                 d = {**rec.to_dict(), "label": label}
                 records.append(d)
                 print(f"{label:>14} task {task} seed {seed}: {'ok  ' if rec.success else 'fail'} steps {rec.steps:4d} "

@@ -150,9 +150,9 @@ def test_plan_scene_applies_the_carry_constraint_by_default(data):
     path, obs = data
     prior = scene_prior(path, every=64)
     start, goal = obs[0, 0], obs[1, 500]
-    kw = dict(batch=2, count=3, generator=None)
-    out = plan_scene(prior, start, goal, "gsc", **{**kw, "generator": torch.Generator().manual_seed(0)})
-    raw = plan_scene(prior, start, goal, "gsc", constraint=None, **{**kw, "generator": torch.Generator().manual_seed(0)})
+    out = plan_scene(prior, start, goal, "gsc", batch=2, count=3, generator=torch.Generator().manual_seed(0))
+    raw = plan_scene(prior, start, goal, "gsc", batch=2, count=3, generator=torch.Generator().manual_seed(0),
+                     constraint=None)
     assert not np.allclose(out.xy, raw.xy)
     with pytest.raises(ValueError, match="constraint must be one of"):
         plan_scene(prior, start, goal, "gsc", constraint="physics")
@@ -174,3 +174,16 @@ def test_plan_scene_cofi_preset_fuses_forty_candidates(data):
     cfg = planning_sampler("cofi", prior=prior)  # the generic preset: no fusion
     raw = plan_scene(prior, start, goal, cfg, batch=3, generator=torch.Generator().manual_seed(0), count=2)
     assert raw.plans.shape[0] == 3 and float(raw.overlap_error.max()) > 1e-6
+
+
+def test_object_manipulation_counts_toggles_cube_and_drawer_paths():
+    """Two plans of 3 points: one toggles button 0 on and off (2), carries the cube 0.3 + 0.4 in
+    x and y (0.5 of path) and opens the drawer by 1; the other stands still."""
+    from cofi.planning.scene_plan import object_effort, object_manipulation
+
+    p = np.zeros((2, 3, 14))
+    p[0, 1, 9] = 1.0                       # button 0 unlocked at point 1, locked again at point 2
+    p[0, 2, 3:5] = 0.3, 0.4
+    p[0, 1:, 12] = -1.0
+    np.testing.assert_allclose(object_manipulation(p), [[2.0, 0.5, 1.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(object_effort(torch.as_tensor(p)), [3.5, 0.0])

@@ -29,7 +29,8 @@ from .planner import PlanResult, check_select, planning_sampler, reselect, resol
 from .scene import SCENE_PLAN_DIMS, scene_plan_space
 
 __all__ = ["SEGMENT_STEPS", "OVERLAP_STEPS", "STRIDE", "COUNT", "GOAL_DIMS", "load_scene_episodes", "scene_prior",
-           "scene_layout", "scene_pins", "CarryConstraint", "CONSTRAINTS", "SCENE_COFI", "SCENE_COFI_BATCH", "object_effort", "plan_scene"]
+           "scene_layout", "scene_pins", "CarryConstraint", "CONSTRAINTS", "SCENE_COFI", "SCENE_COFI_BATCH", "object_manipulation",
+           "object_effort", "plan_scene"]
 
 SEGMENT_STEPS = 128  # env steps of one local plan (Table 4)
 OVERLAP_STEPS = 48  # env steps shared by adjacent windows
@@ -169,15 +170,21 @@ SCENE_COFI_BATCH = 40
 CONSTRAINTS = ("carry",)
 
 
-def object_effort(plans: np.ndarray | Tensor) -> np.ndarray:
-    """How much plans ``(..., L, 14)`` (env units) move the objects: the cube's path length (plan
-    units, 10 per metre) plus the drawer's and the window's (their observation units) plus one
-    per button toggle. The play data makes 4.5 toggles and carries the cube 2.2 m per 684 steps;
-    OGBench's tasks need less than one toggle and 20 cm on average."""
+def object_manipulation(plans: np.ndarray | Tensor) -> np.ndarray:
+    """How much plans ``(..., L, 14)`` (env units) manipulate, ``(..., 3)``: button toggles (of
+    the rounded ``unlocked`` one-hots), the cube's path length (plan units, 10 per metre) and the
+    drawer's plus the window's path (their observation units). The play data makes 4.5 toggles
+    and carries the cube 2.2 m per 684 steps; OGBench's tasks need less than one toggle and 20 cm
+    on average."""
     p = np.asarray(plans.detach().cpu() if isinstance(plans, Tensor) else plans, dtype=np.float64)
     d = np.diff(p, axis=-2)
-    return (np.linalg.norm(d[..., 3:6], axis=-1).sum(-1) + np.abs(d[..., 12:14]).sum((-1, -2))
-            + 0.5 * np.abs(d[..., 8:12]).sum((-1, -2)))
+    return np.stack([np.abs(np.diff(np.round(p[..., [9, 11]]), axis=-2)).sum((-1, -2)),
+                     np.linalg.norm(d[..., 3:6], axis=-1).sum(-1), np.abs(d[..., 12:14]).sum((-1, -2))], axis=-1)
+
+
+def object_effort(plans: np.ndarray | Tensor) -> np.ndarray:
+    """The sum of `object_manipulation`: one number per plan, lower moves the objects less."""
+    return object_manipulation(plans).sum(-1)
 
 
 def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, batch: int | None = None,
