@@ -108,10 +108,29 @@ def manipulation(p) -> tuple[float, float, float]:
     return tuple(float(v) for v in object_manipulation(p))
 
 
+def parse_set(items: list[str] | None) -> dict:
+    """``--set key=value ...`` as sampler overrides (values read as Python literals, else strings)."""
+    import ast
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
 def sampler_for(method: str, prior, args):
-    """The method's planning preset, with ``--guidance`` and ``--fusion`` if given (else the
-    method's name)."""
-    over = {}
+    """The method's planning preset, with ``--guidance``, ``--fusion`` and ``--set`` if given
+    (else the method's name). CoFi starts from the Scene preset (`SCENE_COFI`)."""
+    from cofi.planning.scene_plan import SCENE_COFI
+
+    over = dict(SCENE_COFI) if method == "cofi" and (args.set or args.guidance is not None) else {}
+    over |= parse_set(args.set)
     if args.guidance is not None:
         over["guidance"] = args.guidance
     if args.fusion is not None:
@@ -228,6 +247,8 @@ def main() -> None:
     ap.add_argument("--fusion", choices=("on", "off"), default=None,
                     help="fuse the windows' estimates at every step (Bethe averaging; default: the preset's, on "
                          "for CDGS only)")
+    ap.add_argument("--set", nargs="+", default=None, metavar="KEY=VALUE",
+                    help="sampler fields to override, e.g. --set inner=1 prune_at=0 (CDGS) or steps=40 (CoFi)")
     ap.add_argument("--max-replans", type=int, default=10)
     ap.add_argument("--count", default="auto", help="windows per plan, or 'auto' (the default: fewer as the task's "
                     "conditions are met)")
