@@ -115,14 +115,8 @@ def test_training_resumes_with_and_without_its_replay_buffer(tmp_path):
     assert len(np.load(tmp_path / "replay.npz")["rew"]) == 60  # 50 refilled + 10 new
 
 
-def test_stitch_goal_is_four_cells_away_by_breadth_first_search():
-    # 1 = wall; a corridor row 1 with a branch down column 3
-    m = np.array([[1, 1, 1, 1, 1, 1, 1, 1],
-                  [1, 0, 0, 0, 0, 0, 0, 1],
-                  [1, 1, 1, 0, 1, 1, 1, 1],
-                  [1, 1, 1, 0, 1, 1, 1, 1],
-                  [1, 1, 1, 1, 1, 1, 1, 1]])
-    rng = np.random.default_rng(0)
-    goals = {ae.stitch_goal(m, (1, 1), rng) for _ in range(50)}
-    assert goals == {(1, 5), (3, 3)}  # (1,1)->(1,5) and (1,1)->(1,3)->(3,3): 4 steps each
-    assert ae.stitch_goal(m, (1, 3), rng, distance=6) == (1, 3)  # nothing 6 cells away
+def test_stitch_check_runs_the_data_generators_episodes_with_the_expert():
+    torch.manual_seed(0)
+    out = ae.stitch_check(ae.SAC(ae.SACConfig(hidden=16)), "antmaze-medium-stitch-v0", episodes=2)
+    assert out["maze"] == "antmaze-medium-stitch-v0" and out["episodes"] == 2
+    assert 0 <= out["reached"] <= 2 and out["rate"] == out["reached"] / 2

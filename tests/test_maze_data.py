@@ -92,3 +92,26 @@ def test_window_stats_see_that_padding_lets_windows_chain():
     pad = D.window_stats(D.cut_windows(D.pad_episodes(eps, 64), 160, 4, 4), 14, sample=30)
     assert raw["chainable"] == 0.0 and pad["chainable"] > 0.5
     assert raw["tail_motion"] == 0.0 and pad["head_motion"] < raw["head_motion"]
+
+
+def test_antmaze_layout_with_an_expert_and_loadable_by_ogbench(tmp_path):
+    import ogbench
+    import torch
+
+    from cofi.planning.ant_expert import SAC, SACConfig
+
+    name = "antmaze-medium-stitch-v0"
+    with pytest.raises(ValueError, match="needs the ant expert"):
+        D.generate_episodes(name, 1, progress=False)
+    torch.manual_seed(0)
+    paths = D.generate_dataset(name, tmp_path, episodes=2, val_episodes=1, seed=0, progress=False,
+                               expert=SAC(SACConfig(hidden=16)))
+    train = np.load(paths[0])
+    n = 2 * D.EPISODE_STEPS
+    assert train["observations"].shape == (n, 29) and train["actions"].shape == (n, 8)
+    assert train["qpos"].shape == (n, 15) and train["qvel"].shape == (n, 14)
+    assert np.abs(train["actions"]).max() <= 1.0
+    # an ant's state observation is its qpos and qvel
+    np.testing.assert_allclose(train["observations"], np.concatenate([train["qpos"], train["qvel"]], 1), atol=1e-5)
+    env, tr, va = ogbench.make_env_and_datasets(name, dataset_path=str(paths[0]))
+    assert tr["observations"].shape[1] == 29 and va["observations"].shape[0] > 0

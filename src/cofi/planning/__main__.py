@@ -10,11 +10,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m cofi.planning", description="cofi planning domain tools")
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="regenerate an OGBench PointMaze stitch or Scene play dataset")
-    g.add_argument("--env", required=True, help="pointmaze-{medium,large,giant}-stitch-v0 or scene-play-v0")
+    g.add_argument("--env", required=True,
+                   help="pointmaze-{medium,large,giant}-stitch-v0, antmaze-{medium,large,giant}-stitch-v0 or scene-play-v0")
     g.add_argument("--out", default="data")
     g.add_argument("--episodes", type=int, default=None, help="default: 5000 (PointMaze), 1000 (scene)")
     g.add_argument("--val-episodes", type=int, default=None, help="default: 500 (PointMaze), 100 (scene)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--expert", default=None,
+                   help="antmaze only: the ant expert's training directory (python -m cofi.planning.ant_expert)")
     g.add_argument("--workers", type=int, default=1, help="scene-play-v0 only: processes sharing the chunks")
     g.add_argument("--no-resume", action="store_true",
                    help="scene-play-v0 only: regenerate the chunks already in <out>/scene-play-v0.parts")
@@ -36,8 +39,12 @@ def main(argv: list[str] | None = None) -> None:
         else:
             from .data import generate_dataset
 
-            paths = generate_dataset(args.env, args.out, 5000 if args.episodes is None else args.episodes,
-                                     500 if args.val_episodes is None else args.val_episodes, args.seed)
+            try:
+                paths = generate_dataset(args.env, args.out, 5000 if args.episodes is None else args.episodes,
+                                         500 if args.val_episodes is None else args.val_episodes, args.seed,
+                                         expert=args.expert)
+            except (ValueError, FileNotFoundError) as e:
+                g.error(str(e))
         print("wrote", *paths)
     else:
         from .train import TrainingSetupError, train_from_args

@@ -9,7 +9,7 @@ download; this module trains an equivalent one on the CPU and checks it where it
 It is a data tool, not an RL library, and stays out of ``import cofi``'s path::
 
     python -m cofi.planning.ant_expert train --out runs/ant_expert --steps 400000   # resumable
-    python -m cofi.planning.ant_expert eval --model runs/ant_expert --maze antmaze-medium-v0
+    python -m cofi.planning.ant_expert eval --model runs/ant_expert --maze antmaze-medium-stitch-v0
 
 Hyperparameters are OGBench's (its ``impls/agents/sac.py`` defaults): actor and twin critics
 2 x 256 GELU, Adam 1e-4, batch 256, gamma 0.99, tau 0.005, tanh-squashed Gaussian with
@@ -356,63 +356,14 @@ def train(out: str | Path, steps: int = 400_000, seed: int = 0, save_every: int 
 # ---------------------------------------------------------------- in the maze
 
 
-def stitch_goal(maze_map: np.ndarray, init_ij: tuple[int, int], rng: np.random.Generator,
-                distance: int = 4) -> tuple[int, int]:
-    """A free cell ``distance`` cells from ``init_ij`` by breadth-first search (OGBench's stitch
-    goal), drawn uniformly; ``init_ij`` itself when there is none."""
-    dist = {tuple(init_ij): 0}
-    frontier, ring = [tuple(init_ij)], []
-    while frontier:
-        nxt = []
-        for i, j in frontier:
-            for di, dj in ((-1, 0), (0, -1), (1, 0), (0, 1)):
-                c = (i + di, j + dj)
-                if (0 <= c[0] < maze_map.shape[0] and 0 <= c[1] < maze_map.shape[1]
-                        and maze_map[c] == 0 and c not in dist):
-                    dist[c] = dist[(i, j)] + 1
-                    (ring if dist[c] == distance else nxt).append(c)
-        frontier = nxt
-    return ring[rng.integers(len(ring))] if ring else tuple(init_ij)
+def stitch_check(agent: SAC, maze: str = "antmaze-medium-stitch-v0", episodes: int = 50, seed: int = 0) -> dict:
+    """How often the expert's stitch episodes reach their goal: `cofi.planning.data`'s episodes
+    (start anywhere, goal 4 cells away, 201 steps, action noise 0.2), not saved."""
+    from .data import generate_episodes
 
-
-def maze_action(agent: SAC, env, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """The expert's action towards the maze oracle's subgoal, with Gaussian noise, clipped."""
-    u = env.unwrapped
-    xy = u.get_xy()
-    sub, _ = u.get_oracle_subgoal(xy, u.cur_goal_xy)
-    d = sub - xy
-    d = d / (np.linalg.norm(d) + 1e-6)
-    ob = np.concatenate([u.get_ob(ob_type="states")[2:], d])
-    a = agent.act(ob, deterministic=True) + rng.normal(0.0, noise, ACT_DIM)
-    return np.clip(a, -1.0, 1.0)
-
-
-def stitch_check(agent: SAC, maze: str = "antmaze-medium-v0", episodes: int = 50, noise: float = 0.2,
-                 length: int = 201, seed: int = 0) -> dict:
-    """How often the expert's stitch episodes (start anywhere, goal 4 cells away, 201 steps, action
-    noise 0.2) reach their goal, and how far they end from it."""
-    import gymnasium
-
-    import ogbench.locomaze  # noqa: F401
-
-    env = gymnasium.make(maze, terminate_at_goal=False, max_episode_steps=length)
-    rng = np.random.default_rng(seed)
-    maze_map = env.unwrapped.maze_map
-    free = [tuple(c) for c in np.argwhere(maze_map == 0)]
-    reached, final = 0, []
-    for ep in range(episodes):
-        init = free[rng.integers(len(free))]
-        goal = stitch_goal(maze_map, init, rng)
-        env.reset(seed=seed * 100_003 + ep, options=dict(task_info=dict(init_ij=init, goal_ij=goal)))
-        hit, done = False, False
-        while not done:
-            _, _, term, trunc, info = env.step(maze_action(agent, env, noise, rng))
-            hit |= bool(info["success"])
-            done = term or trunc
-        reached += hit
-        final.append(float(np.linalg.norm(env.unwrapped.get_xy() - env.unwrapped.cur_goal_xy)))
-    return dict(maze=maze, episodes=episodes, reached=reached, rate=reached / episodes,
-                final_distance_median=float(np.median(final)))
+    stats: dict = {}
+    generate_episodes(maze, episodes, seed=seed, progress=False, expert=agent, stats=stats)
+    return dict(maze=maze, **stats, rate=stats["reached"] / episodes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -427,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--threads", type=int, default=1)
     e = sub.add_parser("eval", help="the expert's directional return and its stitch episodes in a maze")
     e.add_argument("--model", required=True)
-    e.add_argument("--maze", nargs="+", default=["antmaze-medium-v0"])
+    e.add_argument("--maze", nargs="+", default=["antmaze-medium-stitch-v0"])
     e.add_argument("--episodes", type=int, default=50)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=1)

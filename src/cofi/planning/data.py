@@ -1,14 +1,17 @@
-"""Regenerate OGBench's PointMaze *stitch* datasets from the environments `ogbench` ships.
+"""Regenerate OGBench's PointMaze and AntMaze *stitch* datasets from the environments `ogbench` ships.
 
 The protocol (OGBench, Park et al. 2025, "stitch" datasets): short episodes of 201 steps;
 the start cell is uniform over free cells; the goal cell is uniform among the cells exactly
-4 BFS steps away; the action is the unit vector toward the environment's oracle subgoal
-(`env.unwrapped.get_oracle_subgoal`) plus N(0, 0.5²) noise, clipped to [-1, 1]. Files use
-OGBench's npz layout (observations, actions, terminals, qpos, qvel) with the validation split
-in ``<name>-val.npz`` beside the training file, so
+4 BFS steps away; the agent heads for the environment's oracle subgoal
+(`env.unwrapped.get_oracle_subgoal`). The point's action is the unit direction to it plus
+N(0, 0.5²) noise; the ant's is a locomotion expert's deterministic action given its state
+(without x-y) and that direction, plus N(0, 0.2²) noise (`cofi.planning.ant_expert`). Actions
+are clipped to [-1, 1]. Files use OGBench's npz layout (observations, actions, terminals, qpos,
+qvel) with the validation split in ``<name>-val.npz`` beside the training file, so
 ``ogbench.make_env_and_datasets(name, dataset_path=...)`` loads them.
 
     python -m cofi.planning generate --env pointmaze-giant-stitch-v0 --out data/
+    python -m cofi.planning generate --env antmaze-medium-stitch-v0 --expert training/ant-expert --out data/
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ __all__ = [
     "PAD", "STRIDE", "HORIZON_STEPS", "OVERLAP_STEPS", "load_episodes", "pad_episodes", "cut_windows", "window_stats",
 ]
 
-MAZES = ("pointmaze-medium-stitch-v0", "pointmaze-large-stitch-v0", "pointmaze-giant-stitch-v0")
+POINT_MAZES = ("pointmaze-medium-stitch-v0", "pointmaze-large-stitch-v0", "pointmaze-giant-stitch-v0")
+ANT_MAZES = ("antmaze-medium-stitch-v0", "antmaze-large-stitch-v0", "antmaze-giant-stitch-v0")
+MAZES = POINT_MAZES + ANT_MAZES
 EPISODE_STEPS = 201
 GOAL_DISTANCE = 4
-ACTION_NOISE = 0.5
+ACTION_NOISE = 0.5  # the point's
+ANT_ACTION_NOISE = 0.2  # the ant expert's (OGBench's generate_locomaze.py default)
 
 
 def _check_name(name: str) -> str:
@@ -68,7 +74,9 @@ def cells_at_distance(maze_map: np.ndarray, start: tuple[int, int], k: int = GOA
     return sorted(c for c, d in bfs_distances(maze_map, start).items() if d == k)
 
 
-def _episode(env, rng: np.random.Generator, cells: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+def _episode(env, rng: np.random.Generator, cells: list[tuple[int, int]], policy=None,
+             noise: float = ACTION_NOISE) -> tuple[dict[str, np.ndarray], bool]:
+    """One stitch episode and whether it came within the goal's tolerance (OGBench's success)."""
     u = env.unwrapped
     while True:
         start = cells[rng.integers(len(cells))]
@@ -81,14 +89,17 @@ def _episode(env, rng: np.random.Generator, cells: list[tuple[int, int]]) -> dic
     goal_xy = np.asarray(u.ij_to_xy(goal))
     subgoals: dict[tuple[int, int], np.ndarray] = {}  # the oracle depends only on the cell
     out = {k: [] for k in ("observations", "actions", "qpos", "qvel")}
+    reached = False
     for _ in range(EPISODE_STEPS):
         xy = u.get_xy()
+        reached |= bool(np.linalg.norm(xy - goal_xy) <= u._goal_tol)
         cell = u.xy_to_ij(xy)
         if cell not in subgoals:
             subgoals[cell] = np.asarray(u.get_oracle_subgoal(xy, goal_xy)[0])
         d = subgoals[cell] - xy
-        a = d / (np.linalg.norm(d) + 1e-6) + rng.normal(0.0, ACTION_NOISE, 2)
-        a = np.clip(a, -1.0, 1.0).astype(np.float32)
+        d = d / (np.linalg.norm(d) + 1e-6)
+        a = (d if policy is None else policy(np.concatenate([np.asarray(ob)[2:], d])))
+        a = np.clip(a + rng.normal(0.0, noise, len(a)), -1.0, 1.0).astype(np.float32)
         out["observations"].append(np.asarray(ob, np.float32))
         out["actions"].append(a)
         out["qpos"].append(u.data.qpos.copy())
@@ -97,17 +108,44 @@ def _episode(env, rng: np.random.Generator, cells: list[tuple[int, int]]) -> dic
     ep = {k: np.stack(v) for k, v in out.items()}
     ep["terminals"] = np.zeros(EPISODE_STEPS, np.float32)
     ep["terminals"][-1] = 1.0
-    return ep
+    return ep, reached or bool(np.linalg.norm(u.get_xy() - goal_xy) <= u._goal_tol)
 
 
-def generate_episodes(name: str, episodes: int, seed: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
-    """``episodes`` stitch episodes of `name`, concatenated in OGBench's flat layout."""
+def _load_expert(expert):
+    if expert is None:
+        raise ValueError("AntMaze data needs the ant expert: pass expert= (a training directory of "
+                         "cofi.planning.ant_expert, e.g. training/ant-expert, or a loaded SAC agent)")
+    if isinstance(expert, (str, Path)):
+        from .ant_expert import load_agent
+
+        return load_agent(expert)[0]
+    return expert
+
+
+def generate_episodes(name: str, episodes: int, seed: int = 0, progress: bool = True, expert=None,
+                      stats: dict | None = None) -> dict[str, np.ndarray]:
+    """``episodes`` stitch episodes of `name`, concatenated in OGBench's flat layout.
+
+    ``expert``: the ant's locomotion expert (AntMaze only; a directory or an agent). ``stats``,
+    if a dict, receives ``episodes`` and ``reached``: how many episodes came within the goal's
+    tolerance (0.5 for the ant, 1.0 for the point)."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    ant = _check_name(name) in ANT_MAZES
+    policy = None
+    if ant:
+        agent = _load_expert(expert)
+
+        def policy(ob):
+            return agent.act(ob, deterministic=True)
     env = make_data_env(name)
     rng = np.random.default_rng(seed)
     cells = free_cells(env.unwrapped.maze_map)
-    eps = [_episode(env, rng, cells) for _ in tqdm(range(episodes), desc=name, disable=not progress)]
+    runs = [_episode(env, rng, cells, policy, ANT_ACTION_NOISE if ant else ACTION_NOISE)
+            for _ in tqdm(range(episodes), desc=name, disable=not progress)]
+    if stats is not None:
+        stats.update(episodes=episodes, reached=sum(r for _, r in runs))
+    eps = [e for e, _ in runs]
     data = {k: np.concatenate([e[k] for e in eps]) for k in eps[0]}
     data["qpos"] = data["qpos"].astype(np.float32)
     data["qvel"] = data["qvel"].astype(np.float32)
@@ -115,13 +153,20 @@ def generate_episodes(name: str, episodes: int, seed: int = 0, progress: bool = 
 
 
 def generate_dataset(name: str, out_dir: str | Path, episodes: int = 5000, val_episodes: int = 500,
-                     seed: int = 0, progress: bool = True) -> tuple[Path, Path]:
-    """Write ``<out>/<name>.npz`` and ``<out>/<name>-val.npz``; returns both paths."""
+                     seed: int = 0, progress: bool = True, expert=None) -> tuple[Path, Path]:
+    """Write ``<out>/<name>.npz`` and ``<out>/<name>-val.npz``; returns both paths. AntMaze needs
+    ``expert`` (`generate_episodes`); how many episodes reached their goal is printed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = (out / f"{_check_name(name)}.npz", out / f"{name}-val.npz")
+    if name in ANT_MAZES:
+        expert = _load_expert(expert)  # once for both splits
     for path, n, s in ((paths[0], episodes, seed), (paths[1], val_episodes, seed + 1)):
-        np.savez_compressed(path, **generate_episodes(name, n, seed=s, progress=progress))
+        stats: dict = {}
+        np.savez_compressed(path, **generate_episodes(name, n, seed=s, progress=progress, expert=expert,
+                                                      stats=stats))
+        if progress:
+            print(f"{path.name}: {stats['reached']}/{stats['episodes']} episodes reached their goal")
     return paths
 
 
