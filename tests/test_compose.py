@@ -108,12 +108,23 @@ def test_nfe_matches_design_formulas(gmm):
         (cofi.GSC(steps=K), K * N * B),
         (cofi.CoFi(steps=K, refine_at=0.4), (K + K - 4) * N * B),
         (cofi.CoFi(steps=K, refine_at=None), K * N * B),
+        (cofi.CoFi(steps=K, refine_at=0.4, refine_inner=3), (K + 3 * (K - 4)) * N * B),
         (cofi.CDGS(steps=K, inner=3, prune_at=0.2, keep=0.5, inversion=0.2), K * 3 * N * B + 2 * N * B),
         (cofi.CDGS(steps=K, inner=2, prune_at=0.0), K * 2 * N * B),
     ]
     for sampler, expected in cases:
         out = cofi.compose(gmm, layout, sampler, batch=B, generator=gen(0), progress=False)
         assert out.nfe == expected == sampler.nfe(layout, B), type(sampler).__name__
+
+
+def test_refine_inner_rounds_change_only_the_refinement(gmm):
+    layout = cofi.Chain(16, 4, 3)
+    one = cofi.compose(gmm, layout, cofi.CoFi(steps=8, refine_at=0.5), batch=2, generator=gen(3), progress=False)
+    three = cofi.compose(gmm, layout, cofi.CoFi(steps=8, refine_at=0.5, refine_inner=3), batch=2, generator=gen(3),
+                         progress=False)
+    assert torch.equal(one.scaffold, three.scaffold)  # the coarse stage is the same draw
+    assert not torch.equal(one.canvas, three.canvas)
+    assert three.nfe == (8 + 3 * 4) * 3 * 2
 
 
 def test_same_seed_bit_identical_and_max_batch_invariant(gmm):

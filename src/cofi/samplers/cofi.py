@@ -13,7 +13,7 @@ from ..layout import Layout
 from ..run import Run, Sampled
 from ..scaffold import Schedule, lam_schedule
 from ..steps import check_consensus, consensus, ddim_step, disagreement, eps_from_x0, fuse, guidance_weight, \
-    guide, nudge, pairs, pin, pin_state, renoise_canvas, shrink
+    guide, nudge, pairs, pin, pin_state, renoise, renoise_canvas, shrink
 from .config import GuidanceSchedule, InitNoise, Noise, check_choice, check_common, check_number
 
 Update = Literal["ddim", "renoise"]
@@ -24,7 +24,8 @@ __all__ = ["CoFi"]
 
 @dataclass(frozen=True)
 class CoFi:
-    """Coarse-to-Fine Compositional Diffusion. NFE = (K + K − r)·N·B, r = ⌊refine_at·K⌋.
+    """Coarse-to-Fine Compositional Diffusion. NFE = (K + (K − r)·U)·N·B, r = ⌊refine_at·K⌋,
+    U = ``refine_inner`` (1 in the paper).
 
     Args:
         steps: steps K of the timestep grid both stages share.
@@ -35,6 +36,10 @@ class CoFi:
             scaffold is renoised to grid step r = ⌊refine_at·K⌋ and steps r … K−1 run again
             (0.3 → step 15 of 50, 3 of 10). ``None`` skips refinement.
         refine_eta: η of the refinement stage.
+        refine_inner: rounds U per refinement step (1: the paper's Algorithm 2). Each round
+            denoises t → s and, but for the last, re-noises s → t with the forward kernel
+            (CDGS's inner iterations, here only where refinement runs: low noise, local
+            detail).
         fusion: Bethe averaging with the layout's blend in both stages.
         refine_fusion: Bethe averaging in the refinement stage; None: as ``fusion``.
         guidance: overlap-MSE gradient guidance weight in both stages (0 = off).
@@ -59,6 +64,7 @@ class CoFi:
     schedule: Schedule = "linear"
     refine_at: float | None = 0.3
     refine_eta: float = 1.0
+    refine_inner: int = 1
     fusion: bool = True
     refine_fusion: bool | None = None
     guidance: float = 0.0
@@ -75,6 +81,7 @@ class CoFi:
     def __post_init__(self) -> None:
         check_common(self)
         check_number("refine_eta", self.refine_eta)
+        check_number("refine_inner", self.refine_inner, 1, integer=True)
         if self.refine_noise is not None:
             check_choice("refine_noise", self.refine_noise, ("independent", "shared", "blend"))
         check_number("lam0", self.lam0, 0.0, 1.0)
@@ -102,7 +109,7 @@ class CoFi:
 
     def nfe(self, layout: Layout, batch: int) -> int:
         r = self.refine_step
-        return (self.steps + (0 if r is None else self.steps - r)) * layout.count * batch
+        return (self.steps + (0 if r is None else (self.steps - r) * self.refine_inner)) * layout.count * batch
 
     def sample(self, run: Run, x: Tensor) -> Sampled:
         check_consensus(run, self.consensus)
@@ -113,7 +120,7 @@ class CoFi:
         lams = lam_schedule(self.lam0, self.steps, self.schedule)
         r = self.refine_step
         x0 = None
-        bar = run.bar(len(ts) + (0 if r is None else len(ts) - r), "cofi")
+        bar = run.bar(len(ts) + (0 if r is None else (len(ts) - r) * self.refine_inner), "cofi")
         # 1. coarse stage (Algorithm 1): every x̂ shrinks toward the shared scaffold
         for k, (t, s) in enumerate(pairs(ts)):
             a_t, a_s = run.alpha(t), run.alpha(s)
@@ -147,12 +154,16 @@ class CoFi:
         for k, (t, s) in enumerate(pairs(ts[r:]), start=r):
             a_t, a_s = run.alpha(t), run.alpha(s)
             w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
-            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
-            x0, grad = guide(run, x, t, w, messages)
-            x0_c = pin(run, fuse(run, x0) if fusion else x0)
-            z = run.noise(self.refine_noise or self.noise) if self.refine_eta > 0 else None
-            x = pin_state(run, nudge(run, ddim_step(x, x0_c, a_t, a_s, self.refine_eta, z), w, grad))
+            for u in range(self.refine_inner):
+                messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
+                x0, grad = guide(run, x, t, w, messages)
+                x0_c = pin(run, fuse(run, x0) if fusion else x0)
+                z = run.noise(self.refine_noise or self.noise) if self.refine_eta > 0 else None
+                x_s = pin_state(run, nudge(run, ddim_step(x, x0_c, a_t, a_s, self.refine_eta, z), w, grad))
+                if u + 1 < self.refine_inner:  # back to level t for another round
+                    x = renoise(x_s, a_s, a_t, run.noise(self.refine_noise or self.noise))
+                bar.update()
+            x = x_s
             run.emit(stage="refine", step=k, t=t, x=x, x0=x0_c)
-            bar.update()
         bar.close()
         return Sampled(x, disagreement(run, x0), scaffold)
