@@ -129,17 +129,22 @@ def sampler_for(method: str, prior, args):
     (else the method's name). CoFi starts from the Scene preset (`SCENE_COFI`)."""
     from cofi.planning.scene_plan import SCENE_COFI
 
-    over = dict(SCENE_COFI) if method == "cofi" and (args.set or args.guidance is not None) else {}
+    over = dict(SCENE_COFI) if method == "cofi" and (args.set or args.guidance is not None or args.prune) else {}
     over |= parse_set(args.set)
     if args.guidance is not None:
         over["guidance"] = args.guidance
     if args.fusion is not None:
         over["fusion"] = args.fusion == "on"
-    if not over:
+    if not over and not args.prune:
         return method
     from cofi.planning.planner import planning_sampler
 
-    return planning_sampler(method, prior=prior, **over)
+    sampler = planning_sampler(method, prior=prior, **over)
+    if args.prune:
+        import cofi
+
+        sampler = cofi.Pruned(sampler, keep=args.prune)
+    return sampler
 
 
 def plan_stats(p, limits) -> tuple:
@@ -249,6 +254,9 @@ def main() -> None:
                          "for CDGS only)")
     ap.add_argument("--set", nargs="+", default=None, metavar="KEY=VALUE",
                     help="sampler fields to override, e.g. --set inner=1 prune_at=0 (CDGS) or steps=40 (CoFi)")
+    ap.add_argument("--prune", type=float, default=None, metavar="KEEP",
+                    help="choose the plan among the KEEP fraction of candidates with the highest likelihood proxy "
+                         "(cofi.Pruned, CDGS's pruning rule); give --batch too")
     ap.add_argument("--max-replans", type=int, default=10)
     ap.add_argument("--count", default="auto", help="windows per plan, or 'auto' (the default: fewer as the task's "
                     "conditions are met)")

@@ -120,6 +120,8 @@ CASES = [
      "direction='fused' needs coarse_update='ddim'"),
     ("CoFi weights < 0", lambda: cofi.CoFi(weights=(1.0, -1.0)), ValueError, "weights must be finite, >= 0"),
     ("CDGS inner 0", lambda: cofi.CDGS(inner=0), ValueError, "inner must be an int >= 1"),
+    ("Pruned of a name", lambda: cofi.Pruned("cofi"), TypeError, "Pruned needs a sampler config"),
+    ("Pruned keep 2", lambda: cofi.Pruned(cofi.CoFi(), keep=2.0), ValueError, r"keep must be a finite number in \[0, 1\]"),
     ("CoFi refine_inner 0", lambda: cofi.CoFi(refine_inner=0), ValueError, "refine_inner must be an int >= 1"),
     ("CDGS keep 2", lambda: cofi.CDGS(keep=2.0), ValueError, r"keep must be a finite number in \[0, 1\]"),
     ("CDGS prune_at NaN", lambda: cofi.CDGS(prune_at=math.nan), ValueError, "prune_at must be"),

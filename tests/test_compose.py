@@ -127,6 +127,26 @@ def test_refine_inner_rounds_change_only_the_refinement(gmm):
     assert three.nfe == (8 + 3 * 4) * 3 * 2
 
 
+def test_pruned_chooses_among_the_likeliest_candidates(gmm, monkeypatch):
+    import cofi.samplers.pruned as P
+
+    layout = cofi.Chain(16, 4, 3)
+    base = cofi.CoFi(steps=6, refine_at=0.5)
+    plain = cofi.compose(gmm, layout, base, batch=6, generator=gen(1), progress=False)
+    full = cofi.compose(gmm, layout, cofi.Pruned(base, keep=1.0), batch=6, generator=gen(1), progress=False)
+    assert torch.equal(plain.plans, full.plans) and full.best == plain.best  # nothing pruned, same draw
+    assert full.nfe == plain.nfe + 1 * 3 * 6 == cofi.Pruned(base, keep=1.0).nfe(layout, 6)  # round(0.2·6) = 1 step
+    # with a known score: keep 1 of 6 -> the likeliest; keep 1/2 -> the lowest disagreement of the best three
+    score = torch.tensor([0.1, 0.9, 0.3, 0.8, 0.2, 0.7])
+    monkeypatch.setattr(P, "inversion_score", lambda run, x0, ts: score.to(x0.dtype))
+    one = cofi.compose(gmm, layout, cofi.Pruned(base, keep=0.1), batch=6, generator=gen(1), progress=False)
+    assert one.best == 1
+    half = cofi.compose(gmm, layout, cofi.Pruned(base, keep=0.5), batch=6, generator=gen(1), progress=False)
+    top = [1, 3, 5]
+    assert half.best == top[int(torch.argmin(plain.disagreement[top]))]
+    assert torch.isinf(half.disagreement[[0, 2, 4]]).all()
+
+
 def test_same_seed_bit_identical_and_max_batch_invariant(gmm):
     layout = cofi.Chain(16, 4, 4)
     s = cofi.CoFi(steps=12, eta=0.5, refine_at=5 / 12, guidance=0.05)

@@ -12,14 +12,14 @@ from .coupling import Pins, apply_pins, overlap_reward
 from .layout import Chain, Grid, Lattice, Layout
 from .prior import LocalPrior, eps_from_x0, timestep_grid, to_x0
 from .run import Run, Sampled
-from .samplers import CDGS, GSC, CoFi, SyncDiffusion
+from .samplers import CDGS, GSC, CoFi, Pruned, SyncDiffusion
 from .scaffold import lam_schedule, shrink
 
 __version__ = "0.1.0"
 
 __all__ = [
     "compose", "Composition", "Sampler", "Run", "Sampled", "steps", "Chain", "Grid", "Lattice", "Layout", "Pins",
-    "LocalPrior", "GSC", "CoFi", "CDGS", "SyncDiffusion", "shrink", "lam_schedule", "overlap_reward",
+    "LocalPrior", "GSC", "CoFi", "CDGS", "SyncDiffusion", "Pruned", "shrink", "lam_schedule", "overlap_reward",
     "apply_pins", "to_x0", "eps_from_x0", "timestep_grid", "priors",
 ]
 
