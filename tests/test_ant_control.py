@@ -1,0 +1,68 @@
+"""The ant's inverse dynamics and controller on a few generated AntMaze episodes."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ogbench")
+pytest.importorskip("mujoco")
+
+from cofi.planning import ant_control as AC  # noqa: E402
+from cofi.planning import data as D  # noqa: E402
+from cofi.planning.ant_expert import SAC, SACConfig  # noqa: E402
+
+NAME = "antmaze-medium-stitch-v0"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("ant")
+    return D.generate_dataset(NAME, out, episodes=3, val_episodes=1, seed=0, progress=False,
+                              expert=SAC(SACConfig(hidden=16)))
+
+
+def test_target_rows_stay_inside_their_episode():
+    rows = AC._target_rows(2 * AC.EPISODE_STEPS, (8, 16))
+    assert rows[0].tolist() == [8, 16]
+    assert rows[195].tolist() == [200, 200]  # clipped to the episode's last row
+    assert rows[201].tolist() == [209, 217]  # the next episode starts over
+
+
+def test_inputs_are_standardised_observation_and_relative_targets():
+    m = AC.AntInverseDynamics(offsets=(4,), hidden=8, depth=1, obs_mean=torch.ones(29), obs_std=2 * torch.ones(29))
+    obs = torch.arange(29.0)
+    x = m.inputs(obs, torch.tensor([[4.0, 9.0]]))
+    torch.testing.assert_close(x[:29], (obs - 1) / 2)
+    torch.testing.assert_close(x[29:], torch.tensor([(4.0 - 0.0) / 4, (9.0 - 1.0) / 4]))
+    with pytest.raises(ValueError, match="need obs"):
+        m(obs, torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="offsets must be increasing"):
+        AC.AntInverseDynamics(offsets=(8, 4))
+
+
+def test_training_fits_and_round_trips(small, tmp_path):
+    lines = []
+    m = AC.train_ant_inverse_dynamics(small[0], tmp_path, offsets=(4, 8), hidden=32, depth=2, steps=300, batch=128,
+                                      val=small[1], log_every=100, log=lines.append)
+    h = m.train_config["history"]
+    assert h[-1]["train_mse"] < h[0]["train_mse"] and "val_mse" in h[-1] and len(lines) == 3
+    back = AC.AntInverseDynamics.from_pretrained(tmp_path)
+    obs, tg = np.zeros(29), np.ones((2, 2))
+    np.testing.assert_array_equal(back.act(obs, tg), m.act(obs, tg))
+    with pytest.raises(FileNotFoundError, match="no ant inverse-dynamics checkpoint"):
+        AC.AntInverseDynamics.from_pretrained(tmp_path / "nothing")
+
+
+def test_controller_targets_lie_ahead_of_progress_and_follow_episodes_runs(small):
+    m = AC.AntInverseDynamics(offsets=(2, 5), hidden=8, depth=1)
+    plan = np.stack([np.arange(10.0), np.zeros(10)], 1)
+    c = AC.AntController(m, plan)
+    obs = np.zeros(29)
+    obs[:2] = [3.1, 0.2]
+    a = c.act(obs)
+    assert a.shape == (8,) and np.abs(a).max() < 1
+    assert c.index == 3 and c.deviation == pytest.approx(np.hypot(0.1, 0.2))
+    np.testing.assert_array_equal(c.target, [8.0, 0.0])  # 5 points ahead of the progress index
+    out = AC.follow_episodes(m, small[1], NAME, episodes=1)
+    assert out["episodes"] == 1 and 0 <= out["reached"] <= 1
