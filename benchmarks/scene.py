@@ -125,26 +125,30 @@ def parse_set(items: list[str] | None) -> dict:
 
 
 def sampler_for(method: str, prior, args):
-    """The method's planning preset, with ``--guidance``, ``--fusion`` and ``--set`` if given
-    (else the method's name). CoFi starts from the Scene preset (`SCENE_COFI`)."""
-    from cofi.planning.scene_plan import SCENE_COFI
+    """``(sampler, candidates)``: the method's name and ``--batch`` when no option changes it;
+    otherwise its planning preset with ``--guidance``, ``--fusion`` and ``--set``. With ``--set``,
+    ``--guidance`` or ``--prune``, CoFi starts from the Scene preset (`SCENE_COFI`, pruned to
+    `SCENE_COFI_KEEP` unless ``--prune`` says otherwise, `SCENE_COFI_BATCH` candidates unless
+    ``--batch``); ``--prune 1`` keeps every candidate."""
+    from cofi.planning.scene_plan import SCENE_COFI, SCENE_COFI_BATCH, SCENE_COFI_KEEP
 
-    over = dict(SCENE_COFI) if method == "cofi" and (args.set or args.guidance is not None or args.prune) else {}
+    preset = method == "cofi" and bool(args.set or args.guidance is not None or args.prune is not None)
+    over = dict(SCENE_COFI) if preset else {}
     over |= parse_set(args.set)
     if args.guidance is not None:
         over["guidance"] = args.guidance
     if args.fusion is not None:
         over["fusion"] = args.fusion == "on"
-    if not over and not args.prune:
-        return method
+    if not over and args.prune is None:
+        return method, args.batch
+    import cofi
     from cofi.planning.planner import planning_sampler
 
     sampler = planning_sampler(method, prior=prior, **over)
-    if args.prune:
-        import cofi
-
-        sampler = cofi.Pruned(sampler, keep=args.prune)
-    return sampler
+    keep = args.prune if args.prune is not None else (SCENE_COFI_KEEP if preset else 1.0)
+    if keep < 1.0:
+        sampler = cofi.Pruned(sampler, keep=keep)
+    return sampler, args.batch or (SCENE_COFI_BATCH if preset else None)
 
 
 def plan_stats(p, limits) -> tuple:
@@ -216,7 +220,8 @@ def open_loop(prior, args, seeds) -> None:
         for seed in seeds:
             for task in args.tasks:
                 obs, info = env.reset(seed=seed, options=dict(task_id=task))
-                out = plan_scene(prior, obs, info["goal"], sampler_for(method, prior, args), batch=args.batch,
+                sampler, batch = sampler_for(method, prior, args)
+                out = plan_scene(prior, obs, info["goal"], sampler, batch=batch,
                                  generator=torch.Generator().manual_seed(seed), select=args.select,
                                  constraint=args.constraint)
                 p = out.xy
@@ -256,7 +261,7 @@ def main() -> None:
                     help="sampler fields to override, e.g. --set inner=1 prune_at=0 (CDGS) or steps=40 (CoFi)")
     ap.add_argument("--prune", type=float, default=None, metavar="KEEP",
                     help="choose the plan among the KEEP fraction of candidates with the highest likelihood proxy "
-                         "(cofi.Pruned, CDGS's pruning rule); give --batch too")
+                         "(cofi.Pruned, CDGS's pruning rule; CoFi's Scene preset: 0.1; 1: no pruning)")
     ap.add_argument("--max-replans", type=int, default=10)
     ap.add_argument("--count", default="auto", help="windows per plan, or 'auto' (the default: fewer as the task's "
                     "conditions are met)")
@@ -305,8 +310,9 @@ def main() -> None:
                 if (label, task, seed) in done:
                     continue
                 t0 = time.perf_counter()
-                rec = run_scene_episode(env, prior, model, task, sampler_for(method, prior, args), seed=seed,
-                                        batch=args.batch, count=args.count if args.count == "auto" else int(args.count),
+                sampler, batch = sampler_for(method, prior, args)
+                rec = run_scene_episode(env, prior, model, task, sampler, seed=seed,
+                                        batch=batch, count=args.count if args.count == "auto" else int(args.count),
                                         max_replans=args.max_replans, replan_deviation=args.replan_deviation,
                                         replan_metric=args.replan_metric, tracking=args.tracking,
                                         replan_cube=args.replan_cube,

@@ -158,19 +158,25 @@ def test_plan_scene_applies_the_carry_constraint_by_default(data):
         plan_scene(prior, start, goal, "gsc", constraint="physics")
 
 
-def test_plan_scene_cofi_preset_fuses_forty_candidates(data):
-    """On Scene, ``cofi`` (or no sampler) is the planning preset with fusion and 40 candidates:
-    the executed plan's windows agree exactly over their overlaps; an explicit config or batch
-    is taken as given."""
+def test_plan_scene_cofi_preset_fuses_and_prunes_twenty_candidates(data):
+    """On Scene, ``cofi`` (or no sampler) is the planning preset with fusion and 4 refinement
+    rounds, 20 candidates, the plan chosen among the likeliest 2 (`cofi.Pruned`): the executed
+    plan's windows agree exactly over their overlaps and the others are out of the running; an
+    explicit config or batch is taken as given."""
+    import cofi
     from cofi.planning.planner import planning_sampler
-    from cofi.planning.scene_plan import SCENE_COFI_BATCH
+    from cofi.planning.scene_plan import SCENE_COFI, SCENE_COFI_BATCH, SCENE_COFI_KEEP, scene_layout
 
     path, obs = data
     prior = scene_prior(path, every=64)
     start, goal = obs[0, 0], obs[1, 500]
     out = plan_scene(prior, start, goal, generator=torch.Generator().manual_seed(0), count=2)
-    assert SCENE_COFI_BATCH == 40 and out.plans.shape[0] == 40 and out.method == "cofi"
+    assert SCENE_COFI_BATCH == 20 and out.plans.shape[0] == 20 and out.method == "cofi"
+    assert SCENE_COFI["refine_inner"] == 4 and SCENE_COFI_KEEP == 0.1
     assert float(out.overlap_error.max()) < 1e-10
+    assert int(torch.isinf(out.disagreement).sum()) == 18 and bool(torch.isfinite(out.disagreement[out.best]))
+    preset = cofi.Pruned(planning_sampler("cofi", prior=prior, **SCENE_COFI), keep=SCENE_COFI_KEEP)
+    assert out.nfe == preset.nfe(scene_layout(2), 20)
     cfg = planning_sampler("cofi", prior=prior)  # the generic preset: no fusion
     raw = plan_scene(prior, start, goal, cfg, batch=3, generator=torch.Generator().manual_seed(0), count=2)
     assert raw.plans.shape[0] == 3 and float(raw.overlap_error.max()) > 1e-6

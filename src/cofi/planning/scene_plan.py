@@ -25,11 +25,12 @@ from torch import Tensor
 from ..compose import compose
 from ..coupling import Pins
 from ..layout import Chain
+from ..samplers import Pruned
 from .planner import PlanResult, check_select, planning_sampler, reselect, resolve_planning
 from .scene import SCENE_PLAN_DIMS, scene_plan_space
 
 __all__ = ["SEGMENT_STEPS", "OVERLAP_STEPS", "STRIDE", "COUNT", "GOAL_DIMS", "load_scene_episodes", "scene_prior",
-           "scene_layout", "scene_pins", "CarryConstraint", "CONSTRAINTS", "SCENE_COFI", "SCENE_COFI_BATCH", "object_manipulation",
+           "scene_layout", "scene_pins", "CarryConstraint", "CONSTRAINTS", "SCENE_COFI", "SCENE_COFI_BATCH", "SCENE_COFI_KEEP", "object_manipulation",
            "object_effort", "plan_scene"]
 
 SEGMENT_STEPS = 128  # env steps of one local plan (Table 4)
@@ -160,11 +161,14 @@ class CarryConstraint:
 
 
 #: CoFi's preset on Scene-Play, where `plan_scene` is given ``"cofi"`` or no sampler: the planning
-#: preset (`cofi.planning.planning_sampler`) with the windows' estimates fused at every step, and
-#: 40 candidates. With the carry constraint the constraint's canvas correction then reaches windows
-#: that agree; CDGS fuses too (its message passing). GSC keeps its definition (no fusion).
-SCENE_COFI = dict(fusion=True)
-SCENE_COFI_BATCH = 40
+#: preset (`cofi.planning.planning_sampler`) with the windows' estimates fused at every step and 4
+#: denoise / re-noise rounds per refinement step (`cofi.CoFi.refine_inner`), 20 candidates, the plan
+#: chosen among the likeliest 10 % (`cofi.Pruned`: CDGS's inversion proxy). With the carry
+#: constraint the constraint's canvas correction then reaches windows that agree; CDGS fuses too
+#: (its message passing). GSC keeps its definition (no fusion). docs/scene.md measures each part.
+SCENE_COFI = dict(fusion=True, refine_inner=4)
+SCENE_COFI_BATCH = 20
+SCENE_COFI_KEEP = 0.1
 
 #: Constraints `plan_scene` knows by name.
 CONSTRAINTS = ("carry",)
@@ -197,7 +201,8 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
             ``unnormalize`` (`scene_prior`, or a trained `TrajectoryPrior`).
         start_obs, goal_obs: 40-dim observations (the goal's arm is ignored).
         sampler: a planning method (``cofi``, ``gsc``, ``cd``, ``cdgs``: `planning_sampler`; ``cofi``
-            with `SCENE_COFI`) or a sampler config; None: ``cofi``.
+            with `SCENE_COFI`, chosen among the likeliest `SCENE_COFI_KEEP` by `cofi.Pruned`) or
+            a sampler config; None: ``cofi``.
         count: windows N. batch: candidates (None: CoFi `SCENE_COFI_BATCH`, CDGS 40, else 16).
             generator: the only randomness.
         select: which candidate is the plan: ``overlap`` (the windows' lowest disagreement),
@@ -220,9 +225,12 @@ def plan_scene(prior, start_obs, goal_obs, sampler=None, *, count: int = COUNT, 
         constraint = CarryConstraint(prior)
     elif constraint is not None and not callable(constraint):
         raise TypeError(f"constraint must be one of {CONSTRAINTS}, None or a callable, got {type(constraint).__name__}")
-    if sampler is None or sampler == "cofi":
-        sampler, batch = planning_sampler("cofi", prior=prior, **SCENE_COFI), batch or SCENE_COFI_BATCH
+    preset = sampler is None or sampler == "cofi"
+    if preset:
+        sampler = Pruned(planning_sampler("cofi", prior=prior, **SCENE_COFI), keep=SCENE_COFI_KEEP)
+        batch = batch or SCENE_COFI_BATCH
     sampler, method, batch = resolve_planning(prior, sampler, batch)
+    method = "cofi" if preset else method
     layout = scene_layout(count)
     pins = scene_pins(prior, start_obs, goal_obs, hard=hard_pins)
     t0 = time.perf_counter()
