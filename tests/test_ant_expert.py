@@ -120,3 +120,10 @@ def test_stitch_check_runs_the_data_generators_episodes_with_the_expert():
     out = ae.stitch_check(ae.SAC(ae.SACConfig(hidden=16)), "antmaze-medium-stitch-v0", episodes=2)
     assert out["maze"] == "antmaze-medium-stitch-v0" and out["episodes"] == 2
     assert 0 <= out["reached"] <= 2 and out["rate"] == out["reached"] / 2
+
+
+def test_plot_training_writes_a_figure(tmp_path):
+    meta = dict(log=[dict(step=5000, train_return=None), dict(step=10000, train_return=1.5)],
+                evals=[dict(step=10000, direction_return=2.0)])
+    out = ae.plot_training(meta, tmp_path / "curve.png")
+    assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"

@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--expert", default=None,
                    help="antmaze only: the ant expert's training directory (python -m cofi.planning.ant_expert)")
+    g.add_argument("--threads", type=int, default=1,
+                   help="torch threads (antmaze: the expert's one-observation forward is fastest on one)")
     g.add_argument("--workers", type=int, default=1, help="scene-play-v0 only: processes sharing the chunks")
     g.add_argument("--no-resume", action="store_true",
                    help="scene-play-v0 only: regenerate the chunks already in <out>/scene-play-v0.parts")
@@ -27,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     add_train_args(t)
     args = p.parse_args(argv)
     if args.cmd == "generate":
+        import torch
+
+        torch.set_num_threads(args.threads)
         if args.env == "scene-play-v0":
             from .scene import generate_scene
 

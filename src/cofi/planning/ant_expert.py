@@ -366,6 +366,30 @@ def stitch_check(agent: SAC, maze: str = "antmaze-medium-stitch-v0", episodes: i
     return dict(maze=maze, **stats, rate=stats["reached"] / episodes)
 
 
+def plot_training(meta: dict, out: str | Path) -> Path:
+    """The training curve of a run's ``state.json``: the mean return of the last training
+    episodes (stochastic policy) and the deterministic evaluation return, per 1 000 steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log = [e for e in meta["log"] if e.get("train_return") is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot([e["step"] for e in log], [e["train_return"] for e in log], lw=1, label="training episodes (sampled)")
+    ax.plot([e["step"] for e in meta["evals"]], [e["direction_return"] for e in meta["evals"]], "o-",
+            label="evaluation (deterministic)")
+    ax.set_xlabel("environment steps (one update each)")
+    ax.set_ylabel("return per episode (≤ 1 000 steps)")
+    ax.set_title("SAC ant expert on online-ant-xy-v0", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m cofi.planning.ant_expert", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -382,7 +406,13 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--episodes", type=int, default=50)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=1)
+    f = sub.add_parser("plot", help="the training curve of a run as a figure")
+    f.add_argument("--model", required=True)
+    f.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    if args.cmd == "plot":
+        print(plot_training(json.loads((Path(args.model) / "state.json").read_text()), args.out))
+        return
     torch.set_num_threads(args.threads)
     if args.cmd == "train":
         train(args.out, args.steps, args.seed, args.save_every, args.eval_every)
