@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .control import WaypointController
+from .control import WaypointController, fit_actions
 
 __all__ = ["OBS_DIM", "ACTION_DIM", "AntInverseDynamics", "AntController", "train_ant_inverse_dynamics",
            "load_ant_arrays", "follow_episodes"]
@@ -182,25 +181,11 @@ def train_ant_inverse_dynamics(data: str | Path, out_dir: str | Path | None = No
         vo = torch.from_numpy(v["observations"].astype(np.float32))
         vx = model.inputs(vo, vo[torch.from_numpy(_target_rows(len(vo), offsets))][..., :2])
         vy = torch.from_numpy(v["actions"].astype(np.float32))
-    opt = torch.optim.AdamW(model.net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    t0, run, history = time.perf_counter(), 0.0, []
-    for step in range(1, steps + 1):
-        i = torch.randint(0, len(obs), (batch,), generator=g)
-        loss = torch.mean((torch.tanh(model.net(x_all[i])) - act[i]) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        run += loss.item()
-        if step % log_every == 0 or step == steps:
-            entry = dict(step=step, train_mse=run / (log_every if step % log_every == 0 else step % log_every))
-            run = 0.0
-            if vx is not None:
-                with torch.no_grad():
-                    entry["val_mse"] = float(torch.mean((torch.tanh(model.net(vx)) - vy) ** 2))
-            history.append(entry)
-            log(json.dumps(entry | dict(wall_s=round(time.perf_counter() - t0, 1))))
+    t0 = time.perf_counter()
+    history = fit_actions(model.net, lambda i: x_all[i], act, steps=steps, batch=batch, lr=lr, generator=g,
+                          log_every=log_every,
+                          validate=None if vx is None else (lambda: torch.mean((torch.tanh(model.net(vx)) - vy) ** 2)),
+                          log=lambda e: log(json.dumps(e | dict(wall_s=round(time.perf_counter() - t0, 1)))))
     model.eval().requires_grad_(False)
     info = dict(command=command, data=str(data), rows=len(obs), steps=steps, batch=batch, lr=lr, seed=seed,
                 val=None if val is None else str(val), history=history, train_s=round(time.perf_counter() - t0, 1),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["waypoint_action", "WaypointController"]
+__all__ = ["waypoint_action", "WaypointController", "fit_actions"]
 
 
 def waypoint_action(xy, waypoint, gain: float = 5.0) -> np.ndarray:
@@ -86,3 +86,39 @@ class WaypointController:
         self.update(xy)
         self.target = self.waypoint(xy)
         return waypoint_action(xy, self.target, self.gain)
+
+
+def fit_actions(net, inputs, actions, *, steps: int, batch: int, lr: float, generator, log_every: int,
+                validate=None, log=None) -> list[dict]:
+    """Regress ``actions (M, A)`` on ``tanh(net(inputs(rows)))`` by MSE: AdamW (weight decay
+    1e-4) with a cosine decay to 0 over ``steps``, ``batch`` rows drawn with ``generator``
+    each step. ``inputs(rows)`` builds the network's input for the drawn rows (it may draw
+    noise from the same generator). Every ``log_every`` steps (and at the end) the mean
+    training MSE since the last entry, and ``validate()`` as ``val_mse`` if given, are appended
+    to the returned history and passed to ``log(entry)``. The inverse-dynamics models of Scene
+    and AntMaze train with it."""
+    import math
+
+    import torch
+
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    run, history = 0.0, []
+    for step in range(1, steps + 1):
+        i = torch.randint(0, len(actions), (batch,), generator=generator)
+        loss = torch.mean((torch.tanh(net(inputs(i))) - actions[i]) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        run += loss.item()
+        if step % log_every == 0 or step == steps:
+            entry = dict(step=step, train_mse=run / (log_every if step % log_every == 0 else step % log_every))
+            run = 0.0
+            if validate is not None:
+                with torch.no_grad():
+                    entry["val_mse"] = float(validate())
+            history.append(entry)
+            if log is not None:
+                log(entry)
+    return history

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .control import fit_actions
 from .scene import DRAWER_SCALE, OBS_DIM, OBS_LAYOUT, SCENE_PLAN_DIMS, WINDOW_SCALE, XYZ_CENTER, XYZ_SCALE
 
 __all__ = [
@@ -426,35 +427,24 @@ def train_inverse_dynamics(data: str | Path, out_dir: str | Path | None = None, 
         vdata = (vo[sel], vo[vr[sel]][..., goal_dims], torch.from_numpy(v["actions"].astype(np.float32))[sel])
     log(f"invdyn: {n_episodes} episodes ({len(obs)} rows) from {data}, offsets {offsets}, gripper {gripper}, "
         f"loaded in {time.perf_counter() - t0:.1f} s", flush=True)
-    opt = torch.optim.AdamW(model.net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     t1 = time.perf_counter()
-    run_loss, history = 0.0, []
-    model.train()
-    for step in range(1, steps + 1):
-        i = torch.randint(0, len(obs), (batch,), generator=g)
+
+    def inputs(i):
         zg = zgoal_all[rows[i]].flatten(1)
         if goal_noise > 0:
             zg = zg + goal_noise * torch.randn(zg.shape, generator=g)
-        x = torch.cat([zobs[i], zg], 1)
-        loss = torch.mean((torch.tanh(model.net(x)) - act[i]) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        run_loss += loss.item()
-        if step % log_every == 0 or step == steps:
-            n = log_every if step % log_every == 0 else step % log_every
-            entry = dict(step=step, train_mse=run_loss / n)
-            run_loss = 0.0
-            if vdata is not None:
-                model.eval()
-                with torch.no_grad():
-                    entry["val_mse"] = float(torch.mean((model(vdata[0], vdata[1]) - vdata[2]) ** 2))
-                model.train()
-            history.append(entry)
-            log(f"invdyn: step {step}/{steps} " + " ".join(f"{a} {b:.5f}" for a, b in entry.items() if a != "step")
-                + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
+        return torch.cat([zobs[i], zg], 1)
+
+    def validate():
+        return torch.mean((model(vdata[0], vdata[1]) - vdata[2]) ** 2)
+
+    def report(entry):
+        log(f"invdyn: step {entry['step']}/{steps} " + " ".join(f"{a} {b:.5f}" for a, b in entry.items() if a != "step")
+            + f" ({time.perf_counter() - t1:.0f} s)", flush=True)
+
+    model.train()
+    history = fit_actions(model.net, inputs, act, steps=steps, batch=batch, lr=lr, generator=g, log_every=log_every,
+                          validate=None if vdata is None else validate, log=report)
     model.eval().requires_grad_(False)
     info = dict(command=command, data=str(data), episodes=n_episodes, rows=len(obs), steps=steps, batch=batch,
                 lr=lr, seed=seed, goal_noise=float(goal_noise), val=None if val is None else str(val),
