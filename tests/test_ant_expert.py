@@ -74,8 +74,9 @@ def test_state_round_trip_continues_identically(tmp_path):
 
 
 def test_load_agent_names_the_missing_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="state.safetensors"):
+    with pytest.raises(FileNotFoundError, match="state.safetensors") as e:
         ae.load_agent(tmp_path)
+    assert f"--out {tmp_path})" in str(e.value)
 
 
 def test_direction_task_rewards_displacement_along_the_direction():

@@ -201,12 +201,12 @@ def follow_episodes(model: AntInverseDynamics, data: str | Path, env_name: str, 
     """Restore ``episodes`` random episodes of ``data`` to their first state, give the controller
     their own x-y path as the plan for 201 steps, and count how often the ant ends within ``tol``
     of the path's end (and the median end distance)."""
-    import ogbench
+    from .data import make_data_env
 
     d = load_ant_arrays(data)
     if "qpos" not in d or "qvel" not in d:
         raise ValueError(f"{data}: needs qpos and qvel to restore episodes")
-    env = ogbench.make_env_and_datasets(env_name, env_only=True)
+    env = make_data_env(env_name)
     rng = np.random.default_rng(seed)
     n_eps = len(d["observations"]) // EPISODE_STEPS
     picks = rng.choice(n_eps, size=min(episodes, n_eps), replace=False)

@@ -175,8 +175,8 @@ class Replay:
 
 
 class SAC:
-    def __init__(self, cfg: SACConfig = SACConfig()):
-        self.cfg = cfg
+    def __init__(self, cfg: SACConfig | None = None):
+        self.cfg = cfg = cfg or SACConfig()
         self.actor = Actor(cfg.hidden)
         self.critic = TwinCritic(cfg.hidden)
         self.target = TwinCritic(cfg.hidden)
@@ -248,13 +248,14 @@ class SAC:
 
 
 def save_agent(agent: SAC, out: Path, meta: dict) -> None:
-    from safetensors.torch import save_file
+    """``state.safetensors`` and ``state.json`` in ``out``, each written atomically."""
+    from safetensors.torch import save
+
+    from ..priors.trajectory import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
-    save_file(agent.tensors(), str(out / "state.safetensors.tmp"))
-    (out / "state.safetensors.tmp").replace(out / "state.safetensors")
-    (out / "state.json.tmp").write_text(json.dumps(meta, indent=1))
-    (out / "state.json.tmp").replace(out / "state.json")
+    atomic_write(out / "state.safetensors", save(agent.tensors()))
+    atomic_write(out / "state.json", json.dumps(meta, indent=1).encode())
 
 
 def load_agent(path: str | Path) -> tuple[SAC, dict]:
@@ -264,7 +265,7 @@ def load_agent(path: str | Path) -> tuple[SAC, dict]:
     path = Path(path)
     if not (path / "state.safetensors").exists():
         raise FileNotFoundError(f"no ant expert in {path}: expected state.safetensors and state.json "
-                                "(python -m cofi.planning.ant_expert train --out {path})")
+                                f"(python -m cofi.planning.ant_expert train --out {path})")
     meta = json.loads((path / "state.json").read_text())
     agent = SAC(SACConfig(**meta["config"]))
     agent.load_tensors(load_file(str(path / "state.safetensors")))
