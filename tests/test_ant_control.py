@@ -66,3 +66,24 @@ def test_controller_targets_lie_ahead_of_progress_and_follow_episodes_runs(small
     np.testing.assert_array_equal(c.target, [8.0, 0.0])  # 5 points ahead of the progress index
     out = AC.follow_episodes(m, small[1], NAME, episodes=1)
     assert out["episodes"] == 1 and 0 <= out["reached"] <= 1
+
+
+def test_shipped_model_loads_and_drives_an_antmaze_episode():
+    from cofi.planning.evaluate import evaluate
+    from test_planning_exec import TinyTrajectoryPrior
+
+    m = AC.AntInverseDynamics.from_pretrained()  # the shipped antmaze-invdyn
+    assert m.offsets == (8, 16) and m.train_config["steps"] >= 1000
+    assert float(m.train_config["history"][-1]["val_mse"]) < 0.1
+    factory = AC.ant_controller(m)
+    assert isinstance(factory(np.zeros((5, 2))), AC.AntController) and factory.model is m
+    prior = TinyTrajectoryPrior(env_name=NAME)
+    recs = evaluate(NAME, prior, "gsc", tasks=(1,), steps=2, batch=1, max_steps=40, max_replans=1, keep_paths=True)
+    r = recs[0]
+    assert r.env_name == NAME and r.steps == 40 and r.path.shape == (41, 2)
+    assert r.windows[0].shape[0] == 4  # the ant's medium count
+    assert np.linalg.norm(r.path[-1] - r.path[0]) > 0.05  # the model moved the ant
+    with pytest.raises(ValueError, match="factory"):
+        evaluate(NAME, prior, "gsc", tasks=(1,), steps=2, batch=1, max_steps=5, controller=dict(gain=2.0))
+    with pytest.raises(FileNotFoundError, match="antmaze-invdyn"):
+        AC.AntInverseDynamics.from_pretrained("no/such/dir")

@@ -75,7 +75,26 @@ def test_env_names_and_counts():
     with pytest.raises(ValueError, match="unknown maze"):
         parse_env_name("pointmaze-huge-stitch-v0")
     with pytest.raises(ValueError, match="unknown maze"):
-        default_count("antmaze-giant-stitch-v0")
+        default_count("antmaze-huge-stitch-v0")
+
+
+def test_antmaze_names_counts_and_maze():
+    from cofi.planning.maze import agent_of
+
+    assert parse_env_name("antmaze-giant-stitch-v0") == ("giant", "antmaze-giant-v0")
+    assert parse_env_name("antmaze-medium-v0") == ("medium", "antmaze-medium-v0")
+    assert [agent_of(n) for n in ("antmaze-large-stitch-v0", "pointmaze-large-stitch-v0", "large")] == \
+        ["ant", "point", "point"]
+    # the ant covers ~2/3 of the point's distance per window: more windows per route
+    ant = [default_count(f"antmaze-{m}-stitch-v0") for m in ("medium", "large", "giant")]
+    point = [default_count(f"pointmaze-{m}-stitch-v0") for m in ("medium", "large", "giant")]
+    assert all(a > p for a, p in zip(ant, point))
+    am, pm = Maze.from_name("antmaze-medium-stitch-v0"), Maze.from_name(MEDIUM)
+    np.testing.assert_array_equal(am.maze_map, pm.maze_map)  # the same map, another agent
+    assert (am.agent, am.goal_tol, pm.agent, pm.goal_tol) == ("ant", 0.5, "point", 1.0)
+    p = TinyTrajectoryPrior(env_name="antmaze-medium-stitch-v0")
+    out = plan(p, (0, 0), (20, 20), planning_sampler("gsc", steps=2), batch=1)
+    assert out.layout.count == default_count("antmaze-medium-stitch-v0")
 
 
 def test_maze_cells_and_coordinates(maze):
@@ -425,6 +444,26 @@ def test_replan_count():
     assert replan_count(2, 8, 0.5, moved=0.2) == 3  # stuck where the plan started: one window more ...
     assert replan_count(8, 8, 0.5, moved=0.0) == 8  # ... at most N
     assert replan_count(2, 8, 0.5, moved=0.5, min_move=0.4) == 1
+
+
+def test_evaluate_takes_a_controller_factory_that_reads_the_observation(prior):
+    seen = []
+
+    class Still(WaypointController):  # records what it is given, never moves
+        def act(self, ob):
+            seen.append(np.array(ob))
+            self.update(ob[:2])
+            return np.zeros(2)
+
+    recs = evaluate(MEDIUM, prior, "gsc", tasks=(1,), steps=2, batch=1, max_steps=50, max_replans=1,
+                    stall_steps=10, controller=lambda plan_xy: Still(plan_xy), keep_paths=True)
+    r = recs[0]
+    assert not r.success and r.steps == 50 and len(seen) == 50 + r.replans
+    np.testing.assert_allclose(seen[0], r.path[0])  # the point's observation is its xy
+    assert np.ptp(r.path, axis=0).max() < 0.5  # a still agent
+    assert r.replans == 1  # it stalls, replans once (max_replans), then stands
+    with pytest.raises(TypeError, match="controller"):
+        evaluate(MEDIUM, prior, "gsc", tasks=(1,), steps=2, batch=1, max_steps=5, controller=3)
 
 
 def test_evaluate_errors(prior):

@@ -29,13 +29,15 @@ from torch import Tensor, nn
 
 from .control import WaypointController, fit_actions
 
-__all__ = ["OBS_DIM", "ACTION_DIM", "AntInverseDynamics", "AntController", "train_ant_inverse_dynamics",
+__all__ = ["OBS_DIM", "ACTION_DIM", "CHECKPOINT", "AntInverseDynamics", "ant_controller", "AntController", "train_ant_inverse_dynamics",
            "load_ant_arrays", "follow_episodes"]
 
 OBS_DIM = 29
 ACTION_DIM = 8
 EPISODE_STEPS = 201
 TARGET_SCALE = 4.0  # one maze cell: relative targets enter the network in cells
+CHECKPOINT = "antmaze-invdyn"  # the shipped model, in src/cofi/checkpoints/
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 class AntInverseDynamics(nn.Module):
@@ -106,13 +108,14 @@ class AntInverseDynamics(nn.Module):
         return d
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "AntInverseDynamics":
+    def from_pretrained(cls, directory: str | Path = CHECKPOINT) -> "AntInverseDynamics":
+        """Load a `save_pretrained` directory, or the shipped model by its name ``antmaze-invdyn``."""
         from ..priors.trajectory import read_json, read_safetensors
 
-        d = Path(directory)
+        d = _PACKAGE_DIR / CHECKPOINT if str(directory) == CHECKPOINT else Path(directory)
         if not (d / "model.safetensors").is_file() or not (d / "config.json").is_file():
             raise FileNotFoundError(f"no ant inverse-dynamics checkpoint at {directory!r} (need model.safetensors "
-                                    "and config.json)")
+                                    f"and config.json); shipped name: {CHECKPOINT}")
         cfg = read_json(d / "config.json")
         model = cls(**{k: cfg[k] for k in ("offsets", "hidden", "depth")})
         model.load_state_dict(read_safetensors(d / "model.safetensors")[0])
@@ -138,6 +141,20 @@ class AntController(WaypointController):
         targets = self.plan[[min(self.index + k, last) for k in self.model.offsets]]
         self.target = targets[-1]
         return self.model.act(obs, targets)
+
+
+def ant_controller(model: AntInverseDynamics | str | Path = CHECKPOINT, *, window: int = 40):
+    """A controller factory for `cofi.planning.run_episode` / `evaluate`: ``plan_xy ->``
+    `AntController` with ``model`` (an `AntInverseDynamics`, a checkpoint directory, or the
+    shipped ``antmaze-invdyn``)."""
+    if not isinstance(model, AntInverseDynamics):
+        model = AntInverseDynamics.from_pretrained(model)
+
+    def factory(plan) -> AntController:
+        return AntController(model, plan, window=window)
+
+    factory.model = model
+    return factory
 
 
 def load_ant_arrays(path: str | Path) -> dict[str, np.ndarray]:

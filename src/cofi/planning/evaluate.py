@@ -1,4 +1,4 @@
-"""Plan, execute and replan on OGBench's PointMaze evaluation tasks.
+"""Plan, execute and replan on OGBench's PointMaze and AntMaze evaluation tasks.
 
 One episode: reset to task i (``env.reset(options=dict(task_id=i, render_goal=False))``;
 OGBench adds uniform noise of ±1 to the start and the goal), plan from the agent's
@@ -7,26 +7,35 @@ current position when the agent deviates more than ``replan_distance`` from the 
 or stalls (no progress along it for ``stall_steps``), at most ``max_replans`` times, with
 as many windows as the rest of the abandoned plan had (one more than that plan if the agent is
 still where it started, `replan_count`).
-Success is the environment's ``info["success"]`` (within 1.0 of the goal); an episode
-ends at success or after ``max_steps`` (1000, OGBench's limit).
+Success is the environment's ``info["success"]`` (within 1.0 of the goal for the point, 0.5
+for the ant); an episode ends at success or after ``max_steps`` (1000, OGBench's limit).
+The point follows its plan with `WaypointController`; the ant with `AntController`, the shipped
+inverse-dynamics model (`cofi.planning.ant_control`), and replans at a larger deviation and
+after a longer stall (`ANT_EXECUTION`): its gait sways the torso by more than the point's
+whole tracking error.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
 
 from .control import WaypointController
-from .maze import Maze, parse_env_name
+from .maze import Maze, agent_of, parse_env_name
 from .planner import METHODS, PlanResult, check_select, default_batch, default_count, plan, planning_sampler
 
 __all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "replan_count", "evaluate", "summarize",
-           "markdown_table"]
+           "markdown_table", "POINT_EXECUTION", "ANT_EXECUTION"]
+
+#: Replanning thresholds per agent: deviation from the plan (maze units) and steps without
+#: progress along it that trigger a replan.
+POINT_EXECUTION = dict(replan_distance=1.0, stall_steps=40)
+ANT_EXECUTION = dict(replan_distance=2.0, stall_steps=60)
 
 
 @dataclass
@@ -103,6 +112,30 @@ def _reset(env, task: int, env_seed: int):
     return ob
 
 
+def _problem(env, task: int, seed: int, episode: int, device):
+    env_seed, plan_seed = _episode_seeds(seed, task, episode)
+    ob = np.asarray(_reset(env, task, env_seed), dtype=np.float64)
+    goal = np.asarray(env.unwrapped.cur_goal_xy, dtype=np.float64)
+    return ob, goal, torch.Generator(device=device).manual_seed(plan_seed)
+
+
+def _controller_factory(controller, agent: str) -> Callable:
+    """``plan_xy -> controller`` from `run_episode`'s ``controller`` argument."""
+    if callable(controller):
+        return controller
+    if agent == "ant":
+        if controller:
+            raise ValueError("controller: the ant takes a factory (cofi.planning.ant_control.ant_controller), "
+                             f"not keyword arguments {sorted(controller)}")
+        from .ant_control import ant_controller
+
+        return ant_controller()
+    if controller is not None and not isinstance(controller, dict):
+        raise TypeError(f"controller must be a dict of WaypointController arguments or a callable plan -> "
+                        f"controller, got {type(controller).__name__}")
+    return lambda plan_xy: WaypointController(plan_xy, **(controller or {}))
+
+
 def episode_problem(env, task: int, seed: int = 0, episode: int = 0, device="cpu"):
     """The planning problem that `run_episode` starts from, without executing anything.
 
@@ -111,11 +144,8 @@ def episode_problem(env, task: int, seed: int = 0, episode: int = 0, device="cpu
     torch generator of the first plan. Use it to study first plans (e.g. sampler settings)
     on the evaluation's own starts, goals and noise.
     """
-    env_seed, plan_seed = _episode_seeds(seed, task, episode)
-    ob = _reset(env, task, env_seed)
-    goal = np.asarray(env.unwrapped.cur_goal_xy, dtype=np.float64)
-    gen = torch.Generator(device=device).manual_seed(plan_seed)
-    return np.asarray(ob[:2], dtype=np.float64), goal, gen
+    ob, goal, gen = _problem(env, task, seed, episode, device)
+    return ob[:2].copy(), goal, gen
 
 
 def replan_count(previous: int, count: int, progress: float, moved: float, min_move: float = 1.0) -> int:
@@ -146,9 +176,9 @@ def run_episode(
     maze: Maze | None = None,
     max_steps: int = 1000,
     max_replans: int = 10,
-    replan_distance: float = 1.0,
-    stall_steps: int = 40,
-    controller: dict | None = None,
+    replan_distance: float | None = None,
+    stall_steps: int | None = None,
+    controller: dict | Callable | None = None,
     keep_paths: bool = False,
     progress: bool = False,
     env_name: str = "",
@@ -165,9 +195,22 @@ def run_episode(
     stuck in a dead end, whose remaining plan was too short to lead out, gets longer plans
     rather than the same short one again. ``select``: how each plan's candidate is chosen
     (`plan`).
+
+    ``controller``: keyword arguments of `WaypointController` (the point), or a factory
+    ``plan_xy (L, 2) -> controller`` whose ``act(observation)`` returns the action and whose
+    ``index``, ``deviation`` and ``plan`` track progress (`WaypointController`'s); for the ant
+    (an ``antmaze`` env) None means the shipped inverse dynamics
+    (`cofi.planning.ant_control.ant_controller`). ``replan_distance`` and ``stall_steps``
+    default to the agent's (`POINT_EXECUTION`, `ANT_EXECUTION`).
     """
+    agent = agent_of(env.spec.id if getattr(env, "spec", None) is not None else env_name or "point")
+    defaults = ANT_EXECUTION if agent == "ant" else POINT_EXECUTION
+    replan_distance = defaults["replan_distance"] if replan_distance is None else replan_distance
+    stall_steps = defaults["stall_steps"] if stall_steps is None else stall_steps
+    make_controller = _controller_factory(controller, agent)
     maze = Maze.from_env(env) if maze is None else maze
-    xy, goal, gen = episode_problem(env, task, seed, episode, device=prior.alphas_cumprod.device)
+    ob, goal, gen = _problem(env, task, seed, episode, device=prior.alphas_cumprod.device)
+    xy = ob[:2].copy()
 
     def new_plan(from_xy, n) -> PlanResult:
         return plan(prior, from_xy, goal, sampler, count=n, batch=batch, generator=gen,
@@ -177,12 +220,12 @@ def run_episode(
     check = maze.check_plan(first.xy, goal)
     plans = [first]
     plan_starts, plan_steps = [xy.copy()], [0]
-    ctrl = WaypointController(first.xy, **(controller or {}))
+    ctrl = make_controller(first.xy)
     path = [xy.copy()]
     success, steps, replans = False, 0, 0
     best_index, since_progress = 0, 0
     while steps < max_steps:
-        action = ctrl.act(xy)
+        action = ctrl.act(ob)
         if ctrl.index > best_index:
             best_index, since_progress = ctrl.index, 0
         else:
@@ -198,12 +241,13 @@ def run_episode(
             plans.append(new_plan(xy, n))
             plan_starts.append(xy.copy())
             plan_steps.append(steps)
-            ctrl = WaypointController(plans[-1].xy, **(controller or {}))
+            ctrl = make_controller(plans[-1].xy)
             best_index, since_progress = 0, 0
-            action = ctrl.act(xy)
+            action = ctrl.act(ob)
         ob, _, terminated, truncated, info = env.step(action)
         steps += 1
-        xy = np.asarray(ob[:2], dtype=np.float64)
+        ob = np.asarray(ob, dtype=np.float64)
+        xy = ob[:2].copy()
         path.append(xy.copy())
         if info.get("success", 0.0) > 0:
             success = True
@@ -238,9 +282,9 @@ def evaluate(
     batch: int | None = None,
     max_steps: int = 1000,
     max_replans: int = 10,
-    replan_distance: float = 1.0,
-    stall_steps: int = 40,
-    controller: dict | None = None,
+    replan_distance: float | None = None,
+    stall_steps: int | None = None,
+    controller: dict | Callable | None = None,
     keep_paths: bool = False,
     progress: bool = False,
     log=None,
@@ -249,7 +293,7 @@ def evaluate(
     """Run ``method`` on the maze's evaluation tasks: every task × seed × episode.
 
     Args:
-        env_name: ``pointmaze-{medium,large,giant}-stitch-v0``.
+        env_name: ``pointmaze-{medium,large,giant}-stitch-v0`` or ``antmaze-...``.
         prior: the trajectory prior (e.g. ``TrajectoryPrior.from_pretrained(env_name[:-3])``).
         method: ``cofi`` / ``gsc`` / ``cd`` / ``cdgs`` (the `planning_sampler` preset), used when
             ``sampler`` is None; otherwise only the records' label.
@@ -258,8 +302,11 @@ def evaluate(
             noise are functions of (seed, task, episode) alone.
         sampler: a sampler config overriding the preset; ``steps`` changes the preset's steps.
         count, batch: windows N (default per maze) and candidates (16, CDGS 40).
-        max_steps, max_replans, replan_distance, stall_steps: execution (module docstring).
-        controller: keyword arguments of `WaypointController` (gain, ahead, window).
+        max_steps, max_replans, replan_distance, stall_steps: execution (module docstring;
+            None: the agent's defaults).
+        controller: keyword arguments of `WaypointController` (gain, ahead, window), or a
+            factory ``plan_xy -> controller`` (`run_episode`); the ant's default is the shipped
+            inverse dynamics.
         keep_paths: keep executed paths, plans and their windows in the records (figures).
         progress: progress bars while planning. ``log``: called with each finished record.
         select: how each plan's candidate is chosen (`plan`: ``overlap`` or ``consistency``; None: the prior's
@@ -279,10 +326,11 @@ def evaluate(
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         sampler = planning_sampler(method, prior=prior, **({} if steps is None else {"steps": steps}))
-    count = default_count(maze_type) if count is None else count
+    count = default_count(env_name) if count is None else count
     batch = default_batch(method, prior) if batch is None and method in METHODS else (batch or 16)
     env = make_env(env_name)
     maze = Maze.from_env(env)
+    controller = _controller_factory(controller, agent_of(env_name))  # loads a model once, not per episode
     records = []
     try:
         for seed in seeds:

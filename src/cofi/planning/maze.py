@@ -1,4 +1,7 @@
-"""PointMaze geometry: maze names, free cells, xy <-> cell, wall-crossing checks of plans.
+"""Maze geometry: maze names, free cells, xy <-> cell, wall-crossing checks of plans.
+
+PointMaze and AntMaze share their maps and geometry; only the agent (and its goal tolerance:
+1.0 for the point, 0.5 for the ant) differs.
 
 OGBench's maze is a grid of ``unit × unit`` cells; ``maze_map[i, j] == 1`` is a wall.
 Cell ``(i, j)`` (row i runs along y, column j along x) is centred at
@@ -14,26 +17,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Maze", "PlanCheck", "parse_env_name", "MAZE_TYPES", "AGENT_RADIUS"]
+__all__ = ["Maze", "PlanCheck", "parse_env_name", "agent_of", "MAZE_TYPES", "AGENTS", "AGENT_RADIUS"]
 
 MAZE_TYPES = ("medium", "large", "giant")
+AGENTS = ("point", "ant")
 AGENT_RADIUS = 0.7  # ogbench/locomaze/assets/point.xml: the point body's sphere
-_NAME = re.compile(r"^pointmaze-(?P<maze>[a-z]+)(?:-(?P<data>[a-z]+))?-v(?P<version>\d+)$")
+_NAME = re.compile(r"^(?P<agent>point|ant)maze-(?P<maze>[a-z]+)(?:-(?P<data>[a-z]+))?-v(?P<version>\d+)$")
 
 
 def parse_env_name(env_name: str) -> tuple[str, str]:
     """``"pointmaze-giant-stitch-v0"`` (or ``"pointmaze-giant-v0"``, ``"giant"``) ->
-    ``("giant", "pointmaze-giant-v0")``: the maze type and the gymnasium environment id."""
+    ``("giant", "pointmaze-giant-v0")``: the maze type and the gymnasium environment id.
+    ``"antmaze-giant-stitch-v0"`` -> ``("giant", "antmaze-giant-v0")``; a bare maze type is
+    PointMaze's."""
     if not isinstance(env_name, str):
         raise TypeError(f"env_name must be a string such as 'pointmaze-giant-stitch-v0', got {type(env_name).__name__}")
     name = env_name.strip()
     m = _NAME.match(name)
     maze = m.group("maze") if m else name
     version = m.group("version") if m else "0"
+    agent = m.group("agent") if m else "point"
     if maze not in MAZE_TYPES:
-        valid = ", ".join(f"pointmaze-{t}-stitch-v0" for t in MAZE_TYPES)
+        valid = ", ".join(f"{a}maze-{t}-stitch-v0" for a in AGENTS for t in MAZE_TYPES)
         raise ValueError(f"unknown maze {env_name!r}; expected one of {valid} (or just {', '.join(MAZE_TYPES)})")
-    return maze, f"pointmaze-{maze}-v{version}"
+    return maze, f"{agent}maze-{maze}-v{version}"
+
+
+def agent_of(env_name: str) -> str:
+    """``"point"`` or ``"ant"``: the agent of a maze name (`parse_env_name`'s rules)."""
+    return parse_env_name(env_name)[1].split("maze-")[0]
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class Maze:
         offset: ``(offset_x, offset_y)``: cell ``(i, j)`` is centred at ``(j·unit − offset_x, i·unit − offset_y)``.
         goal_tol: success radius of the environment (1.0 for the point agent).
         name: the maze type (``medium``, ``large``, ``giant``) if known.
+        agent: ``point`` or ``ant`` (the mazes are the same; the goal tolerance differs).
     """
 
     maze_map: np.ndarray
@@ -64,6 +77,7 @@ class Maze:
     offset: tuple[float, float] = (4.0, 4.0)
     goal_tol: float = 1.0
     name: str = ""
+    agent: str = "point"
 
     # ------------------------------------------------------------- construction
     @staticmethod
@@ -76,11 +90,13 @@ class Maze:
             offset=(float(u._offset_x), float(u._offset_y)),
             goal_tol=float(u._goal_tol),
             name=str(getattr(u, "_maze_type", "")),
+            agent=agent_of(env.spec.id) if getattr(env, "spec", None) is not None else "point",
         )
 
     @staticmethod
     def from_name(env_name: str) -> "Maze":
-        """The maze of ``env_name`` (e.g. ``pointmaze-giant-stitch-v0``), read from ogbench."""
+        """The maze of ``env_name`` (e.g. ``pointmaze-giant-stitch-v0``, ``antmaze-giant-stitch-v0``),
+        read from ogbench."""
         maze, env_id = parse_env_name(env_name)
         return _maze_from_env_id(env_id)
 

@@ -23,7 +23,7 @@ from ..presets import Preset, resolve
 from ..samplers import CDGS, GSC, CoFi
 from ..steps import self_consistency
 from .data import HORIZON_STEPS, OVERLAP_STEPS
-from .maze import Maze, parse_env_name
+from .maze import Maze, agent_of, parse_env_name
 
 __all__ = [
     "HORIZON", "OVERLAP", "METHODS", "PRESETS", "PlanResult", "default_count", "default_batch",
@@ -35,6 +35,9 @@ HORIZON = HORIZON_STEPS  # env steps of one local plan
 OVERLAP = OVERLAP_STEPS  # env steps shared by adjacent windows
 METHODS = ("cofi", "gsc", "cd", "cdgs")
 _COUNT = {"medium": 3, "large": 6, "giant": 8}
+# the ant walks at ~0.13 units per step against the point's ~0.19 in its stitch data: a window
+# covers ~2/3 of the distance, so a route takes more of them
+_ANT_COUNT = {"medium": 4, "large": 8, "giant": 11}
 
 # Planning presets (docs/planning.md, "Settings"). DDIM with stochasticity η = 1, overlap
 # guidance in every step, no fusion in the loop (blending of the final plans only).
@@ -48,8 +51,9 @@ BATCH = 16
 
 
 def default_count(env_name: str) -> int:
-    """Windows N of the plan for a maze: 3 / 6 / 8 for medium / large / giant."""
-    return _COUNT[parse_env_name(env_name)[0]]
+    """Windows N of the plan for a maze: 3 / 6 / 8 for PointMaze medium / large / giant, 4 / 8 / 11
+    for AntMaze's."""
+    return (_ANT_COUNT if agent_of(env_name) == "ant" else _COUNT)[parse_env_name(env_name)[0]]
 
 
 def default_batch(method: str, prior=None) -> int:
@@ -303,7 +307,7 @@ def plan(
     if count is None:
         if maze_ is None or not maze_.name:
             raise ValueError("count is None and the maze is unknown: pass count= or maze='pointmaze-...-v0'")
-        count = default_count(maze_.name)
+        count = default_count(f"{maze_.agent}maze-{maze_.name}-v0")
     sampler, method, batch = resolve_planning(prior, sampler, batch)
     layout = planning_layout(int(count), stride)
 
