@@ -1,4 +1,4 @@
-"""PointMaze planning benchmark: success, open-loop validity, NFE and planning time.
+"""PointMaze and AntMaze planning benchmark: success, open-loop validity, NFE and planning time.
 
     python benchmarks/planning.py                                   # all mazes x methods, 5 tasks x 1 episode
     python benchmarks/planning.py --mazes giant --methods cofi gsc --episodes 2 --seeds 0 1
@@ -6,15 +6,16 @@
     python benchmarks/planning.py --mazes giant --figure docs/figures/pointmaze_giant.png
     python benchmarks/planning.py --from-json runs/a.jsonl runs/b.jsonl     # tables of saved records
     python benchmarks/planning.py --prior closed-form --data data            # the EmpiricalPrior of the data
+    python benchmarks/planning.py --agent ant --mazes medium                 # AntMaze (antmaze-medium-stitch)
 
 Per maze x method: success rate over tasks x episodes x seeds (with counts), open-loop
 validity of the first plan, replans, NFE and wall time per plan. Prints markdown
 tables; ``--json`` appends one line per episode and is resumable: a (task, seed) whose
 episodes the file already holds for the same maze and label is read back, not run again.
 Priors: the shipped
-``pointmaze-{maze}-stitch`` checkpoints, ``--checkpoint-dir DIR`` holding
-``pointmaze-{maze}-stitch/``, or ``--prior closed-form``: the exact posterior mean over
-the padded, strided windows of ``--data/pointmaze-{maze}-stitch-v0.npz`` (regenerate with
+``{agent}maze-{maze}-stitch`` checkpoints, ``--checkpoint-dir DIR`` holding
+``{agent}maze-{maze}-stitch/``, or ``--prior closed-form``: the exact posterior mean over
+the padded, strided windows of ``--data/{agent}maze-{maze}-stitch-v0.npz`` (regenerate with
 ``python -m cofi.planning generate``), top-k 64 and consensus coupling κ = 5 by default
 (``--consensus 0``: off) for the methods that condition on neighbours (CoFi, CD, CDGS; GSC
 composes unconditional scores, see `planning_sampler`). For a U-Net trained with
@@ -35,7 +36,7 @@ import torch
 def load_prior(maze: str, args):
     """The shipped U-Net (``--prior unet``) or the closed-form `EmpiricalPrior` over the
     regenerated stitch data in ``--data`` (``--prior closed-form``)."""
-    name = f"pointmaze-{maze}-stitch"
+    name = f"{args.agent}maze-{maze}-stitch"
     if args.prior == "closed-form":
         from cofi.priors import EmpiricalPrior
 
@@ -82,6 +83,7 @@ def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=Fals
         sampler = planning_sampler(method, prior=prior, guidance=args.guidance, **({"steps": steps} if steps else {}))
     batch = args.cdgs_population if method == "cdgs" else args.batch
     kw = dict(episodes=args.episodes, sampler=sampler, steps=steps, batch=batch, max_replans=args.max_replans,
+              count=args.count,
               keep_paths=keep_paths, log=log, select=args.select)
     done = recorded(args.json, env_name, label or method)
     if not done:
@@ -142,6 +144,8 @@ def figure(env_name, prior, method, args):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agent", choices=("point", "ant"), default="point",
+                    help="pointmaze-* or antmaze-* (the ant executes with the shipped antmaze-invdyn)")
     ap.add_argument("--mazes", nargs="+", default=["medium", "large", "giant"])
     ap.add_argument("--methods", nargs="+", default=["cofi", "gsc", "cd", "cdgs"],
                     help="cd runs only with a prior that has consensus coupling (the closed-form prior)")
@@ -151,6 +155,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps of CoFi and GSC (preset: 20)")
     ap.add_argument("--cdgs-steps", type=int, default=None, help="DDIM steps of CDGS (preset: 20)")
     ap.add_argument("--max-replans", type=int, default=10)
+    ap.add_argument("--count", type=int, default=None, help="windows per plan (default: the maze's, default_count)")
+    ap.add_argument("--label", default=None,
+                    help="records and rows are labelled '<method> <label>' (a variant beside the presets)")
     ap.add_argument("--guidance", type=float, default=None,
                     help="overlap guidance weight (default: the prior's planning_guidance, else 20)")
     ap.add_argument("--batch", type=int, default=None, help="candidates of CoFi and GSC (preset: 16)")
@@ -189,10 +196,10 @@ def main() -> None:
             print(f"\n### {env_name}\n")
             print(markdown_table(summarize([r for r in recs if r.env_name == env_name])))
         return
-    print(f"# PointMaze planning ({'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}); "
+    print(f"# {'AntMaze' if args.agent == 'ant' else 'PointMaze'} planning ({'cuda' if torch.cuda.is_available() else 'cpu'}, torch {torch.__version__}); "
           f"tasks {args.tasks}, episodes {args.episodes}, seeds {args.seeds}", flush=True)
     for maze in args.mazes:
-        env_name = f"pointmaze-{maze}-stitch-v0"
+        env_name = f"{args.agent}maze-{maze}-stitch-v0"
         prior = load_prior(maze, args)
         if args.figure:
             figure(env_name, prior, args.methods[0], args)
@@ -212,7 +219,8 @@ def main() -> None:
                           file=sys.stderr, flush=True)
                     continue
             t0 = time.perf_counter()
-            rows += summarize(run(env_name, prior, method, args))
+            rows += summarize(run(env_name, prior, method, args,
+                                  label=f"{method} {args.label}" if args.label else None))
             print(f"  {maze} {method}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         print(f"\n### {env_name}\n")
         print(markdown_table(rows), flush=True)

@@ -7,6 +7,7 @@ Loads the shipped 160-step trajectory prior of the maze, composes N windows of i
 start-to-goal plan (8 for giant), follows the plan with a waypoint controller, replans
 when the agent strays more than 1.0 from it, and writes a figure of the plans it executed
 (the first plan and each replan, older ones fainter) with the path it walked.
+`examples/antmaze.py` runs the same script for the ant.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import argparse
 import time
 
 
-def main() -> None:
+def main(argv: list[str] | None = None, *, env: str = "pointmaze-giant-stitch-v0", out: str = "pointmaze_plan.png",
+         description: str = __doc__) -> None:
     from cofi.planning.planner import METHODS
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--env", default="pointmaze-giant-stitch-v0",
-                    help="pointmaze-{medium,large,giant}-stitch-v0")
+    ap = argparse.ArgumentParser(description=description.splitlines()[0])
+    ap.add_argument("--env", default=env,
+                    help="pointmaze-{medium,large,giant}-stitch-v0 or antmaze-{medium,large,giant}-stitch-v0")
     ap.add_argument("--task", type=int, default=1, help="OGBench evaluation task 1..5")
     ap.add_argument("--method", default="cofi", choices=METHODS,
                     help="cd (CompDiffuser-style GSC with neighbour-conditioned scores) needs --closed-form")
@@ -34,18 +36,18 @@ def main() -> None:
     ap.add_argument("--closed-form", default=None, metavar="NPZ",
                     help="plan with the closed-form EmpiricalPrior of this stitch dataset instead "
                          "(e.g. data/pointmaze-giant-stitch-v0.npz from `python -m cofi.planning generate`)")
-    ap.add_argument("--out", default="pointmaze_plan.png", help="figure path (PNG)")
+    ap.add_argument("--out", default=out, help="figure path (PNG)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (the small U-Net plans fastest on one; two threads on a busy 2-core "
                          "machine ran many times slower)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
 
     from cofi.planning.evaluate import make_env, run_episode
-    from cofi.planning.maze import Maze, parse_env_name
+    from cofi.planning.maze import Maze, agent_of, parse_env_name
     from cofi.planning.planner import default_batch, default_count, planning_sampler
     from cofi.priors import EmpiricalPrior, TrajectoryPrior
     from cofi.viz import plot_episode
@@ -54,12 +56,12 @@ def main() -> None:
     if args.closed_form:
         prior = EmpiricalPrior.from_stitch_data(args.closed_form, top_k=64)
     else:
-        prior = TrajectoryPrior.from_pretrained(args.checkpoint or f"pointmaze-{maze_type}-stitch")
+        prior = TrajectoryPrior.from_pretrained(args.checkpoint or f"{agent_of(args.env)}maze-{maze_type}-stitch")
     if args.consensus is not None:  # ValueError unless the network reads evidence
         prior.planning_consensus = args.consensus
     sampler = planning_sampler(args.method, prior=prior, **({} if args.steps is None else {"steps": args.steps}),
                                **({} if args.guidance is None else {"guidance": args.guidance}))
-    count, batch = default_count(maze_type), default_batch(args.method, prior)
+    count, batch = default_count(args.env), default_batch(args.method, prior)
     env = make_env(args.env)
     maze = Maze.from_env(env)
     print(f"{args.env} task {args.task}: {args.method}, {count} windows x 160 steps "
@@ -71,7 +73,8 @@ def main() -> None:
                       env_name=args.env)
     env.close()
     total = time.perf_counter() - t0
-    print(f"success      {rec.success} (final distance to goal {rec.final_distance:.2f}, success radius 1.0)")
+    print(f"success      {rec.success} (final distance to goal {rec.final_distance:.2f}, success radius "
+          f"{maze.goal_tol:g})")
     print(f"steps        {rec.steps} / 1000")
     print(f"replans      {rec.replans}")
     print(f"first plan   open-loop valid: {rec.plan_valid}; NFE {rec.first_plan_nfe}; "

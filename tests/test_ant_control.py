@@ -50,6 +50,14 @@ def test_training_fits_and_round_trips(small, tmp_path):
     back = AC.AntInverseDynamics.from_pretrained(tmp_path)
     obs, tg = np.zeros(29), np.ones((2, 2))
     np.testing.assert_array_equal(back.act(obs, tg), m.act(obs, tg))
+    # reach: the 90th percentile of the torso's displacement over each offset, in the data
+    xy = np.load(small[0])["observations"][:, :2].reshape(-1, 201, 2)
+    for k, r in zip((4, 8), m.reach):
+        moved = np.linalg.norm(np.concatenate([xy[:, k:] - xy[:, :-k], xy[:, -1:] - xy[:, -k:]], 1), axis=-1)
+        assert r == pytest.approx(float(np.quantile(moved, 0.9)), rel=1e-5)
+    assert back.reach == m.reach and m.reach[0] < m.reach[1]
+    with pytest.raises(ValueError, match="reach"):
+        AC.AntInverseDynamics(offsets=(4, 8), reach=(1.0,))
     with pytest.raises(FileNotFoundError, match="no ant inverse-dynamics checkpoint"):
         AC.AntInverseDynamics.from_pretrained(tmp_path / "nothing")
 
@@ -65,7 +73,35 @@ def test_controller_targets_lie_ahead_of_progress_and_follow_episodes_runs(small
     assert c.index == 3 and c.deviation == pytest.approx(np.hypot(0.1, 0.2))
     np.testing.assert_array_equal(c.target, [8.0, 0.0])  # 5 points ahead of the progress index
     out = AC.follow_episodes(m, small[1], NAME, episodes=1)
-    assert out["episodes"] == 1 and 0 <= out["reached"] <= 1
+    assert out["episodes"] == 1 and 0 <= out["reached"] <= 1 and out["fell"] in (0, 1)
+
+
+def test_controller_pulls_far_targets_within_reach():
+    m = AC.AntInverseDynamics(offsets=(2, 5), hidden=8, depth=1, reach=(1.0, 1.5))
+    seen = []
+    m.act = lambda obs, targets: seen.append(np.array(targets)) or np.zeros(8)
+    plan = np.stack([np.arange(10.0), np.zeros(10)], 1)
+    obs = np.zeros(29)
+    obs[:2] = [3.0, 0.5]
+    AC.AntController(m, plan).act(obs)
+    # targets (5, 0) and (8, 0): both farther than their reach, moved along the line from the torso
+    for want, got, r in zip([(5.0, 0.0), (8.0, 0.0)], seen[0], m.reach):
+        d = np.subtract(want, obs[:2])
+        np.testing.assert_allclose(got, obs[:2] + d * r / np.linalg.norm(d))
+    obs[:2] = [3.0, 0.0]
+    AC.AntController(m, plan).act(obs)  # (5, 0) is 2 away: pulled to 1; nothing farther than reach moves
+    np.testing.assert_allclose(seen[1], [[4.0, 0.0], [4.5, 0.0]])
+    m.reach = None
+    AC.AntController(m, plan).act(obs)
+    np.testing.assert_allclose(seen[2], [[5.0, 0.0], [8.0, 0.0]])
+
+
+def test_torso_up():
+    q = np.zeros(15)
+    q[3] = 1.0  # identity quaternion: upright
+    assert AC.torso_up(q) == 1.0
+    q[3:7] = [0.0, 1.0, 0.0, 0.0]  # half a turn about x: on its back
+    assert AC.torso_up(q) == -1.0
 
 
 def test_shipped_model_loads_and_drives_an_antmaze_episode():
@@ -73,7 +109,7 @@ def test_shipped_model_loads_and_drives_an_antmaze_episode():
     from test_planning_exec import TinyTrajectoryPrior
 
     m = AC.AntInverseDynamics.from_pretrained()  # the shipped antmaze-invdyn
-    assert m.offsets == (8, 16) and m.train_config["steps"] >= 1000
+    assert m.offsets == (8, 16) and m.train_config["steps"] >= 1000 and len(m.reach) == 2
     assert float(m.train_config["history"][-1]["val_mse"]) < 0.1
     factory = AC.ant_controller(m)
     assert isinstance(factory(np.zeros((5, 2))), AC.AntController) and factory.model is m

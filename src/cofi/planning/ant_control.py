@@ -29,13 +29,14 @@ from torch import Tensor, nn
 
 from .control import WaypointController, fit_actions
 
-__all__ = ["OBS_DIM", "ACTION_DIM", "CHECKPOINT", "AntInverseDynamics", "ant_controller", "AntController", "train_ant_inverse_dynamics",
+__all__ = ["OBS_DIM", "ACTION_DIM", "CHECKPOINT", "AntInverseDynamics", "ant_controller", "torso_up", "AntController", "train_ant_inverse_dynamics",
            "load_ant_arrays", "follow_episodes"]
 
 OBS_DIM = 29
 ACTION_DIM = 8
 EPISODE_STEPS = 201
 TARGET_SCALE = 4.0  # one maze cell: relative targets enter the network in cells
+REACH_QUANTILE = 0.9  # of the data's displacement over each offset: AntInverseDynamics.reach
 CHECKPOINT = "antmaze-invdyn"  # the shipped model, in src/cofi/checkpoints/
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -47,10 +48,16 @@ class AntInverseDynamics(nn.Module):
         offsets: environment steps ahead of each x-y target, increasing.
         hidden, depth: ``depth`` GELU layers of ``hidden`` units.
         obs_mean, obs_std: standardisation of the 29 observation dims.
+        reach: per offset, the farthest a target is given (maze units; None: no limit).
+            Training sets it to the 90th percentile of how far the data's torso moved in that
+            many steps: `AntController` pulls a plan point beyond it back toward the torso, so
+            the model never reads a target faster than the data it learned from. Without it
+            the ant flipped onto its back on fast stretches and turns of learned plans, which
+            ended most failed closed-loop episodes (docs/planning.md).
     """
 
     def __init__(self, *, offsets: Sequence[int] = (8, 16), hidden: int = 512, depth: int = 3,
-                 obs_mean=None, obs_std=None) -> None:
+                 obs_mean=None, obs_std=None, reach: Sequence[float] | None = None) -> None:
         super().__init__()
         offsets = tuple(int(o) for o in offsets)
         if not offsets or any(o < 1 for o in offsets) or list(offsets) != sorted(set(offsets)):
@@ -58,6 +65,11 @@ class AntInverseDynamics(nn.Module):
         if int(hidden) < 1 or int(depth) < 1:
             raise ValueError(f"hidden and depth must be >= 1, got {hidden}, {depth}")
         self.offsets, self.hidden, self.depth = offsets, int(hidden), int(depth)
+        if reach is not None:
+            reach = tuple(float(r) for r in reach)
+            if len(reach) != len(offsets) or not all(r > 0 for r in reach):
+                raise ValueError(f"reach must hold one positive distance per offset {offsets}, got {reach!r}")
+        self.reach = reach
         mean = torch.zeros(OBS_DIM) if obs_mean is None else torch.as_tensor(np.asarray(obs_mean), dtype=torch.float32)
         std = torch.ones(OBS_DIM) if obs_std is None else torch.as_tensor(np.asarray(obs_std), dtype=torch.float32)
         if mean.shape != (OBS_DIM,) or std.shape != (OBS_DIM,) or not (std > 0).all():
@@ -72,7 +84,8 @@ class AntInverseDynamics(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def config(self) -> dict:
-        return dict(offsets=list(self.offsets), hidden=self.hidden, depth=self.depth)
+        return dict(offsets=list(self.offsets), hidden=self.hidden, depth=self.depth,
+                    reach=None if self.reach is None else list(self.reach))
 
     def inputs(self, obs: Tensor, targets: Tensor) -> Tensor:
         """The network's input from ``obs (..., 29)`` and x-y ``targets (..., n, 2)``."""
@@ -117,7 +130,7 @@ class AntInverseDynamics(nn.Module):
             raise FileNotFoundError(f"no ant inverse-dynamics checkpoint at {directory!r} (need model.safetensors "
                                     f"and config.json); shipped name: {CHECKPOINT}")
         cfg = read_json(d / "config.json")
-        model = cls(**{k: cfg[k] for k in ("offsets", "hidden", "depth")})
+        model = cls(**{k: cfg[k] for k in ("offsets", "hidden", "depth")}, reach=cfg.get("reach"))
         model.load_state_dict(read_safetensors(d / "model.safetensors")[0])
         model.train_config = cfg
         return model.eval().requires_grad_(False)
@@ -128,7 +141,8 @@ class AntController(WaypointController):
 
     Progress and deviation are `WaypointController`'s (nearest plan point within ``window``
     points ahead of the progress index); the model's targets are the plan points its offsets
-    ahead of the progress index (the plan's end beyond it)."""
+    ahead of the progress index (the plan's end beyond it), each pulled back along the line
+    from the torso to within the model's ``reach`` if it has one."""
 
     def __init__(self, model: AntInverseDynamics, plan, *, window: int = 40) -> None:
         super().__init__(plan, ahead=model.offsets[-1], window=window)
@@ -139,8 +153,19 @@ class AntController(WaypointController):
         self.update(obs[:2])
         last = len(self.plan) - 1
         targets = self.plan[[min(self.index + k, last) for k in self.model.offsets]]
+        if self.model.reach is not None:
+            rel = targets - obs[:2]
+            dist = np.linalg.norm(rel, axis=1, keepdims=True)
+            targets = obs[:2] + rel * np.minimum(1.0, np.asarray(self.model.reach)[:, None] / np.maximum(dist, 1e-12))
         self.target = targets[-1]
         return self.model.act(obs, targets)
+
+
+def torso_up(qpos) -> float:
+    """The z component of the torso's up axis from the ant's ``qpos`` (quaternion w, x, y, z at
+    3:7): 1 upright, below 0 on its back (an ant on its back cannot right itself)."""
+    w, x, y, z = (float(v) for v in np.asarray(qpos)[3:7])
+    return 1.0 - 2.0 * (x * x + y * y)
 
 
 def ant_controller(model: AntInverseDynamics | str | Path = CHECKPOINT, *, window: int = 40):
@@ -168,6 +193,15 @@ def load_ant_arrays(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _load_many(paths) -> dict[str, np.ndarray]:
+    """`load_ant_arrays` of one path or of several, concatenated (whole episodes each)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ValueError("no AntMaze data files given")
+    arrays = [load_ant_arrays(p) for p in paths]
+    return {k: np.concatenate([a[k] for a in arrays]) for k in ("observations", "actions")}
+
+
 def _target_rows(n: int, offsets: Sequence[int]) -> np.ndarray:
     """Row of each target: ``t + k`` within the same 201-step episode (its last row beyond)."""
     t = np.arange(n)
@@ -181,20 +215,24 @@ def train_ant_inverse_dynamics(data: str | Path, out_dir: str | Path | None = No
                                val: str | Path | None = None, threads: int = 1, command: str | None = None,
                                log_every: int = 5000, log=print) -> AntInverseDynamics:
     """Regress the recorded actions on (observation, x-y ``offsets`` steps ahead): AdamW, cosine
-    decay over ``steps``; the validation MSE on ``val`` (an AntMaze ``-val`` file) is logged."""
+    decay over ``steps``; the validation MSE on ``val`` (AntMaze ``-val`` files) is logged.
+    ``data`` and ``val``: one file or a list (the ant's dynamics do not depend on the maze)."""
     torch.set_num_threads(int(threads))
     torch.manual_seed(int(seed))
     g = torch.Generator().manual_seed(int(seed))
-    d = load_ant_arrays(data)
+    d = _load_many(data)
     obs = torch.from_numpy(d["observations"].astype(np.float32))
     act = torch.from_numpy(d["actions"].astype(np.float32))
     rows = torch.from_numpy(_target_rows(len(obs), offsets))
+    moved = torch.linalg.vector_norm(obs[rows][..., :2] - obs[:, None, :2], dim=-1)  # (M, offsets)
+    every = max(1, len(moved) // 200_000)  # torch.quantile takes at most 2**24 values; a subsample is plenty
+    reach = [float(torch.quantile(moved[::every, j], REACH_QUANTILE)) for j in range(len(offsets))]
     model = AntInverseDynamics(offsets=offsets, hidden=hidden, depth=depth, obs_mean=obs.mean(0),
-                               obs_std=obs.std(0).clamp_min(1e-2))
+                               obs_std=obs.std(0).clamp_min(1e-2), reach=reach)
     x_all = model.inputs(obs, obs[rows][..., :2])
     vx = vy = None
     if val is not None:
-        v = load_ant_arrays(val)
+        v = _load_many(val)
         vo = torch.from_numpy(v["observations"].astype(np.float32))
         vx = model.inputs(vo, vo[torch.from_numpy(_target_rows(len(vo), offsets))][..., :2])
         vy = torch.from_numpy(v["actions"].astype(np.float32))
@@ -204,8 +242,10 @@ def train_ant_inverse_dynamics(data: str | Path, out_dir: str | Path | None = No
                           validate=None if vx is None else (lambda: torch.mean((torch.tanh(model.net(vx)) - vy) ** 2)),
                           log=lambda e: log(json.dumps(e | dict(wall_s=round(time.perf_counter() - t0, 1)))))
     model.eval().requires_grad_(False)
-    info = dict(command=command, data=str(data), rows=len(obs), steps=steps, batch=batch, lr=lr, seed=seed,
-                val=None if val is None else str(val), history=history, train_s=round(time.perf_counter() - t0, 1),
+    info = dict(command=command, data=[str(p) for p in ([data] if isinstance(data, (str, Path)) else data)],
+                rows=len(obs), steps=steps, batch=batch, lr=lr, seed=seed,
+                val=None if val is None else [str(p) for p in ([val] if isinstance(val, (str, Path)) else val)],
+                history=history, train_s=round(time.perf_counter() - t0, 1),
                 params=sum(p.numel() for p in model.net.parameters()), torch=torch.__version__)
     model.train_config = info
     if out_dir is not None:
@@ -217,7 +257,7 @@ def follow_episodes(model: AntInverseDynamics, data: str | Path, env_name: str, 
                     seed: int = 0, tol: float = 0.5) -> dict:
     """Restore ``episodes`` random episodes of ``data`` to their first state, give the controller
     their own x-y path as the plan for 201 steps, and count how often the ant ends within ``tol``
-    of the path's end (and the median end distance)."""
+    of the path's end (and the median end distance), and how often it ends on its back (``fell``)."""
     from .data import make_data_env
 
     d = load_ant_arrays(data)
@@ -227,7 +267,7 @@ def follow_episodes(model: AntInverseDynamics, data: str | Path, env_name: str, 
     rng = np.random.default_rng(seed)
     n_eps = len(d["observations"]) // EPISODE_STEPS
     picks = rng.choice(n_eps, size=min(episodes, n_eps), replace=False)
-    ends = []
+    ends, fell = [], 0
     for e in picks:
         sl = slice(e * EPISODE_STEPS, (e + 1) * EPISODE_STEPS)
         env.reset(seed=int(rng.integers(2**31)))
@@ -238,9 +278,10 @@ def follow_episodes(model: AntInverseDynamics, data: str | Path, env_name: str, 
         for _ in range(EPISODE_STEPS - 1):
             ob, *_ = env.step(ctrl.act(ob))
         ends.append(float(np.linalg.norm(np.asarray(ob[:2]) - d["observations"][sl][-1, :2])))
+        fell += torso_up(u.data.qpos) < 0
     ends = np.asarray(ends)
     return dict(episodes=len(ends), reached=int((ends <= tol).sum()), rate=float((ends <= tol).mean()),
-                end_distance_median=float(np.median(ends)))
+                end_distance_median=float(np.median(ends)), fell=int(fell))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -249,8 +290,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m cofi.planning.ant_control", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train the ant's inverse dynamics on AntMaze stitch data")
-    t.add_argument("--data", required=True)
-    t.add_argument("--val", default=None)
+    t.add_argument("--data", required=True, nargs="+", help="AntMaze stitch files (any of the three mazes)")
+    t.add_argument("--val", default=None, nargs="+", help="their -val files")
     t.add_argument("--out", required=True)
     t.add_argument("--offsets", nargs="+", type=int, default=[8, 16])
     t.add_argument("--hidden", type=int, default=512)

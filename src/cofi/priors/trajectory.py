@@ -24,7 +24,8 @@ from .unet1d import TemporalUNet, UNet1DConfig
 
 __all__ = ["TrajectoryPrior", "XYNormalizer", "cosine_alphas_cumprod", "CHECKPOINTS", "PLANNING_SETTINGS"]
 
-CHECKPOINTS = ("pointmaze-medium-stitch", "pointmaze-large-stitch", "pointmaze-giant-stitch", "scene-play")
+CHECKPOINTS = ("pointmaze-medium-stitch", "pointmaze-large-stitch", "pointmaze-giant-stitch", "scene-play",
+               "antmaze-medium-stitch", "antmaze-large-stitch", "antmaze-giant-stitch")
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 #: Planning settings a checkpoint stores in ``config.json`` beside its weights (chosen by
 #: evaluation after training; a warm start carries them over). ``planning_consensus`` is not
