@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None, *, env: str = "pointmaze-giant-stitch-v0
 
     torch.set_num_threads(args.threads)
 
-    from cofi.planning.evaluate import make_env, run_episode
+    from cofi.planning.evaluate import make_env, max_steps_for, run_episode
     from cofi.planning.maze import Maze, agent_of, parse_env_name
     from cofi.planning.planner import default_batch, default_count, planning_sampler
     from cofi.priors import EmpiricalPrior, TrajectoryPrior
@@ -62,20 +62,22 @@ def main(argv: list[str] | None = None, *, env: str = "pointmaze-giant-stitch-v0
     sampler = planning_sampler(args.method, prior=prior, **({} if args.steps is None else {"steps": args.steps}),
                                **({} if args.guidance is None else {"guidance": args.guidance}))
     count, batch = default_count(args.env), default_batch(args.method, prior)
-    env = make_env(args.env)
+    max_steps = max_steps_for(args.env)  # 1000; AntMaze-Giant 2000
+    env = make_env(args.env, max_steps)
     maze = Maze.from_env(env)
     print(f"{args.env} task {args.task}: {args.method}, {count} windows x 160 steps "
           f"({prior.sample_shape[0]} points at stride {prior.stride}), {batch} candidates, "
           f"{sampler.steps} DDIM steps, consensus κ = {sampler.consensus:g}, seed {args.seed}")
     t0 = time.perf_counter()
     rec = run_episode(env, prior, task=args.task, sampler=sampler, method=args.method, count=count,
-                      batch=batch, seed=args.seed, maze=maze, max_replans=args.max_replans, keep_paths=True,
+                      batch=batch, seed=args.seed, maze=maze, max_steps=max_steps, max_replans=args.max_replans,
+                      keep_paths=True,
                       env_name=args.env)
     env.close()
     total = time.perf_counter() - t0
     print(f"success      {rec.success} (final distance to goal {rec.final_distance:.2f}, success radius "
           f"{maze.goal_tol:g})")
-    print(f"steps        {rec.steps} / 1000")
+    print(f"steps        {rec.steps} / {max_steps}")
     print(f"replans      {rec.replans}")
     print(f"first plan   open-loop valid: {rec.plan_valid}; NFE {rec.first_plan_nfe}; "
           f"{rec.first_plan_time_s:.1f} s; overlap MSE {rec.overlap_error:.2e}")

@@ -92,6 +92,13 @@ def test_antmaze_names_counts_and_maze():
     am, pm = Maze.from_name("antmaze-medium-stitch-v0"), Maze.from_name(MEDIUM)
     np.testing.assert_array_equal(am.maze_map, pm.maze_map)  # the same map, another agent
     assert (am.agent, am.goal_tol, pm.agent, pm.goal_tol) == ("ant", 0.5, "point", 1.0)
+    from cofi.planning.evaluate import make_env, max_steps_for
+
+    assert [max_steps_for(f"{a}maze-{m}-stitch-v0") for a in ("point", "ant") for m in ("large", "giant")] == \
+        [1000, 1000, 1000, 2000]
+    env = make_env("antmaze-giant-stitch-v0", 2000)
+    assert env.spec.max_episode_steps == 2000 and make_env(MEDIUM).spec.max_episode_steps == 1000
+    env.close()
     p = TinyTrajectoryPrior(env_name="antmaze-medium-stitch-v0")
     out = plan(p, (0, 0), (20, 20), planning_sampler("gsc", steps=2), batch=1)
     assert out.layout.count == default_count("antmaze-medium-stitch-v0")

@@ -8,7 +8,8 @@ or stalls (no progress along it for ``stall_steps``), at most ``max_replans`` ti
 as many windows as the rest of the abandoned plan had (one more than that plan if the agent is
 still where it started, `replan_count`).
 Success is the environment's ``info["success"]`` (within 1.0 of the goal for the point, 0.5
-for the ant); an episode ends at success or after ``max_steps`` (1000, OGBench's limit).
+for the ant); an episode ends at success or after ``max_steps`` (1000, OGBench's limit; 2000
+for AntMaze-Giant, as CompDiffuser evaluates it, `max_steps_for`).
 The point follows its plan with `WaypointController`; the ant with `AntController`, the shipped
 inverse-dynamics model (`cofi.planning.ant_control`), and replans at a larger deviation and
 after a longer stall (`ANT_EXECUTION`): its gait sways the torso by more than the point's
@@ -29,7 +30,7 @@ from .control import WaypointController
 from .maze import Maze, agent_of, parse_env_name
 from .planner import METHODS, PlanResult, check_select, default_batch, default_count, plan, planning_sampler
 
-__all__ = ["EpisodeRecord", "make_env", "episode_problem", "run_episode", "replan_count", "evaluate", "summarize",
+__all__ = ["EpisodeRecord", "make_env", "max_steps_for", "episode_problem", "run_episode", "replan_count", "evaluate", "summarize",
            "markdown_table", "POINT_EXECUTION", "ANT_EXECUTION"]
 
 #: Replanning thresholds per agent: deviation from the plan (maze units) and steps without
@@ -82,15 +83,24 @@ class EpisodeRecord:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def make_env(env_name: str):
+def make_env(env_name: str, max_steps: int | None = None):
     """The gymnasium environment of ``env_name`` (``pointmaze-giant-stitch-v0`` ->
-    ``pointmaze-giant-v0``), goal-conditioned, 1000 steps."""
+    ``pointmaze-giant-v0``), goal-conditioned, truncated after ``max_steps`` (None: the
+    registered 1000)."""
     _, env_id = parse_env_name(env_name)
     import gymnasium
 
     import ogbench  # noqa: F401  (registers the environments)
 
-    return gymnasium.make(env_id)
+    return gymnasium.make(env_id, **({} if max_steps is None else {"max_episode_steps": int(max_steps)}))
+
+
+def max_steps_for(env_name: str) -> int:
+    """Steps an episode may take: OGBench's 1000, except AntMaze-Giant's 2000 (CompDiffuser's
+    evaluation, which the paper's AntMaze rows follow: the ant's route across giant takes
+    700-950 steps when nothing goes wrong, so one replan can end an episode at 1000)."""
+    maze, _ = parse_env_name(env_name)
+    return 2000 if agent_of(env_name) == "ant" and maze == "giant" else 1000
 
 
 def _episode_seeds(seed: int, task: int, episode: int) -> tuple[int, int]:
@@ -280,7 +290,7 @@ def evaluate(
     steps: int | None = None,
     count: int | None = None,
     batch: int | None = None,
-    max_steps: int = 1000,
+    max_steps: int | None = None,
     max_replans: int = 10,
     replan_distance: float | None = None,
     stall_steps: int | None = None,
@@ -303,7 +313,7 @@ def evaluate(
         sampler: a sampler config overriding the preset; ``steps`` changes the preset's steps.
         count, batch: windows N (default per maze) and candidates (16, CDGS 40).
         max_steps, max_replans, replan_distance, stall_steps: execution (module docstring;
-            None: the agent's defaults).
+            None: the maze's and agent's defaults, `max_steps_for`, `ANT_EXECUTION`).
         controller: keyword arguments of `WaypointController` (gain, ahead, window), or a
             factory ``plan_xy -> controller`` (`run_episode`); the ant's default is the shipped
             inverse dynamics.
@@ -328,7 +338,8 @@ def evaluate(
         sampler = planning_sampler(method, prior=prior, **({} if steps is None else {"steps": steps}))
     count = default_count(env_name) if count is None else count
     batch = default_batch(method, prior) if batch is None and method in METHODS else (batch or 16)
-    env = make_env(env_name)
+    max_steps = max_steps_for(env_name) if max_steps is None else int(max_steps)
+    env = make_env(env_name, max_steps if max_steps > 1000 else None)
     maze = Maze.from_env(env)
     controller = _controller_factory(controller, agent_of(env_name))  # loads a model once, not per episode
     records = []
