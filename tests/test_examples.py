@@ -69,3 +69,17 @@ def test_custom_sampler_main_prints_its_table(capsys):
     rows = ex.main(n=4, k=6)
     assert set(rows) >= {"ground truth", "GSC (MultiDiffusion)", "low-frequency CoFi (this file)"}
     assert "| low-frequency CoFi (this file) |" in capsys.readouterr().out
+
+
+def test_antmaze_example_plans_and_executes_a_medium_task(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    pytest.importorskip("ogbench")
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # antmaze.py imports pointmaze.py beside it
+    ex = _load("antmaze")
+    out = tmp_path / "ant.png"
+    ex.main(["--env", "antmaze-medium-stitch-v0", "--task", "1", "--steps", "5", "--max-replans", "1",
+             "--out", str(out)], env="antmaze-giant-stitch-v0", out="antmaze_plan.png", description=ex.__doc__)
+    text = capsys.readouterr().out
+    assert "antmaze-medium-stitch-v0 task 1: cofi, 4 windows" in text and "success radius 0.5" in text
+    assert "/ 1000" in text and out.stat().st_size > 10_000
