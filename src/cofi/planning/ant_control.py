@@ -38,7 +38,6 @@ EPISODE_STEPS = 201
 TARGET_SCALE = 4.0  # one maze cell: relative targets enter the network in cells
 REACH_QUANTILE = 0.9  # of the data's displacement over each offset: AntInverseDynamics.reach
 CHECKPOINT = "antmaze-invdyn"  # the shipped model, in src/cofi/checkpoints/
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 class AntInverseDynamics(nn.Module):
@@ -123,7 +122,7 @@ class AntInverseDynamics(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path = CHECKPOINT) -> "AntInverseDynamics":
         """Load a `save_pretrained` directory, or the shipped model by its name ``antmaze-invdyn``."""
-        from ..priors.trajectory import read_json, read_safetensors
+        from ..priors.trajectory import _PACKAGE_DIR, read_json, read_safetensors
 
         d = _PACKAGE_DIR / CHECKPOINT if str(directory) == CHECKPOINT else Path(directory)
         if not (d / "model.safetensors").is_file() or not (d / "config.json").is_file():
@@ -147,16 +146,17 @@ class AntController(WaypointController):
     def __init__(self, model: AntInverseDynamics, plan, *, window: int = 40) -> None:
         super().__init__(plan, ahead=model.offsets[-1], window=window)
         self.model = model
+        self._reach = None if model.reach is None else np.asarray(model.reach)[:, None]
 
     def act(self, obs) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
         self.update(obs[:2])
         last = len(self.plan) - 1
         targets = self.plan[[min(self.index + k, last) for k in self.model.offsets]]
-        if self.model.reach is not None:
+        if self._reach is not None:
             rel = targets - obs[:2]
             dist = np.linalg.norm(rel, axis=1, keepdims=True)
-            targets = obs[:2] + rel * np.minimum(1.0, np.asarray(self.model.reach)[:, None] / np.maximum(dist, 1e-12))
+            targets = obs[:2] + rel * np.minimum(1.0, self._reach / np.maximum(dist, 1e-12))
         self.target = targets[-1]
         return self.model.act(obs, targets)
 
@@ -193,9 +193,14 @@ def load_ant_arrays(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _paths(paths) -> list[str]:
+    """One path or several, as a list of strings."""
+    return [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
+
+
 def _load_many(paths) -> dict[str, np.ndarray]:
     """`load_ant_arrays` of one path or of several, concatenated (whole episodes each)."""
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    paths = _paths(paths)
     if not paths:
         raise ValueError("no AntMaze data files given")
     arrays = [load_ant_arrays(p) for p in paths]
@@ -223,13 +228,13 @@ def train_ant_inverse_dynamics(data: str | Path, out_dir: str | Path | None = No
     d = _load_many(data)
     obs = torch.from_numpy(d["observations"].astype(np.float32))
     act = torch.from_numpy(d["actions"].astype(np.float32))
-    rows = torch.from_numpy(_target_rows(len(obs), offsets))
-    moved = torch.linalg.vector_norm(obs[rows][..., :2] - obs[:, None, :2], dim=-1)  # (M, offsets)
+    ahead = obs[torch.from_numpy(_target_rows(len(obs), offsets)), :2]  # (M, offsets, 2)
+    moved = torch.linalg.vector_norm(ahead - obs[:, None, :2], dim=-1)
     every = max(1, len(moved) // 200_000)  # torch.quantile takes at most 2**24 values; a subsample is plenty
     reach = [float(torch.quantile(moved[::every, j], REACH_QUANTILE)) for j in range(len(offsets))]
     model = AntInverseDynamics(offsets=offsets, hidden=hidden, depth=depth, obs_mean=obs.mean(0),
                                obs_std=obs.std(0).clamp_min(1e-2), reach=reach)
-    x_all = model.inputs(obs, obs[rows][..., :2])
+    x_all = model.inputs(obs, ahead)
     vx = vy = None
     if val is not None:
         v = _load_many(val)
@@ -242,10 +247,8 @@ def train_ant_inverse_dynamics(data: str | Path, out_dir: str | Path | None = No
                           validate=None if vx is None else (lambda: torch.mean((torch.tanh(model.net(vx)) - vy) ** 2)),
                           log=lambda e: log(json.dumps(e | dict(wall_s=round(time.perf_counter() - t0, 1)))))
     model.eval().requires_grad_(False)
-    info = dict(command=command, data=[str(p) for p in ([data] if isinstance(data, (str, Path)) else data)],
-                rows=len(obs), steps=steps, batch=batch, lr=lr, seed=seed,
-                val=None if val is None else [str(p) for p in ([val] if isinstance(val, (str, Path)) else val)],
-                history=history, train_s=round(time.perf_counter() - t0, 1),
+    info = dict(command=command, data=_paths(data), rows=len(obs), steps=steps, batch=batch, lr=lr, seed=seed,
+                val=None if val is None else _paths(val), history=history, train_s=round(time.perf_counter() - t0, 1),
                 params=sum(p.numel() for p in model.net.parameters()), torch=torch.__version__)
     model.train_config = info
     if out_dir is not None:
