@@ -468,6 +468,54 @@ def test_sample_evidence_covers_overlaps_at_the_consensus_precision(tmp_path):
     assert (y[prec == 0] == 0).all()
 
 
+def test_sample_evidence_independent_sides_drop_each_neighbour_separately(tmp_path):
+    """--evidence-sides independent (CompDiffuser's per-side dropout): each overlap is observed
+    with probability q on its own, with its own κ, at the consensus precision."""
+    from cofi.planning.train import sample_evidence
+
+    _toy_data(tmp_path)
+    args = _train_args(tmp_path, "x", "--evidence-prob", "0.8", "--evidence-kappa", "1", "4",
+                       "--evidence-sides", "independent")
+    n = 6000
+    x0 = torch.randn(n, 40, 2)
+    a = torch.rand(n).clamp(0.01, 0.99)
+    ev = sample_evidence(x0, a, args, torch.Generator().manual_seed(1))
+    prec = ev["evidence_precision"][..., 0]
+    pre, suf = prec[:, :14], prec[:, 26:]
+    assert (prec[:, 14:26] == 0).all()
+    assert (pre == pre[:, :1]).all() and (suf == suf[:, :1]).all()  # one precision per overlap
+    on_p, on_s = pre[:, 0] > 0, suf[:, 0] > 0
+    assert abs(on_p.float().mean().item() - 0.8) < 0.02 and abs(on_s.float().mean().item() - 0.8) < 0.02
+    assert abs((on_p & on_s).float().mean().item() - 0.64) < 0.02  # independent: q²
+    assert abs((~on_p & ~on_s).float().mean().item() - 0.04) < 0.01
+    snr = (a / (1 - a)).clamp(max=10.0)
+    kp, ks = pre[:, 0] / snr, suf[:, 0] / snr
+    both = on_p & on_s
+    assert ((kp[on_p] > 1 - 1e-4) & (kp[on_p] < 4 + 1e-4)).all() and ((ks[on_s] > 1 - 1e-4) & (ks[on_s] < 4 + 1e-4)).all()
+    assert (kp[both] - ks[both]).abs().mean() > 0.3  # each side its own κ
+    y = ev["evidence"]
+    z = ((y - x0) * ev["evidence_precision"].sqrt())[ev["evidence_precision"] > 0]
+    assert abs(z.std().item() - 1) < 0.02
+
+
+def test_snapshot_every_keeps_loadable_checkpoints_of_those_steps(tmp_path):
+    from cofi.planning.train import TrainingSetupError, train
+
+    _toy_data(tmp_path)
+    with pytest.raises(TrainingSetupError, match="--snapshot-every must be a multiple of --every"):
+        train(_train_args(tmp_path, "bad", "--steps", "4", "--every", "2", "--snapshot-every", "3"), "x")
+    assert not (tmp_path / "bad").exists()
+    train(_train_args(tmp_path, "s", "--steps", "4", "--every", "1", "--snapshot-every", "2"), "x")
+    snaps = sorted(p.name for p in (tmp_path / "s" / "snapshots").iterdir())
+    assert snaps == ["step-0000002", "step-0000004"]
+    last = TrajectoryPrior.from_pretrained(tmp_path / "s" / "snapshots" / "step-0000004")
+    final = TrajectoryPrior.from_pretrained(tmp_path / "s")
+    for (k, v), (_, w) in zip(last.net.state_dict().items(), final.net.state_dict().items()):
+        assert torch.equal(v, w), k
+    two = TrajectoryPrior.from_pretrained(tmp_path / "s" / "snapshots" / "step-0000002")
+    assert any(not torch.equal(v, w) for v, w in zip(two.net.state_dict().values(), final.net.state_dict().values()))
+
+
 def test_evidence_targets_are_the_bank_posterior_under_the_evidence(tmp_path):
     """With --evidence-prob the target decodes to the bank's posterior mean given the noisy
     window, the observed ends and the evidence (which moves it toward y over the overlaps)."""

@@ -21,7 +21,8 @@ last point's `Domain.goal_dims` only) are
 given to the network as clean observations (an extra mask channel), and the target is
 conditioned on them exactly, so at planning time a pinned start or goal is read, not
 guessed (the inpainting-aware training of CompDiffuser's planners).
-With ``--evidence-prob q`` a window gets, with probability q, Gaussian evidence
+With ``--evidence-prob q`` a window gets, with probability q (``--evidence-sides independent``:
+each side on its own, as CompDiffuser drops each neighbour), Gaussian evidence
 ``y = x_0 + ε/√π`` about its first and/or last overlap (56 env steps), at the precision
 consensus coupling uses, ``π = κ·min(ᾱ/(1−ᾱ), 10)`` with κ log-uniform in
 ``--evidence-kappa``; the target is the bank's posterior mean under that evidence
@@ -149,6 +150,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "(> 0: a network that reads evidence, UNet1DConfig.evidence)")
     p.add_argument("--evidence-kappa", type=float, nargs=2, default=(0.5, 20.0), metavar=("LO", "HI"),
                    help="evidence precision κ·min(ᾱ/(1−ᾱ), 10), κ log-uniform in [LO, HI]")
+    p.add_argument("--evidence-sides", choices=EVIDENCE_SIDES, default="one-or-both",
+                   help="one-or-both: a window gets evidence with probability q, on its prefix, suffix or both "
+                        "(a third each); independent: each side with probability q and its own κ "
+                        "(CompDiffuser's per-side dropout, q = 0.8: both sides 64 %%, none 4 %%)")
     p.add_argument("--fourier", type=int, default=0, help="Fourier input features per coordinate (0: raw xy only)")
     p.add_argument("--grid", type=int, default=None,
                    help="resolution of the learned xy feature grid (0: none; default: PointMaze 64, Scene 0)")
@@ -162,6 +167,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--T", type=int, default=200, help="diffusion steps of the cosine schedule")
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--every", type=int, default=500, help="checkpoint / validation interval (steps, >= 1)")
+    p.add_argument("--snapshot-every", type=int, default=0,
+                   help="also keep the checkpoint of every step that is a multiple of this in "
+                        "<out>/snapshots/step-<step>/ (0: none), for learning curves (benchmarks/learning_curve.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stop-at", type=int, default=None,
@@ -176,7 +184,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- arguments
 GROUPS = UNet1DConfig.groups  # GroupNorm groups of the network: every width must be a multiple
 # settings that may differ when a run is resumed; all others must equal the state's
-RESUMABLE_CHANGES = ("steps", "stop_at", "every", "threads", "out", "data")
+RESUMABLE_CHANGES = ("steps", "stop_at", "every", "snapshot_every", "threads", "out", "data")
+EVIDENCE_SIDES = ("one-or-both", "independent")
 
 
 def _flag(dest: str) -> str:
@@ -263,6 +272,8 @@ def validate_train_args(args) -> argparse.Namespace:
             or not all(_is_real(v) for v in k) or not 0 < k[0] <= k[1]:
         raise TrainingSetupError(f"--evidence-kappa must be two finite numbers LO HI with 0 < LO <= HI, got {k!r}")
     a.evidence_kappa = tuple(float(v) for v in k)
+    if a.evidence_sides not in EVIDENCE_SIDES:
+        raise TrainingSetupError(f"--evidence-sides must be one of {', '.join(EVIDENCE_SIDES)}, got {a.evidence_sides!r}")
     _need_int(a, "fourier", 0)
     if not (_is_int(a.grid) and (a.grid == 0 or a.grid >= 2)):
         raise TrainingSetupError(f"--grid must be 0 (no grid) or an int >= 2, got {a.grid!r}")
@@ -285,6 +296,9 @@ def validate_train_args(args) -> argparse.Namespace:
     _need_int(a, "T", 1, what=" (diffusion steps)")
     _need_real(a, "ema", 0.0, 1.0)
     _need_int(a, "every", 1)
+    _need_int(a, "snapshot_every", 0)
+    if a.snapshot_every and a.snapshot_every % a.every:
+        raise TrainingSetupError(f"--snapshot-every must be a multiple of --every ({a.every}), got {a.snapshot_every}")
     _need_int(a, "seed", 0, 2**63 - 1)
     _need_int(a, "threads", 1)
     if a.stop_at is not None:
@@ -374,20 +388,27 @@ def _net_target(x0_star: Tensor, x_in: Tensor, a: Tensor, prediction: str) -> Te
 def sample_evidence(x0: Tensor, a: Tensor, args, g: torch.Generator, overlap_steps: int = OVERLAP_STEPS
                     ) -> dict[str, Tensor]:
     """Consensus-like evidence for a batch of clean windows ``x0 (n, H, C)`` at ᾱ ``a (n,)``:
-    with probability ``args.evidence_prob`` a window's first and/or last ``overlap_steps //
-    stride`` points (each half the time, at least one) get ``y = x_0 + ε/√π``,
-    ``π = κ·min(ᾱ/(1−ᾱ), 10)``, κ log-uniform in ``args.evidence_kappa``; elsewhere π = 0."""
+    a window's first and/or last ``overlap_steps // stride`` points get ``y = x_0 + ε/√π``,
+    ``π = κ·min(ᾱ/(1−ᾱ), 10)``, κ log-uniform in ``args.evidence_kappa``; elsewhere π = 0.
+    Which sides (``args.evidence_sides``), with q = ``args.evidence_prob``:
+      - ``one-or-both``: with probability q the prefix, the suffix or both (a third each), one κ;
+      - ``independent``: each side with probability q and its own κ, as CompDiffuser drops each
+        neighbour's chunk independently (q = 0.8: both 64 %, one 32 %, none 4 %)."""
     n, H = x0.shape[:2]
     k = overlap_steps // args.stride
-    on = torch.rand(n, generator=g) < args.evidence_prob
-    side = torch.randint(0, 3, (n,), generator=g)  # 0: prefix, 1: suffix, 2: both
-    where = torch.zeros(n, H, dtype=torch.bool)
-    where[:, :k] = (on & (side != 1))[:, None]
-    where[:, H - k:] = (on & (side != 0))[:, None]
     lo, hi = (math.log(v) for v in args.evidence_kappa)
-    kappa = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g))
-    prec = append_dims(kappa * (a / (1 - a)).clamp(max=10.0), 3) * where[..., None].to(x0)
-    prec = prec.expand_as(x0).contiguous()
+    if getattr(args, "evidence_sides", "one-or-both") == "independent":
+        on = torch.rand(n, 2, generator=g) < args.evidence_prob  # (prefix, suffix)
+        kappa = torch.exp(lo + (hi - lo) * torch.rand(n, 2, generator=g))
+    else:
+        any_ = torch.rand(n, generator=g) < args.evidence_prob
+        side = torch.randint(0, 3, (n,), generator=g)  # 0: prefix, 1: suffix, 2: both
+        on = torch.stack([any_ & (side != 1), any_ & (side != 0)], 1)
+        kappa = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g))[:, None].expand(n, 2)
+    per_point = torch.zeros(n, H)
+    per_point[:, :k] = (kappa[:, 0] * on[:, 0])[:, None]
+    per_point[:, H - k:] = (kappa[:, 1] * on[:, 1])[:, None]
+    prec = (per_point * (a / (1 - a)).clamp(max=10.0)[:, None])[..., None].expand_as(x0).to(x0).contiguous()
     noise = torch.randn(x0.shape, generator=g)
     y = torch.where(prec > 0, x0 + noise / prec.clamp(min=1e-12).sqrt(), torch.zeros_like(x0))
     return {"evidence": y, "evidence_precision": prec}
@@ -665,6 +686,7 @@ def train(args: argparse.Namespace, command: str = "") -> Path:
                 batch=args.batch, lr=args.lr, target=args.target, pad=args.pad, bank_every=args.bank_every,
                 cond_prob=args.cond_prob, bank_windows=None if bank is None else bank.size,
                 evidence_prob=args.evidence_prob, evidence_kappa=list(args.evidence_kappa),
+                evidence_sides=args.evidence_sides,
                 bank_sample=args.bank_sample)
     planning = {}  # a warm start keeps the planning settings its checkpoint was tuned with
     if args.init is not None:
@@ -729,9 +751,20 @@ def train(args: argparse.Namespace, command: str = "") -> Path:
             save_state(state_path, net, ema, opt, g, dict(step=step, history=history, wall_s=wall, ema_age=ema_age,
                                                           settings=settings, checkpoint=meta))
             _plot(history, out / "loss.png")
+            if args.snapshot_every and step % args.snapshot_every == 0:
+                _snapshot(out, step)
             bar.write(f"step {step}: train {running:.4f}  val {val:.4f}")
     bar.close()
     return out
+
+
+def _snapshot(out: Path, step: int) -> None:
+    """Copy the checkpoint just written (``model.safetensors`` + ``config.json``) to
+    ``<out>/snapshots/step-<step>/`` (each file atomically)."""
+    dest = out / "snapshots" / f"step-{step:07d}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "config.json"):
+        atomic_write(dest / name, (out / name).read_bytes())
 
 
 def train_from_args(args: argparse.Namespace, argv: list[str]) -> Path:
