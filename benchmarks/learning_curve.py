@@ -4,8 +4,8 @@
         --consensus 0 5 --seeds 0 1 --json benchmarks/records/learning_curve/giant_neighbour.jsonl \
         --figure docs/figures/giant_neighbour_curve.png
 
-For every checkpoint of a training run (``<run>/snapshots/step-*``, written by ``python -m
-cofi.planning train --snapshot-every N``, then ``<run>`` itself) and every ``--baseline``
+For every snapshot of a training run (``<run>/snapshots/step-*``, written by ``python -m
+cofi.planning train --snapshot-every N``) and every ``--baseline``
 checkpoint (a shipped name or a directory), measures:
   - **first plans valid open loop**: the first plan of the evaluation episode of every OGBench
     task × seed (the start, goal and generator of `benchmarks/planning.py`, no execution),
@@ -33,23 +33,15 @@ import torch
 
 
 def checkpoints(run: str | None, baselines: list[str]) -> list[tuple[str, str, int | None]]:
-    """``(label, path or name, training step or None)``: the run's snapshots by step, the run's
-    current checkpoint when no snapshot has its step, then the baselines."""
+    """``(label, path or name, training step or None)``: the run's snapshots by step, then the
+    baselines. The run's own checkpoint is not measured: it is rewritten while the run trains
+    (give the run a ``--snapshot-every`` that divides its ``--steps``)."""
     out = []
     if run:
         root = Path(run)
-        snaps = sorted(root.glob("snapshots/step-*"), key=lambda p: int(p.name.split("-")[1]))
-        steps = set()
-        for p in snaps:
-            step = int(p.name.split("-")[1])
-            steps.add(step)
-            out.append((f"{root.name}@{step}", str(p), step))
-        if (root / "config.json").is_file():
-            step = int(json.loads((root / "config.json").read_text()).get("step", 0))
-            if step not in steps:
-                out.append((f"{root.name}@{step}", str(root), step))
-    out += [(b, b, None) for b in baselines]
-    return out
+        for p in sorted(root.glob("snapshots/step-*"), key=lambda p: int(p.name.split("-")[1])):
+            out.append((f"{root.name}@{int(p.name.split('-')[1])}", str(p), int(p.name.split("-")[1])))
+    return out + [(b, b, None) for b in baselines]
 
 
 def windows_crossing(prior, maze, samples: int, steps: int, seed: int) -> float:
@@ -65,10 +57,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", nargs="?", default=None, help="a training run directory (its snapshots and checkpoint)")
     ap.add_argument("--baseline", nargs="*", default=[], help="checkpoints to compare with (names or directories)")
+    ap.add_argument("--snapshots", type=int, nargs="*", default=None, help="only the snapshots of these steps")
     ap.add_argument("--methods", nargs="+", default=["cofi"])
     ap.add_argument("--consensus", type=float, nargs="+", default=[0.0, 5.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--consensus-from", choices=("estimate", "state"), default="estimate",
+                    help="consensus messages: the neighbours' x̂ or their noisy states (CompDiffuser's)")
     ap.add_argument("--samples", type=int, default=256, help="unconditional windows per checkpoint")
     ap.add_argument("--sample-steps", type=int, default=50)
     ap.add_argument("--json", default=None, help="append records here (resumable)")
@@ -98,11 +93,13 @@ def run(args) -> list[dict]:
     done = []
     if args.json and os.path.exists(args.json):
         done = [json.loads(line) for line in open(args.json) if line.strip()]
-    key = lambda r: (r["label"], r["method"], r["consensus"])  # noqa: E731
+    key = lambda r: (r["label"], r["method"], r["consensus"], r.get("consensus_from", "estimate"))  # noqa: E731
     have = {key(r) for r in done}
     records = list(done)
     envs: dict = {}
     for label, path, step in checkpoints(args.run, args.baseline):
+        if step is not None and args.snapshots is not None and step not in args.snapshots:
+            continue
         prior = TrajectoryPrior.from_pretrained(path)
         env_name = prior.env_name
         if env_name not in envs:
@@ -115,22 +112,26 @@ def run(args) -> list[dict]:
             for kappa in args.consensus:
                 if kappa > 0 and (method == "gsc" or not prior.accepts_evidence):
                     continue  # GSC composes unconditional scores; a prior without evidence inputs has no κ
-                if (label, method, kappa) in have:
+                if kappa == 0 and method == "cd":
+                    continue  # CD is GSC with neighbour-conditioned scores: it needs κ > 0
+                if (label, method, kappa, args.consensus_from) in have:
                     continue
                 if crossing is None:
                     crossing = windows_crossing(prior, maze, args.samples, args.sample_steps, seed=0)
                 prior.planning_consensus = kappa if kappa > 0 else None
-                sampler = planning_sampler(method, prior=prior)
+                sampler = planning_sampler(method, prior=prior, **({"consensus_from": args.consensus_from}
+                                                                     if method != "gsc" else {}))
                 ok, walls, t0 = 0, [], time.perf_counter()
                 for start, goal, gen in problems:
                     out = plan(prior, start, goal, sampler, generator=gen, maze=maze)
                     ok += bool(maze.check_plan(out.xy, goal).valid)
                     walls.append(float((~maze.is_free(out.xy)).mean()))
                 rec = dict(label=label, path=path, step=step, env=env_name, method=method, consensus=kappa,
+                           consensus_from=args.consensus_from,
                            problems=len(problems), valid=ok, plan_walls=float(np.mean(walls)),
                            windows_crossing=crossing, samples=args.samples, nfe_per_plan=int(out.nfe),
                            s_per_plan=(time.perf_counter() - t0) / len(problems), seeds=args.seeds, tasks=args.tasks)
-                print(f"{label} {method} κ={kappa:g}: valid {ok}/{len(problems)}, plan points in walls "
+                print(f"{label} {method} κ={kappa:g} ({args.consensus_from}): valid {ok}/{len(problems)}, plan points in walls "
                       f"{100 * rec['plan_walls']:.1f} %, unconditional windows crossing {100 * crossing:.1f} %, "
                       f"{rec['s_per_plan']:.1f} s / plan", flush=True)
                 records.append(rec)
@@ -144,12 +145,12 @@ def run(args) -> list[dict]:
 
 
 def table(records: list[dict]) -> None:
-    print("\n| checkpoint | step | method | κ | first plans valid | plan points in walls | "
+    print("\n| checkpoint | step | method | κ (messages) | first plans valid | plan points in walls | "
           "unconditional windows crossing a wall | NFE / plan |")
     print("|---|---|---|---|---|---|---|---|")
     for r in records:
         step = "–" if r["step"] is None else r["step"]
-        print(f"| {r['label']} | {step} | {r['method']} | {r['consensus']:g} | {r['valid']}/{r['problems']} | "
+        print(f"| {r['label']} | {step} | {r['method']} | {r['consensus']:g} ({r.get('consensus_from', 'estimate')}) | {r['valid']}/{r['problems']} | "
               f"{100 * r['plan_walls']:.1f} % | {100 * r['windows_crossing']:.1f} % | {r['nfe_per_plan']} |")
 
 
@@ -163,12 +164,12 @@ def plot(records: list[dict], path: str) -> None:
     curves: dict = {}
     for r in records:
         if r["step"] is not None:
-            curves.setdefault((r["method"], r["consensus"]), []).append(r)
-    for i, ((method, kappa), rs) in enumerate(sorted(curves.items())):
+            curves.setdefault((r["method"], r["consensus"], r.get("consensus_from", "estimate")), []).append(r)
+    for i, ((method, kappa, source), rs) in enumerate(sorted(curves.items())):
         rs = sorted(rs, key=lambda r: r["step"])
         steps = [r["step"] for r in rs]
         ax1.plot(steps, [100 * r["valid"] / r["problems"] for r in rs], "o-", color=f"C{i}",
-                 label=f"{method}, κ = {kappa:g}")
+                 label=f"{method}, κ = {kappa:g}" + (f" ({source})" if kappa > 0 else ""))
     run_steps = sorted({r["step"] for r in records if r["step"] is not None})
     if run_steps:
         first = {}

@@ -212,6 +212,47 @@ def test_consensus_messages_reach_the_prior(tiny, sampler, n_calls):
     assert [t for t, _, _ in calls][:4] == [150, 100, 50, 0] and float(ac[0] / (1 - ac[0])) > 10  # the cap acts
 
 
+@pytest.mark.parametrize("make", [
+    lambda k: cofi.GSC(steps=4, fusion=False, consensus=k, consensus_from="state"),
+    lambda k: cofi.CoFi(steps=4, refine_at=0.5, fusion=False, consensus=k, consensus_from="state"),
+    lambda k: cofi.CDGS(steps=4, inner=2, prune_at=0.0, fusion=False, consensus=k, consensus_from="state"),
+])
+def test_consensus_from_states_sends_the_neighbours_noisy_chunks(tiny, make):
+    """``consensus_from="state"`` (CompDiffuser's conditioning): every prediction, the first
+    included, gets the other windows' *current* noisy states x_t / √ᾱ_t on its overlap
+    entries, at precision κ·min(ᾱ_t/(1−ᾱ_t), cap) per covering window."""
+    bank, ac, _ = tiny
+    calls = []
+
+    class Spy(EmpiricalPrior):
+        def denoise(self, x_t, t, **cond):
+            calls.append((int(t[0]), x_t.clone(), {k: v.clone() for k, v in cond.items() if k.startswith("evidence")}))
+            return super().denoise(x_t, t, **cond)
+
+    prior = Spy(bank.float(), ac.float())
+    layout = cofi.Chain(5, 2, 3, axis=0)
+    kappa = 1.5
+    cofi.compose(prior, layout, make(kappa), batch=2, progress=False, generator=torch.Generator().manual_seed(0))
+    assert calls and all(ev for _, _, ev in calls)
+    for t, x_t, ev in calls:
+        a = ac.float()[t]
+        y = (x_t / a.sqrt()).reshape(2, 3, 5, 2)
+        want, count = torch.zeros_like(y), torch.zeros_like(y)
+        for i in range(3):
+            if i + 1 < 3:
+                want[:, i, 3:] += y[:, i + 1, :2]
+                count[:, i, 3:] += 1
+            if i > 0:
+                want[:, i, :2] += y[:, i - 1, 3:]
+                count[:, i, :2] += 1
+        want = torch.where(count > 0, want / count.clamp(min=1), 0.0)
+        snr = min(float(a / (1 - a)), 10.0)
+        torch.testing.assert_close(ev["evidence"], want.flatten(0, 1))
+        torch.testing.assert_close(ev["evidence_precision"], (kappa * snr * count).flatten(0, 1))
+    with pytest.raises(ValueError, match="consensus_from must be one of"):
+        cofi.GSC(consensus=1.0, consensus_from="noisy")
+
+
 def test_cdgs_survivors_keep_their_messages(tiny):
     """After pruning, each refilled candidate's first messages come from the candidate it copies."""
     bank, ac, _ = tiny

@@ -154,18 +154,23 @@ def check_consensus(run: Run, kappa: float) -> None:
                          f"{type(run.prior).__name__} has none")
 
 
-def consensus(run: Run, x0: Tensor | None, t: int, kappa: float,
-              snr_max: float = math.inf) -> dict[str, Tensor] | None:
+def consensus(run: Run, x0: Tensor | None, t: int, kappa: float, snr_max: float = math.inf,
+              state: Tensor | None = None) -> dict[str, Tensor] | None:
     """Consensus messages for the next prediction at timestep t (the conditional scores of
-    eq. 10): what the *other* windows' last estimates ``x0 (B, N, *S)`` say about each window's
-    overlap entries, as Gaussian evidence ``evidence`` / ``evidence_precision`` for a prior with
-    ``accepts_evidence``. Each covering neighbour counts ``kappa`` times as much as the window's
-    own noisy state, whose precision about x_0 is ``ᾱ_t / (1 − ᾱ_t)``, capped at ``snr_max``.
-    None when ``kappa == 0`` or there is no estimate yet."""
-    if kappa <= 0 or x0 is None:
+    eq. 10): what the *other* windows say about each window's overlap entries, as Gaussian
+    evidence ``evidence`` / ``evidence_precision`` for a prior with ``accepts_evidence``.
+
+    By default the messages are the neighbours' last estimates ``x0 (B, N, *S)``, each covering
+    neighbour counting ``kappa`` times as much as the window's own noisy state, whose precision
+    about x_0 is ``ᾱ_t / (1 − ᾱ_t)``, capped at ``snr_max``. With ``state`` (the plans' noisy
+    states x_t at level t, CompDiffuser's conditioning on its neighbours' noisy chunks) the
+    messages are the neighbours' ``x_t / √ᾱ_t``, whose precision about x_0 is exactly
+    ``ᾱ_t / (1 − ᾱ_t)``: the same weight, now the true one at ``kappa = 1``. None when
+    ``kappa == 0`` or there is no estimate yet (estimates only)."""
+    if kappa <= 0 or (x0 is None and state is None):
         return None
-    mean, count = run.layout.neighbour_mean(x0)
     a = run.alpha(t)
+    mean, count = run.layout.neighbour_mean(x0 if state is None else state / a.sqrt())
     snr = (a / (1 - a)).clamp(max=snr_max)
     prec = (kappa * snr) * count.expand_as(mean)
     return {"evidence": rearrange(mean, "b n ... -> (b n) ..."),

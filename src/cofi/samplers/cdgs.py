@@ -19,7 +19,7 @@ from ..layout import Layout
 from ..run import Run, Sampled
 from ..steps import check_consensus, consensus, ddim_step, disagreement, fuse, guidance_weight, guide, nudge, \
     pairs, pin, pin_state, predict, renoise
-from .config import GuidanceSchedule, InitNoise, Noise, check_common, check_number
+from .config import ConsensusFrom, GuidanceSchedule, InitNoise, Noise, check_common, check_number
 
 __all__ = ["CDGS", "inversion_score"]
 
@@ -35,7 +35,8 @@ class CDGS:
             left (0.06 → step K − 3 of 50); 0 disables pruning.
         keep: fraction of the population kept by pruning (at least one candidate).
         inversion: fraction of the schedule the likelihood proxy inverts over (from t = 0).
-        eta, fusion, guidance, guidance_schedule, noise, init_noise, consensus, consensus_snr_max:
+        eta, fusion, guidance, guidance_schedule, noise, init_noise, consensus, consensus_snr_max,
+            consensus_from:
             as in `GSC`.
     """
 
@@ -52,6 +53,7 @@ class CDGS:
     init_noise: InitNoise = "canvas"
     consensus: float = 0.0
     consensus_snr_max: float = 10.0
+    consensus_from: ConsensusFrom = "estimate"
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -83,6 +85,9 @@ class CDGS:
         best = torch.argsort(score, descending=True)[:n_keep]
         return best[torch.arange(score.shape[0], device=best.device) % n_keep]
 
+    def _state(self, x: Tensor) -> Tensor | None:
+        return x if self.consensus_from == "state" else None
+
     def sample(self, run: Run, x: Tensor) -> Sampled:
         check_consensus(run, self.consensus)
         ts = run.grid(self.steps)
@@ -92,7 +97,7 @@ class CDGS:
             a_t, a_s = run.alpha(t), run.alpha(s)
             w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
             for u in range(self.inner):  # U rounds of message passing: denoise t → s, re-noise s → t
-                messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
+                messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max, self._state(x))
                 x0, grad = guide(run, x, t, w, messages)
                 x0_c = pin(run, fuse(run, x0) if self.fusion else x0)
                 z = run.noise(self.noise) if self.eta > 0 else None

@@ -14,7 +14,7 @@ from ..run import Run, Sampled
 from ..scaffold import Schedule, lam_schedule
 from ..steps import check_consensus, consensus, ddim_step, disagreement, eps_from_x0, fuse, guidance_weight, \
     guide, nudge, pairs, pin, pin_state, renoise, renoise_canvas, shrink
-from .config import GuidanceSchedule, InitNoise, Noise, check_choice, check_common, check_number
+from .config import ConsensusFrom, GuidanceSchedule, InitNoise, Noise, check_choice, check_common, check_number
 
 Update = Literal["ddim", "renoise"]
 Direction = Literal["recompute", "fused"]
@@ -54,7 +54,7 @@ class CoFi:
             prior's ``fused`` ε̂ (the authors' video loop); only with ``coarse_update="ddim"``.
         init_noise: x_T on the ``canvas`` (split) or per ``plans``.
         weights: optional ``(N,)`` weights of the scaffold mean (uniform if None).
-        consensus, consensus_snr_max: consensus coupling in both stages, as in `GSC` (the
+        consensus, consensus_snr_max, consensus_from: consensus coupling in both stages, as in `GSC` (the
             refinement's first prediction reads the coarse stage's last x̂).
     """
 
@@ -77,6 +77,7 @@ class CoFi:
     weights: tuple[float, ...] | None = None
     consensus: float = 0.0
     consensus_snr_max: float = 10.0
+    consensus_from: ConsensusFrom = "estimate"
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -111,6 +112,9 @@ class CoFi:
         r = self.refine_step
         return (self.steps + (0 if r is None else (self.steps - r) * self.refine_inner)) * layout.count * batch
 
+    def _state(self, x: Tensor) -> Tensor | None:
+        return x if self.consensus_from == "state" else None
+
     def sample(self, run: Run, x: Tensor) -> Sampled:
         check_consensus(run, self.consensus)
         ts = run.grid(self.steps)
@@ -125,7 +129,7 @@ class CoFi:
         for k, (t, s) in enumerate(pairs(ts)):
             a_t, a_s = run.alpha(t), run.alpha(s)
             w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
-            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
+            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max, self._state(x))
             x0, grad = guide(run, x, t, w, messages)              # x̂ (and ∇R, eq. 11)
             if self.direction == "fused":  # the authors' video loop keeps the prior's ε̂, fused like x̂
                 eps = eps_from_x0(x0, x, a_t.expand(x.shape[0]))
@@ -155,7 +159,7 @@ class CoFi:
             a_t, a_s = run.alpha(t), run.alpha(s)
             w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
             for u in range(self.refine_inner):
-                messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
+                messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max, self._state(x))
                 x0, grad = guide(run, x, t, w, messages)
                 x0_c = pin(run, fuse(run, x0) if fusion else x0)
                 z = run.noise(self.refine_noise or self.noise) if self.refine_eta > 0 else None

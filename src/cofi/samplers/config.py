@@ -10,8 +10,9 @@ from ..run import NOISE_MODES, Noise
 GuidanceSchedule = Literal["constant", "variance"]
 GUIDANCE_SCHEDULES = ("constant", "variance")
 InitNoise = Literal["canvas", "plans"]
+ConsensusFrom = Literal["estimate", "state"]
 
-__all__ = ["Noise", "GuidanceSchedule", "InitNoise", "check_common", "check_number", "check_choice"]
+__all__ = ["Noise", "GuidanceSchedule", "InitNoise", "ConsensusFrom", "check_common", "check_number", "check_choice"]
 
 
 def check_number(name: str, value, lo: float = 0.0, hi: float = math.inf, *, integer: bool = False,
@@ -44,3 +45,4 @@ def check_common(cfg) -> None:
     if hasattr(cfg, "consensus"):
         check_number("consensus", cfg.consensus)
         check_number("consensus_snr_max", cfg.consensus_snr_max, open_lo=True)
+        check_choice("consensus_from", cfg.consensus_from, ("estimate", "state"))

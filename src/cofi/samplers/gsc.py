@@ -10,7 +10,7 @@ from ..layout import Layout
 from ..run import Run, Sampled
 from ..steps import check_consensus, consensus, ddim_step, disagreement, fuse, guidance_weight, guide, nudge, \
     pairs, pin, pin_state
-from .config import GuidanceSchedule, InitNoise, Noise, check_common
+from .config import ConsensusFrom, GuidanceSchedule, InitNoise, Noise, check_common
 
 __all__ = ["GSC"]
 
@@ -35,6 +35,9 @@ class GSC:
         consensus_snr_max: cap on that state's precision ᾱ/(1−ᾱ) in the messages' weight, so
             that near clean data messages cannot outweigh the prior and the pins (10: the
             level t ≈ 0.22·T of a cosine schedule).
+        consensus_from: what the messages carry: the neighbours' last ``estimate`` x̂, or their
+            current noisy ``state`` x_t / √ᾱ_t (CompDiffuser conditions each window on its
+            neighbours' noisy chunks; for that message ``consensus = 1`` is its true precision).
     """
 
     steps: int = 50
@@ -46,12 +49,16 @@ class GSC:
     init_noise: InitNoise = "canvas"
     consensus: float = 0.0
     consensus_snr_max: float = 10.0
+    consensus_from: ConsensusFrom = "estimate"
 
     def __post_init__(self) -> None:
         check_common(self)
 
     def nfe(self, layout: Layout, batch: int) -> int:
         return self.steps * layout.count * batch
+
+    def _state(self, x: Tensor) -> Tensor | None:
+        return x if self.consensus_from == "state" else None
 
     def sample(self, run: Run, x: Tensor) -> Sampled:
         check_consensus(run, self.consensus)
@@ -61,7 +68,7 @@ class GSC:
         for k, (t, s) in enumerate(pairs(ts)):
             a_t, a_s = run.alpha(t), run.alpha(s)
             w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
-            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max)
+            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max, self._state(x))
             x0, grad = guide(run, x, t, w, messages)          # x̂ (and ∇R, eq. 11)
             x0_c = fuse(run, x0) if self.fusion else x0       # eq. 10
             x0_c = pin(run, x0_c)
