@@ -178,10 +178,13 @@ def plot(records: list[dict], path: str) -> None:
                 first.setdefault(r["step"], r["windows_crossing"])
         ax2.plot(run_steps, [100 * first[s] for s in run_steps], "o-", color="k", label="run")
     base = [r for r in records if r["step"] is None]
+    drawn = set()
     for j, r in enumerate(base):
         c = f"C{len(curves) + j}"
         ax1.axhline(100 * r["valid"] / r["problems"], ls="--", color=c, label=f"{r['label']} ({r['method']})")
-        ax2.axhline(100 * r["windows_crossing"], ls="--", color=c, label=r["label"])
+        if r["label"] not in drawn:  # one line per checkpoint
+            drawn.add(r["label"])
+            ax2.axhline(100 * r["windows_crossing"], ls="--", color=c, label=r["label"])
     ax1.set_xlabel("training step")
     ax1.set_ylabel("first plans valid open loop (%)")
     ax2.set_xlabel("training step")

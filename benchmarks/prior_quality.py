@@ -3,6 +3,7 @@
     python benchmarks/prior_quality.py runs/pointmaze-giant-stitch pointmaze-giant-stitch
     python benchmarks/prior_quality.py pointmaze-medium-stitch --samples 512
     python benchmarks/prior_quality.py closed-form:giant runs/giant     # the EmpiricalPrior of data/, a run
+    python benchmarks/prior_quality.py training/giant-neighbour --steps 50 --t0 --bridge 5 20
 
 For each prior (a shipped name or a checkpoint directory), prints:
   - unconditional samples (one 160-env-step window, DDIM with η = 1): fraction of points inside
@@ -10,6 +11,10 @@ For each prior (a shipped name or a checkpoint directory), prints:
   - SDEdit from validation data: noise real windows to step t0, denoise back with DDIM (η = 0),
     and report the same fraction and the RMSE to the clean window. It shows at which noise
     level the prior stops knowing where the walls are.
+With ``--bridge κ…``, a prior that reads evidence (``accepts_evidence``) also samples validation
+windows from pure noise given their two 56-step overlaps as consensus evidence (precision
+κ·min(ᾱ/(1−ᾱ), 10), as a planner's neighbours would send if they were right; ``--bridge-sides
+prefix`` gives one side): it shows whether the network bridges between correct neighbours.
 The regenerated dataset itself has no point inside a wall (the first row, ``data``).
 Needs ``data/<env>-val.npz`` (``python -m cofi.planning generate``) for the SDEdit rows.
 """
@@ -49,14 +54,42 @@ def ddim_from(prior, x: torch.Tensor, t0: int, steps: int) -> torch.Tensor:
     return x
 
 
+def bridge(prior, x0: torch.Tensor, kappa: float, sides: str, steps: int, seed: int) -> torch.Tensor:
+    """DDIM (η = 1) from pure noise with the clean overlaps of ``x0`` as evidence on ``sides``
+    (``both`` or ``prefix``) at precision κ·min(ᾱ_t/(1−ᾱ_t), 10)."""
+    ac = prior.alphas_cumprod
+    k = 56 // prior.stride
+    ts = torch.linspace(len(ac) - 1, 0, steps + 1).round().long().tolist()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(x0.shape, generator=g)
+    for i, t in enumerate(ts):
+        a = ac[t]
+        prec = torch.zeros_like(x0)
+        prec[:, :k] = kappa * min(float(a / (1 - a)), 10.0)
+        if sides == "both":
+            prec[:, -k:] = prec[:, :1]
+        with torch.no_grad():
+            xh = prior.denoise(x, torch.full((len(x),), t), evidence=x0, evidence_precision=prec)
+        if i + 1 == len(ts):
+            return xh
+        a_s = ac[ts[i + 1]]
+        eps = (x - a.sqrt() * xh) / (1 - a).sqrt()
+        sig = ((1 - a_s) / (1 - a)).sqrt() * (1 - a / a_s).sqrt()
+        x = a_s.sqrt() * xh + (1 - a_s - sig**2).clamp(min=0).sqrt() * eps + sig * torch.randn(x.shape, generator=g)
+    return x
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("priors", nargs="+", help="shipped names (pointmaze-giant-stitch) or checkpoint directories")
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps of the unconditional samples")
-    ap.add_argument("--t0", type=int, nargs="+", default=[20, 50, 100, 150])
+    ap.add_argument("--t0", type=int, nargs="*", default=[20, 50, 100, 150])
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bridge", type=float, nargs="*", default=[],
+                    help="κ of the bridging rows (priors that read evidence: both overlaps given)")
+    ap.add_argument("--bridge-sides", choices=("both", "prefix"), default="both")
     args = ap.parse_args()
 
     import cofi
@@ -88,6 +121,13 @@ def main() -> None:
         if data is None:
             continue
         x0 = prior.normalize(torch.from_numpy(data.copy()))
+        for kappa in args.bridge if getattr(prior, "accepts_evidence", False) else []:
+            k = 56 // prior.stride
+            out = bridge(prior, x0.float(), kappa, args.bridge_sides, args.steps, args.seed)
+            rmse = (out - x0)[:, k:-k].pow(2).mean().sqrt().item() / prior.scale
+            xy = prior.unnormalize(out).numpy()
+            rows.append((name, f"bridge, {args.bridge_sides} overlaps given, κ={kappa:g}, DDIM {args.steps}",
+                         f"{rmse:.3f} (middle)", inside_fraction(maze, xy), crossing_fraction(maze, xy), "–"))
         g = torch.Generator().manual_seed(args.seed)
         for t0 in args.t0:
             a = prior.alphas_cumprod[t0]
