@@ -39,8 +39,8 @@ def checkpoints(run: str | None, baselines: list[str]) -> list[tuple[str, str, i
     out = []
     if run:
         root = Path(run)
-        for p in sorted(root.glob("snapshots/step-*"), key=lambda p: int(p.name.split("-")[1])):
-            out.append((f"{root.name}@{int(p.name.split('-')[1])}", str(p), int(p.name.split("-")[1])))
+        snaps = sorted((int(p.name.split("-")[1]), p) for p in root.glob("snapshots/step-*"))
+        out += [(f"{root.name}@{step}", str(p), step) for step, p in snaps]
     return out + [(b, b, None) for b in baselines]
 
 

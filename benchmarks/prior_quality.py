@@ -28,6 +28,8 @@ import time
 import numpy as np
 import torch
 
+from cofi.planning.data import OVERLAP_STEPS
+
 
 def inside_fraction(maze, xy: np.ndarray) -> float:
     return float((~maze.is_free(xy.reshape(-1, 2))).mean())
@@ -58,7 +60,7 @@ def bridge(prior, x0: torch.Tensor, kappa: float, sides: str, steps: int, seed: 
     """DDIM (η = 1) from pure noise with the clean overlaps of ``x0`` as evidence on ``sides``
     (``both`` or ``prefix``) at precision κ·min(ᾱ_t/(1−ᾱ_t), 10)."""
     ac = prior.alphas_cumprod
-    k = 56 // prior.stride
+    k = OVERLAP_STEPS // prior.stride
     ts = torch.linspace(len(ac) - 1, 0, steps + 1).round().long().tolist()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(x0.shape, generator=g)
@@ -122,7 +124,7 @@ def main() -> None:
             continue
         x0 = prior.normalize(torch.from_numpy(data.copy()))
         for kappa in args.bridge if getattr(prior, "accepts_evidence", False) else []:
-            k = 56 // prior.stride
+            k = OVERLAP_STEPS // prior.stride
             out = bridge(prior, x0.float(), kappa, args.bridge_sides, args.steps, args.seed)
             rmse = (out - x0)[:, k:-k].pow(2).mean().sqrt().item() / prior.scale
             xy = prior.unnormalize(out).numpy()
