@@ -1,11 +1,14 @@
-"""Which candidate should a PointMaze plan execute? Validity of every candidate of first plans.
+"""Which candidate should a maze plan execute? Validity of every candidate of first plans.
 
     python benchmarks/candidates.py --maze giant --methods cofi gsc --seeds 0 1 2 3 --steps 50
     python benchmarks/candidates.py --maze giant --methods cofi --steps 20 50 --guidance 2 5
+    python benchmarks/candidates.py --agent ant --maze giant --methods cofi --lam0 0.9 0.7 0.5 --seeds 0 1
 
 For each setting and each OGBench task × seed, composes the first plan of the evaluation episode
 (the same start, goal and generator as `benchmarks/planning.py`, no execution) and checks every
-one of its candidates open loop (`Maze.check_plan`). Reports the share of valid candidates, how
+one of its candidates open loop (`Maze.check_plan`); settings are the product of ``--steps``,
+``--guidance`` and ``--lam0`` (CoFi's first λ; ignored by the other methods), each default the
+prior's stored planning setting. Reports the share of valid candidates, how
 often the candidate chosen by each rule is valid — ``overlap`` (the lowest disagreement of the
 windows, `cofi.compose`'s ``best``), ``consistency`` (the lowest `cofi.steps.self_consistency`,
 what ``plan(select="consistency")`` executes) — and how often *some* candidate is valid (the
@@ -24,42 +27,50 @@ import torch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agent", choices=("point", "ant"), default="point", help="pointmaze-* or antmaze-*")
     ap.add_argument("--maze", default="giant", choices=("medium", "large", "giant"))
     ap.add_argument("--checkpoint", default=None, help="a U-Net checkpoint (default: the shipped one of the maze)")
     ap.add_argument("--methods", nargs="+", default=["cofi", "gsc"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    ap.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps (one setting each)")
+    ap.add_argument("--steps", type=int, nargs="+", default=[None],
+                    help="DDIM steps (one setting each; default: the prior's stored one, else 20)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[None],
                     help="overlap guidance weights (default: the prior's stored one)")
-    ap.add_argument("--batch", type=int, default=16, help="candidates per plan")
+    ap.add_argument("--lam0", type=float, nargs="+", default=[None],
+                    help="CoFi's λ0 (default: the prior's planning_lam0, else 0.9)")
+    ap.add_argument("--batch", type=int, default=None, help="candidates per plan (default: the prior's, else 16)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from cofi.planning.evaluate import episode_problem, make_env
     from cofi.planning.maze import Maze
-    from cofi.planning.planner import CONSISTENCY, CONSISTENCY_NFE, plan, planning_sampler, upsample
+    from cofi.planning.planner import CONSISTENCY, CONSISTENCY_NFE, default_batch, plan, planning_sampler, upsample
     from cofi.priors import TrajectoryPrior
     from cofi.steps import self_consistency
 
-    env_name = f"pointmaze-{args.maze}-stitch-v0"
+    env_name = f"{args.agent}maze-{args.maze}-stitch-v0"
     prior = TrajectoryPrior.from_pretrained(args.checkpoint or env_name[:-3])
     env = make_env(env_name)
     maze = Maze.from_env(env)
     print(f"# {env_name}, {args.checkpoint or 'shipped'} prior, {len(args.seeds) * len(args.tasks)} first plans "
-          f"of {args.batch} candidates per setting\n")
-    print("| method | DDIM steps | guidance | candidates valid | overlap-chosen valid | consistency-chosen valid | "
+          f"per setting\n")
+    print("| method | DDIM steps | guidance | λ0 | candidates | candidates valid | overlap-chosen valid | consistency-chosen valid | "
           "some candidate valid | windows crossing a wall (by position) | NFE / plan (+ consistency) | s / plan |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for method, steps, w in itertools.product(args.methods, args.steps, args.guidance):
-        sampler = planning_sampler(method, prior=prior, steps=steps, **({} if w is None else {"guidance": w}))
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for method, steps, w, lam0 in itertools.product(args.methods, args.steps, args.guidance, args.lam0):
+        if lam0 is not None and method != "cofi":
+            continue
+        sampler = planning_sampler(method, prior=prior, steps=steps, **({} if w is None else {"guidance": w}),
+                                   **({} if lam0 is None else {"lam0": lam0}))
+        batch = args.batch or default_batch(method, prior)
         frac, chosen, cons, some, cross, times = [], 0, 0, 0, [], []
         for seed in args.seeds:
             for task in args.tasks:
                 start, goal, gen = episode_problem(env, task, seed)
                 t0 = time.perf_counter()
-                out = plan(prior, start, goal, sampler, batch=args.batch, generator=gen, maze=maze, select="overlap")
+                out = plan(prior, start, goal, sampler, batch=batch, generator=gen, maze=maze, select="overlap")
                 score = self_consistency(prior, out.plans, generator=gen, **CONSISTENCY)
                 times.append(time.perf_counter() - t0)
                 canv = prior.unnormalize(out.canvas).double().numpy()
@@ -78,7 +89,8 @@ def main() -> None:
         n = len(frac)
         by_pos = np.concatenate([np.asarray(c, float) for c in cross]).mean(0)
         extra = CONSISTENCY_NFE * out.plans.shape[0] * out.plans.shape[1]
-        print(f"| {method} | {steps} | {sampler.guidance:g} | {100 * np.mean(frac):.0f} % | {chosen}/{n} | {cons}/{n} | "
+        lam = f"{sampler.lam0:g}" if method == "cofi" else "–"
+        print(f"| {method} | {sampler.steps} | {sampler.guidance:g} | {lam} | {batch} | {100 * np.mean(frac):.0f} % | {chosen}/{n} | {cons}/{n} | "
               f"{some}/{n} | {' '.join(f'{100 * v:.0f}' for v in by_pos)} % | {out.nfe} (+{extra}) | "
               f"{np.mean(times):.1f} |", flush=True)
     env.close()

@@ -205,6 +205,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     prior.clip, prior.stride, prior.planning_guidance = 0.5, 4, 3.0  # non-defaults must survive the round trip
     prior.planning_guidance_schedule = "variance"
     prior.planning_steps, prior.planning_select, prior.planning_batch = 50, "consistency", 32
+    prior.planning_lam0 = 0.7
     prior.save_pretrained(tmp_path / "ckpt", extra={"command": "test"})
     again = TrajectoryPrior.from_pretrained(tmp_path / "ckpt")
     x, t = 3 * torch.randn(2, 160, 2), torch.tensor([3, 40])
@@ -219,12 +220,17 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     assert resolve_planning(again, "gsc", None)[2] == 32 and resolve_planning(again, "gsc", 4)[2] == 4
     assert planning_sampler("gsc", prior=again).steps == 50 and planning_sampler("gsc", prior=again, steps=8).steps == 8
     assert planning_sampler("gsc").steps == 20
+    assert again.planning_lam0 == 0.7 and planning_sampler("cofi", prior=again).lam0 == 0.7
+    assert planning_sampler("cofi").lam0 == 0.9 and planning_sampler("cofi", prior=again, lam0=0.5).lam0 == 0.5
 
 
 @pytest.mark.parametrize("kw, match", [(dict(planning_steps=0), "planning_steps"),
                                        (dict(planning_steps=2.5), "planning_steps"),
                                        (dict(planning_batch=0), "planning_batch"),
-                                       (dict(planning_select="best"), "planning_select")])
+                                       (dict(planning_select="best"), "planning_select"),
+                                       (dict(planning_lam0=0.0), "planning_lam0"),
+                                       (dict(planning_lam0=1.5), "planning_lam0"),
+                                       (dict(planning_lam0=True), "planning_lam0")])
 def test_bad_planning_settings(kw, match):
     net = tiny_prior().net
     with pytest.raises(ValueError, match=match):

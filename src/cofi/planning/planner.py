@@ -118,7 +118,8 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance
         scores and no scaffold. It needs a prior that reads evidence with
         ``planning_consensus > 0`` (ValueError otherwise: without it CD is GSC).
       - ``cofi``: ``CoFi(fusion=False, lam0=0.9, schedule="linear", refine_at=0.4,
-        refine_eta=1)``: the coarse stage shrinks toward the scaffold, λ ramping linearly to 1;
+        refine_eta=1)`` (λ0: the prior's ``planning_lam0`` if it has one): the coarse stage
+        shrinks toward the scaffold, λ ramping linearly to 1;
         refinement re-runs the last 12 steps from the renoised global scaffold.
       - ``cdgs``: ``CDGS(inner=10, fusion=True)`` with its maze defaults (population P = 40
         via ``batch``, pruning in the last 6 % keeping 10 %); fusion is CDGS's message passing.
@@ -145,7 +146,8 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance
         return GSC(**{**base, "fusion": False, **overrides})
     if method == "cdgs":
         return CDGS(**{**base, "inner": CDGS_INNER, "fusion": True, **overrides})
-    return CoFi(**{**base, "fusion": False, "lam0": LAM0, "schedule": "linear", "refine_at": REFINE_AT,
+    lam0 = getattr(prior, "planning_lam0", None) or LAM0
+    return CoFi(**{**base, "fusion": False, "lam0": float(lam0), "schedule": "linear", "refine_at": REFINE_AT,
                    "refine_eta": 1.0, **overrides})
 
 

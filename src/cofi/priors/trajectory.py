@@ -31,7 +31,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 #: evaluation after training; a warm start carries them over). ``planning_consensus`` is not
 #: among them: it needs a network trained to read evidence.
 PLANNING_SETTINGS = ("planning_guidance", "planning_guidance_schedule", "planning_steps", "planning_select",
-                     "planning_batch")
+                     "planning_batch", "planning_lam0")
 
 
 def cosine_alphas_cumprod(T: int, s: float = 0.008) -> Tensor:
@@ -109,6 +109,8 @@ class TrajectoryPrior(XYNormalizer):
             ``overlap`` or ``consistency`` (None: ``overlap``).
         planning_batch: candidates per plan for CoFi, GSC and CD with this prior (None: 16;
             CDGS keeps its population).
+        planning_lam0: CoFi's first shrinkage weight λ0 with this prior, in (0, 1] (None: 0.9,
+            `cofi.planning.planner.LAM0`); the other methods have no λ.
     """
 
     supports_grad = True
@@ -119,7 +121,8 @@ class TrajectoryPrior(XYNormalizer):
                  clip: float | None = 1.0, prediction: str = "epsilon", scale: float = 1.0, stride: int = 1,
                  planning_guidance: float | None = None, planning_guidance_schedule: str | None = None,
                  planning_consensus: float = 0.0, planning_steps: int | None = None,
-                 planning_select: str | None = None, planning_batch: int | None = None) -> None:
+                 planning_select: str | None = None, planning_batch: int | None = None,
+                 planning_lam0: float | None = None) -> None:
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
@@ -145,9 +148,13 @@ class TrajectoryPrior(XYNormalizer):
                 raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
         if planning_select not in (None, "overlap", "consistency"):
             raise ValueError(f"planning_select must be None, 'overlap' or 'consistency', got {planning_select!r}")
+        if planning_lam0 is not None and not (isinstance(planning_lam0, Real) and not isinstance(planning_lam0, bool)
+                                              and 0.0 < planning_lam0 <= 1.0):
+            raise ValueError(f"planning_lam0 must be None or a number in (0, 1], got {planning_lam0!r}")
         self.planning_steps = planning_steps
         self.planning_select = planning_select
         self.planning_batch = planning_batch
+        self.planning_lam0 = None if planning_lam0 is None else float(planning_lam0)
 
     # ------------------------------------------------------------------ LocalPrior
     @property
