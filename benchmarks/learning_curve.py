@@ -53,6 +53,24 @@ def windows_crossing(prior, maze, samples: int, steps: int, seed: int) -> float:
     return float(np.mean([maze.crosses_wall(w) for w in xy]))
 
 
+def evidence_guidance(prior, w: float) -> list[int]:
+    """Wrap ``prior.denoise`` with classifier-free guidance on the evidence, weight ``w`` (1: the
+    plain conditional estimate). Returns a one-element list counting the network calls (windows),
+    two for each window that has evidence when ``w != 1``."""
+    calls, denoise = [0], prior.denoise
+
+    def guided(x_t, t, *, evidence=None, evidence_precision=None, **kw):
+        if evidence is None or w == 1.0:
+            calls[0] += len(x_t)
+            return denoise(x_t, t, evidence=evidence, evidence_precision=evidence_precision, **kw)
+        calls[0] += 2 * len(x_t)
+        plain = denoise(x_t, t, **kw)
+        return plain + w * (denoise(x_t, t, evidence=evidence, evidence_precision=evidence_precision, **kw) - plain)
+
+    prior.denoise = guided
+    return calls
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", nargs="?", default=None, help="a training run directory (its snapshots and checkpoint)")
@@ -64,6 +82,9 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--consensus-from", choices=("estimate", "state"), default="estimate",
                     help="consensus messages: the neighbours' x̂ or their noisy states (CompDiffuser's)")
+    ap.add_argument("--evidence-guidance", type=float, default=1.0, metavar="W",
+                    help="classifier-free guidance on the evidence (CompDiffuser's w): x̂(∅) + W·(x̂(evidence) − "
+                         "x̂(∅)), two network calls per window with evidence (1: off)")
     ap.add_argument("--samples", type=int, default=256, help="unconditional windows per checkpoint")
     ap.add_argument("--sample-steps", type=int, default=50)
     ap.add_argument("--json", default=None, help="append records here (resumable)")
@@ -93,7 +114,8 @@ def run(args) -> list[dict]:
     done = []
     if args.json and os.path.exists(args.json):
         done = [json.loads(line) for line in open(args.json) if line.strip()]
-    key = lambda r: (r["label"], r["method"], r["consensus"], r.get("consensus_from", "estimate"))  # noqa: E731
+    key = lambda r: (r["label"], r["method"], r["consensus"], r.get("consensus_from", "estimate"),  # noqa: E731
+                     r.get("evidence_guidance", 1.0))
     have = {key(r) for r in done}
     records = list(done)
     envs: dict = {}
@@ -101,6 +123,7 @@ def run(args) -> list[dict]:
         if step is not None and args.snapshots is not None and step not in args.snapshots:
             continue
         prior = TrajectoryPrior.from_pretrained(path)
+        calls = evidence_guidance(prior, args.evidence_guidance)
         env_name = prior.env_name
         if env_name not in envs:
             env = make_env(env_name)
@@ -114,24 +137,25 @@ def run(args) -> list[dict]:
                     continue  # GSC composes unconditional scores; a prior without evidence inputs has no κ
                 if kappa == 0 and method == "cd":
                     continue  # CD is GSC with neighbour-conditioned scores: it needs κ > 0
-                if (label, method, kappa, args.consensus_from) in have:
+                if (label, method, kappa, args.consensus_from, args.evidence_guidance) in have:
                     continue
                 if crossing is None:
                     crossing = windows_crossing(prior, maze, args.samples, args.sample_steps, seed=0)
                 prior.planning_consensus = kappa if kappa > 0 else None
                 sampler = planning_sampler(method, prior=prior, **({"consensus_from": args.consensus_from}
                                                                      if method != "gsc" else {}))
-                ok, walls, t0 = 0, [], time.perf_counter()
+                ok, walls, t0, calls[0] = 0, [], time.perf_counter(), 0
                 for start, goal, gen in problems:
                     out = plan(prior, start, goal, sampler, generator=gen, maze=maze)
                     ok += bool(maze.check_plan(out.xy, goal).valid)
                     walls.append(float((~maze.is_free(out.xy)).mean()))
                 rec = dict(label=label, path=path, step=step, env=env_name, method=method, consensus=kappa,
-                           consensus_from=args.consensus_from,
+                           consensus_from=args.consensus_from, evidence_guidance=args.evidence_guidance,
+                           network_calls_per_plan=calls[0] // len(problems),
                            problems=len(problems), valid=ok, plan_walls=float(np.mean(walls)),
                            windows_crossing=crossing, samples=args.samples, nfe_per_plan=int(out.nfe),
                            s_per_plan=(time.perf_counter() - t0) / len(problems), seeds=args.seeds, tasks=args.tasks)
-                print(f"{label} {method} κ={kappa:g} ({args.consensus_from}): valid {ok}/{len(problems)}, plan points in walls "
+                print(f"{label} {method} κ={kappa:g} ({args.consensus_from}, w={args.evidence_guidance:g}): valid {ok}/{len(problems)}, plan points in walls "
                       f"{100 * rec['plan_walls']:.1f} %, unconditional windows crossing {100 * crossing:.1f} %, "
                       f"{rec['s_per_plan']:.1f} s / plan", flush=True)
                 records.append(rec)
@@ -150,7 +174,9 @@ def table(records: list[dict]) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in records:
         step = "–" if r["step"] is None else r["step"]
-        print(f"| {r['label']} | {step} | {r['method']} | {r['consensus']:g} ({r.get('consensus_from', 'estimate')}) | {r['valid']}/{r['problems']} | "
+        w = r.get("evidence_guidance", 1.0)
+        cfg = f" ({r.get('consensus_from', 'estimate')}{'' if w == 1 else f', CFG w = {w:g}'})"
+        print(f"| {r['label']} | {step} | {r['method']} | {r['consensus']:g}{cfg} | {r['valid']}/{r['problems']} | "
               f"{100 * r['plan_walls']:.1f} % | {100 * r['windows_crossing']:.1f} % | {r['nfe_per_plan']} |")
 
 
@@ -164,12 +190,14 @@ def plot(records: list[dict], path: str) -> None:
     curves: dict = {}
     for r in records:
         if r["step"] is not None:
-            curves.setdefault((r["method"], r["consensus"], r.get("consensus_from", "estimate")), []).append(r)
-    for i, ((method, kappa, source), rs) in enumerate(sorted(curves.items())):
+            curves.setdefault((r["method"], r["consensus"], r.get("consensus_from", "estimate"),
+                               r.get("evidence_guidance", 1.0)), []).append(r)
+    for i, ((method, kappa, source, w), rs) in enumerate(sorted(curves.items())):
         rs = sorted(rs, key=lambda r: r["step"])
         steps = [r["step"] for r in rs]
         ax1.plot(steps, [100 * r["valid"] / r["problems"] for r in rs], "o-", color=f"C{i}",
-                 label=f"{method}, κ = {kappa:g}" + (f" ({source})" if kappa > 0 else ""))
+                 label=f"{method}, κ = {kappa:g}" + (f" ({source})" if kappa > 0 else "")
+                 + ("" if w == 1 else f", w = {w:g}"))
     run_steps = sorted({r["step"] for r in records if r["step"] is not None})
     if run_steps:
         first = {}

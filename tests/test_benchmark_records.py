@@ -53,3 +53,26 @@ def test_scene_first_lift_miss_is_where_the_plan_grasps_against_where_the_cube_l
     assert mod.first_lift_miss(p) == 0.0
     assert math.isnan(mod.first_lift_miss(np.zeros((5, 14))))
     assert mod.parse_seeds(["0", "3-5"]) == [0, 3, 4, 5]
+
+
+def test_learning_curve_evidence_guidance_extrapolates_from_the_plain_estimate():
+    """CFG on evidence: x̂(∅) + w·(x̂(e) − x̂(∅)), counting two network calls per window with
+    evidence; w = 1 is the plain conditional call, one network call per window."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_curve", ROOT / "benchmarks" / "learning_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    class Stub:  # x̂(∅) = x_t, x̂(e) = x_t + e
+        def denoise(self, x_t, t, *, evidence=None, evidence_precision=None, **kw):
+            return x_t if evidence is None else x_t + evidence
+
+    x, t, e = torch.ones(3, 4, 2), torch.zeros(3, dtype=torch.long), torch.full((3, 4, 2), 0.5)
+    prior = Stub()
+    calls = mod.evidence_guidance(prior, 2.0)
+    assert torch.equal(prior.denoise(x, t, evidence=e, evidence_precision=e), x + 2 * e) and calls == [6]
+    assert torch.equal(prior.denoise(x, t), x) and calls == [9]
+    plain = Stub()
+    calls = mod.evidence_guidance(plain, 1.0)
+    assert torch.equal(plain.denoise(x, t, evidence=e, evidence_precision=e), x + e) and calls == [3]
