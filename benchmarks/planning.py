@@ -35,7 +35,15 @@ import torch
 
 def load_prior(maze: str, args):
     """The shipped U-Net (``--prior unet``) or the closed-form `EmpiricalPrior` over the
-    regenerated stitch data in ``--data`` (``--prior closed-form``)."""
+    regenerated stitch data in ``--data`` (``--prior closed-form``); ``--lam0`` sets its
+    ``planning_lam0`` (CoFi's λ0)."""
+    prior = _load_prior(maze, args)
+    if args.lam0 is not None:
+        prior.planning_lam0 = args.lam0
+    return prior
+
+
+def _load_prior(maze: str, args):
     name = f"{args.agent}maze-{maze}-stitch"
     if args.prior == "closed-form":
         from cofi.priors import EmpiricalPrior
@@ -48,6 +56,17 @@ def load_prior(maze: str, args):
     if args.consensus is not None:  # ValueError unless the network reads evidence
         prior.planning_consensus = args.consensus
     return prior
+
+
+def ant_controller(args):
+    """The ant's controller factory for ``--reach-scale`` / ``--along-plan`` (None: the default
+    one, and always for the point)."""
+    if args.agent != "ant" or (args.reach_scale is None and not args.along_plan):
+        return None
+    from cofi.planning.ant_control import REACH_SCALE, ant_controller as factory
+
+    return factory(reach_scale=REACH_SCALE if args.reach_scale is None else args.reach_scale,
+                   along_plan=args.along_plan)
 
 
 def recorded(path, env_name: str, label: str) -> dict:
@@ -84,7 +103,7 @@ def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=Fals
     batch = args.cdgs_population if method == "cdgs" else args.batch
     kw = dict(episodes=args.episodes, sampler=sampler, steps=steps, batch=batch, max_replans=args.max_replans,
               count=args.count,
-              keep_paths=keep_paths, log=log, select=args.select)
+              keep_paths=keep_paths, log=log, select=args.select, controller=ant_controller(args))
     done = recorded(args.json, env_name, label or method)
     if not done:
         recs = evaluate(env_name, prior, method, tasks=args.tasks, seeds=args.seeds, **kw)
@@ -161,6 +180,12 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=None,
                     help="overlap guidance weight (default: the prior's planning_guidance, else 20)")
     ap.add_argument("--batch", type=int, default=None, help="candidates of CoFi and GSC (preset: 16)")
+    ap.add_argument("--reach-scale", type=float, default=None,
+                    help="ant: AntController's reach_scale (default: cofi.planning.ant_control.REACH_SCALE)")
+    ap.add_argument("--along-plan", action="store_true",
+                    help="ant: AntController pulls far targets back along the plan, not along the chord")
+    ap.add_argument("--lam0", type=float, default=None,
+                    help="CoFi's first shrinkage weight λ0 (default: the prior's planning_lam0, else 0.9)")
     ap.add_argument("--select", choices=("overlap", "consistency"), default=None,
                     help="how a plan's candidate is chosen (cofi.planning.plan; default: the prior's planning_select)")
     ap.add_argument("--cdgs-population", type=int, default=None, help="CDGS population P (preset: 40)")

@@ -88,12 +88,40 @@ def test_controller_pulls_far_targets_within_reach():
     for want, got, r in zip([(5.0, 0.0), (8.0, 0.0)], seen[0], m.reach):
         d = np.subtract(want, obs[:2])
         np.testing.assert_allclose(got, obs[:2] + d * r / np.linalg.norm(d))
+    # along the plan: where the line y = 0 leaves the circle of radius r around (3, 0.5)
+    AC.AntController(m, plan, reach_scale=1.0, along_plan=True).act(obs)
+    np.testing.assert_allclose(seen[1], [[3 + np.sqrt(1.0 - 0.25), 0.0], [3 + np.sqrt(2.25 - 0.25), 0.0]])
+    AC.AntController(m, plan, reach_scale=0.8, along_plan=True).act(obs)  # the scale shrinks both radii
+    r = np.multiply(m.reach, 0.8)
+    np.testing.assert_allclose(seen[2], [[3 + np.sqrt(r[0] ** 2 - 0.25), 0.0], [3 + np.sqrt(r[1] ** 2 - 0.25), 0.0]])
     obs[:2] = [3.0, 0.0]
-    AC.AntController(m, plan).act(obs)  # (5, 0) is 2 away: pulled to 1; nothing farther than reach moves
-    np.testing.assert_allclose(seen[1], [[4.0, 0.0], [4.5, 0.0]])
+    AC.AntController(m, plan).act(obs)  # default: the chord at the full reach; (5, 0) is 2 away: pulled to 1
+    np.testing.assert_allclose(seen[3], [[4.0, 0.0], [4.5, 0.0]])
     m.reach = None
     AC.AntController(m, plan).act(obs)
-    np.testing.assert_allclose(seen[2], [[5.0, 0.0], [8.0, 0.0]])
+    np.testing.assert_allclose(seen[4], [[5.0, 0.0], [8.0, 0.0]])
+    with pytest.raises(ValueError, match="reach_scale"):
+        AC.AntController(m, plan, reach_scale=0.0)
+
+
+def test_controller_target_follows_the_plan_around_a_corner():
+    """An L-shaped plan (east along y = 0 to (2, 0), then north): from (1.5, 0) the target 8
+    points ahead is around the corner. Along the plan it is where the plan leaves the reach
+    circle, on the northward leg; the chord points at the far target through the corner."""
+    m = AC.AntInverseDynamics(offsets=(8,), hidden=8, depth=1, reach=(1.0,))
+    seen = []
+    m.act = lambda obs, targets: seen.append(np.array(targets)) or np.zeros(8)
+    east = np.stack([np.linspace(0, 2, 9), np.zeros(9)], 1)  # spacing 0.25
+    plan = np.concatenate([east, np.stack([np.full(8, 2.0), np.linspace(0.25, 2, 8)], 1)])
+    obs = np.zeros(29)
+    obs[:2] = [1.5, 0.0]  # plan index 6; 8 ahead: (2, 1.5), 1.58 away
+    AC.AntController(m, plan, along_plan=True).act(obs)
+    np.testing.assert_allclose(seen[0], [[2.0, np.sqrt(1.0 - 0.25)]])  # on x = 2, 1 from the torso
+    AC.AntController(m, plan).act(obs)
+    np.testing.assert_allclose(seen[1], [[1.5 + 0.5 / np.hypot(0.5, 1.5), 1.5 / np.hypot(0.5, 1.5)]])
+    obs[:2] = [0.0, 3.0]  # far off the plan: the chord toward the target
+    AC.AntController(m, plan, along_plan=True).act(obs)
+    assert np.isclose(np.linalg.norm(seen[2][0] - obs[:2]), 1.0)
 
 
 def test_torso_up():
@@ -119,6 +147,22 @@ def test_shipped_model_loads_and_drives_an_antmaze_episode():
     assert r.env_name == NAME and r.steps == 40 and r.path.shape == (41, 2)
     assert r.windows[0].shape[0] == 4  # the ant's medium count
     assert np.linalg.norm(r.path[-1] - r.path[0]) > 0.05  # the model moved the ant
+    assert r.fell_at is None and r.to_dict()["fell_at"] is None  # upright throughout
+
+
+def test_episode_records_when_the_ant_fell(monkeypatch):
+    """``fell_at`` is the first env step after which the torso's up-axis is below 0 (here a
+    stand-in `torso_up` reports the ant on its back from its 13th reading, one per step)."""
+    from cofi.planning.evaluate import EpisodeRecord, evaluate
+    from test_planning_exec import TinyTrajectoryPrior
+
+    readings = []
+    monkeypatch.setattr(AC, "torso_up", lambda ob: readings.append(ob) or (-0.5 if len(readings) >= 13 else 1.0))
+    prior = TinyTrajectoryPrior(env_name=NAME)
+    r = evaluate(NAME, prior, "gsc", tasks=(1,), steps=2, batch=1, max_steps=20, max_replans=0)[0]
+    assert r.steps == 20 and r.fell_at == 13 and len(readings) == 13  # read until it fell
+    assert np.shape(readings[0]) == (AC.OBS_DIM,)
+    assert EpisodeRecord.from_dict(r.to_dict()).fell_at == 13
     with pytest.raises(ValueError, match="factory"):
         evaluate(NAME, prior, "gsc", tasks=(1,), steps=2, batch=1, max_steps=5, controller=dict(gain=2.0))
     with pytest.raises(FileNotFoundError, match="antmaze-invdyn"):

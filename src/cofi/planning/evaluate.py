@@ -46,7 +46,10 @@ class EpisodeRecord:
     fraction of its points inside a wall cell (a graded version); ``nfe`` and
     ``plan_time_s`` add up every plan of the episode (first plan and replans). With
     ``keep_paths``: the executed ``path`` ``(T + 1, 2)``, every executed plan (``plans``, xy;
-    ``windows``, its local plans) and the env step at which each began (``plan_steps``)."""
+    ``windows``, its local plans) and the env step at which each began (``plan_steps``).
+    ``fell_at``: the ant's first env step on its back (torso up-axis below the horizon,
+    `cofi.planning.ant_control.torso_up`; it cannot right itself), None if it never was (and
+    for the point)."""
 
     env_name: str
     method: str
@@ -64,6 +67,7 @@ class EpisodeRecord:
     overlap_error: float
     final_distance: float
     plan_in_wall: float = float("nan")
+    fell_at: int | None = None
     path: np.ndarray | None = field(default=None, repr=False)
     plans: list[np.ndarray] | None = field(default=None, repr=False)
     windows: list[np.ndarray] | None = field(default=None, repr=False)
@@ -232,8 +236,10 @@ def run_episode(
     plan_starts, plan_steps = [xy.copy()], [0]
     ctrl = make_controller(first.xy)
     path = [xy.copy()]
-    success, steps, replans = False, 0, 0
+    success, steps, replans, fell_at = False, 0, 0, None
     best_index, since_progress = 0, 0
+    if agent == "ant":
+        from .ant_control import torso_up
     while steps < max_steps:
         action = ctrl.act(ob)
         if ctrl.index > best_index:
@@ -259,6 +265,8 @@ def run_episode(
         ob = np.asarray(ob, dtype=np.float64)
         xy = ob[:2].copy()
         path.append(xy.copy())
+        if agent == "ant" and fell_at is None and torso_up(ob) < 0:
+            fell_at = steps
         if info.get("success", 0.0) > 0:
             success = True
             break
@@ -270,7 +278,7 @@ def run_episode(
         nfe=sum(p.nfe for p in plans), plan_time_s=sum(p.time_s for p in plans),
         plan_valid=check.valid, first_plan_nfe=first.nfe, first_plan_time_s=first.time_s,
         overlap_error=first.best_overlap_error, final_distance=float(np.linalg.norm(xy - goal)),
-        plan_in_wall=float((~maze.is_free(first.xy)).mean()),
+        plan_in_wall=float((~maze.is_free(first.xy)).mean()), fell_at=fell_at,
         path=np.stack(path) if keep_paths else None,
         plans=[p.xy for p in plans] if keep_paths else None,
         windows=[p.windows for p in plans] if keep_paths else None,
