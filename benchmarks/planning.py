@@ -63,10 +63,9 @@ def ant_controller(args):
     one, and always for the point)."""
     if args.agent != "ant" or (args.reach_scale is None and not args.along_plan):
         return None
-    from cofi.planning.ant_control import REACH_SCALE, ant_controller as factory
+    from cofi.planning.ant_control import ant_controller as factory
 
-    return factory(reach_scale=REACH_SCALE if args.reach_scale is None else args.reach_scale,
-                   along_plan=args.along_plan)
+    return factory(**({} if args.reach_scale is None else {"reach_scale": args.reach_scale}), along_plan=args.along_plan)
 
 
 def recorded(path, env_name: str, label: str) -> dict:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from cofi.planning.data import OVERLAP_STEPS
+from cofi.steps import ddim_step
 
 
 def inside_fraction(maze, xy: np.ndarray) -> float:
@@ -74,10 +75,7 @@ def bridge(prior, x0: torch.Tensor, kappa: float, sides: str, steps: int, seed: 
             xh = prior.denoise(x, torch.full((len(x),), t), evidence=x0, evidence_precision=prec)
         if i + 1 == len(ts):
             return xh
-        a_s = ac[ts[i + 1]]
-        eps = (x - a.sqrt() * xh) / (1 - a).sqrt()
-        sig = ((1 - a_s) / (1 - a)).sqrt() * (1 - a / a_s).sqrt()
-        x = a_s.sqrt() * xh + (1 - a_s - sig**2).clamp(min=0).sqrt() * eps + sig * torch.randn(x.shape, generator=g)
+        x = ddim_step(x, xh, a, ac[ts[i + 1]], 1.0, torch.randn(x.shape, generator=g))
     return x
 
 

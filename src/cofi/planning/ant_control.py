@@ -136,6 +136,13 @@ class AntInverseDynamics(nn.Module):
         return model.eval().requires_grad_(False)
 
 
+def _check_reach_scale(reach_scale) -> float:
+    if not (isinstance(reach_scale, (int, float)) and not isinstance(reach_scale, bool) and reach_scale > 0
+            and np.isfinite(reach_scale)):
+        raise ValueError(f"reach_scale must be a finite number > 0, got {reach_scale!r}")
+    return float(reach_scale)
+
+
 class AntController(WaypointController):
     """Follow an x-y plan ``(L, 2)`` (one point per env step) with an `AntInverseDynamics` model.
 
@@ -151,17 +158,14 @@ class AntController(WaypointController):
         plan and follows it around a corner.
     The defaults (the full reach, the chord) are what the AntMaze results use; 0.8 of the reach
     along the plan saved the episodes where the ant had flipped at a wall corner, but lost
-    others (AntMaze-Giant CoFi 16/20 against 18/20, docs/planning.md).
+    others (AntMaze-Giant CoFi 15/20 against 18/20, docs/planning.md).
     """
 
     def __init__(self, model: AntInverseDynamics, plan, *, window: int = 40, reach_scale: float = REACH_SCALE,
                  along_plan: bool = False) -> None:
         super().__init__(plan, ahead=model.offsets[-1], window=window)
-        if not (isinstance(reach_scale, (int, float)) and not isinstance(reach_scale, bool) and reach_scale > 0
-                and np.isfinite(reach_scale)):
-            raise ValueError(f"reach_scale must be a finite number > 0, got {reach_scale!r}")
         self.model = model
-        self.reach_scale, self.along_plan = float(reach_scale), bool(along_plan)
+        self.reach_scale, self.along_plan = _check_reach_scale(reach_scale), bool(along_plan)
         self._reach = None if model.reach is None else np.asarray(model.reach, dtype=np.float64) * self.reach_scale
 
     def _along(self, xy: np.ndarray, end: int, r: float) -> np.ndarray | None:
@@ -183,7 +187,7 @@ class AntController(WaypointController):
         self.update(xy)
         last = len(self.plan) - 1
         ends = [min(self.index + k, last) for k in self.model.offsets]
-        targets = self.plan[ends].copy()
+        targets = self.plan[ends]  # a copy (fancy indexing)
         if self._reach is not None:
             for j, (end, r) in enumerate(zip(ends, self._reach)):
                 dist = float(np.linalg.norm(targets[j] - xy))
@@ -210,7 +214,7 @@ def ant_controller(model: AntInverseDynamics | str | Path = CHECKPOINT, *, windo
     ``along_plan``."""
     if not isinstance(model, AntInverseDynamics):
         model = AntInverseDynamics.from_pretrained(model)
-    AntController(model, np.zeros((2, 2)), window=window, reach_scale=reach_scale)  # bad arguments fail here
+    _check_reach_scale(reach_scale)
 
     def factory(plan) -> AntController:
         return AntController(model, plan, window=window, reach_scale=reach_scale, along_plan=along_plan)
