@@ -23,9 +23,12 @@ from cases import CASES, FLOAT32, distributed_case  # noqa: E402
 
 TOL64 = dict(atol=1e-10, rtol=1e-10)
 # float32 networks (the shipped U-Net, the tiny SD and CogVideoX pipelines), float32 state: the
-# engine and the loops run the same float operations in the same order, so they agree to the
-# last bit; the tolerance only allows for a different summation order inside a fused kernel
-TOL32 = dict(atol=1e-5, rtol=1e-5)
+# engine and the loops run the same float operations in the same order, so on one machine they
+# agree to the last bit; the tolerance allows for the kernels a CPU picks (its instruction set
+# changes the summation order in convolutions and matmuls: on an AVX-512 Xeon the tiny SD
+# panoramas differ from the recording by up to 3.2e-5, where CoFi's λ scaled by 0.999 moves them
+# by 3e-2)
+TOL32 = dict(atol=1e-4, rtol=1e-4)
 COMPARED = ("canvas", "plans", "scaffold")
 
 
