@@ -85,6 +85,9 @@ def main() -> None:
     ap.add_argument("--evidence-guidance", type=float, default=1.0, metavar="W",
                     help="classifier-free guidance on the evidence (CompDiffuser's w): x̂(∅) + W·(x̂(evidence) − "
                          "x̂(∅)), two network calls per window with evidence (1: off)")
+    ap.add_argument("--consensus-sweep", choices=("jacobi", "red-black"), default="jacobi",
+                    help="all windows read their neighbours' previous x̂ at once, or a red-black Gauss-Seidel sweep "
+                         "(the odd windows read the even windows' fresh x̂)")
     ap.add_argument("--samples", type=int, default=256, help="unconditional windows per checkpoint")
     ap.add_argument("--sample-steps", type=int, default=50)
     ap.add_argument("--json", default=None, help="append records here (resumable)")
@@ -115,7 +118,7 @@ def run(args) -> list[dict]:
     if args.json and os.path.exists(args.json):
         done = [json.loads(line) for line in open(args.json) if line.strip()]
     key = lambda r: (r["label"], r["method"], r["consensus"], r.get("consensus_from", "estimate"),  # noqa: E731
-                     r.get("evidence_guidance", 1.0))
+                     r.get("evidence_guidance", 1.0), r.get("consensus_sweep", "jacobi"))
     have = {key(r) for r in done}
     records = list(done)
     envs: dict = {}
@@ -137,12 +140,13 @@ def run(args) -> list[dict]:
                     continue  # GSC composes unconditional scores; a prior without evidence inputs has no κ
                 if kappa == 0 and method == "cd":
                     continue  # CD is GSC with neighbour-conditioned scores: it needs κ > 0
-                if (label, method, kappa, args.consensus_from, args.evidence_guidance) in have:
+                if (label, method, kappa, args.consensus_from, args.evidence_guidance, args.consensus_sweep) in have:
                     continue
                 if crossing is None:
                     crossing = windows_crossing(prior, maze, args.samples, args.sample_steps, seed=0)
                 prior.planning_consensus = kappa if kappa > 0 else None
-                sampler = planning_sampler(method, prior=prior, **({"consensus_from": args.consensus_from}
+                sampler = planning_sampler(method, prior=prior, **({"consensus_from": args.consensus_from,
+                                                                      "consensus_sweep": args.consensus_sweep}
                                                                      if method != "gsc" else {}))
                 ok, walls, t0, calls[0] = 0, [], time.perf_counter(), 0
                 for start, goal, gen in problems:
@@ -151,6 +155,7 @@ def run(args) -> list[dict]:
                     walls.append(float((~maze.is_free(out.xy)).mean()))
                 rec = dict(label=label, path=path, step=step, env=env_name, method=method, consensus=kappa,
                            consensus_from=args.consensus_from, evidence_guidance=args.evidence_guidance,
+                           consensus_sweep=args.consensus_sweep,
                            network_calls_per_plan=calls[0] // len(problems),
                            problems=len(problems), valid=ok, plan_walls=float(np.mean(walls)),
                            windows_crossing=crossing, samples=args.samples, nfe_per_plan=int(out.nfe),
@@ -175,7 +180,9 @@ def table(records: list[dict]) -> None:
     for r in records:
         step = "–" if r["step"] is None else r["step"]
         w = r.get("evidence_guidance", 1.0)
-        cfg = f" ({r.get('consensus_from', 'estimate')}{'' if w == 1 else f', CFG w = {w:g}'})"
+        sweep = r.get("consensus_sweep", "jacobi")
+        cfg = (f" ({r.get('consensus_from', 'estimate')}{'' if w == 1 else f', CFG w = {w:g}'}"
+               f"{'' if sweep == 'jacobi' else f', {sweep}'})")
         print(f"| {r['label']} | {step} | {r['method']} | {r['consensus']:g}{cfg} | {r['valid']}/{r['problems']} | "
               f"{100 * r['plan_walls']:.1f} % | {100 * r['windows_crossing']:.1f} % | {r['nfe_per_plan']} |")
 
@@ -191,13 +198,13 @@ def plot(records: list[dict], path: str) -> None:
     for r in records:
         if r["step"] is not None:
             curves.setdefault((r["method"], r["consensus"], r.get("consensus_from", "estimate"),
-                               r.get("evidence_guidance", 1.0)), []).append(r)
-    for i, ((method, kappa, source, w), rs) in enumerate(sorted(curves.items())):
+                               r.get("evidence_guidance", 1.0), r.get("consensus_sweep", "jacobi")), []).append(r)
+    for i, ((method, kappa, source, w, sweep), rs) in enumerate(sorted(curves.items())):
         rs = sorted(rs, key=lambda r: r["step"])
         steps = [r["step"] for r in rs]
         ax1.plot(steps, [100 * r["valid"] / r["problems"] for r in rs], "o-", color=f"C{i}",
                  label=f"{method}, κ = {kappa:g}" + (f" ({source})" if kappa > 0 else "")
-                 + ("" if w == 1 else f", w = {w:g}"))
+                 + ("" if w == 1 else f", w = {w:g}") + ("" if sweep == "jacobi" else f", {sweep}"))
     run_steps = sorted({r["step"] for r in records if r["step"] is not None})
     if run_steps:
         first = {}

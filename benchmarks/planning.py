@@ -101,7 +101,7 @@ def run(env_name, prior, method, args, sampler=None, label=None, keep_paths=Fals
         sampler = planning_sampler(method, prior=prior, guidance=args.guidance, **({"steps": steps} if steps else {}))
     batch = args.cdgs_population if method == "cdgs" else args.batch
     kw = dict(episodes=args.episodes, sampler=sampler, steps=steps, batch=batch, max_replans=args.max_replans,
-              count=args.count,
+              count=args.count, stall_steps=args.stall_steps,
               keep_paths=keep_paths, log=log, select=args.select, controller=ant_controller(args))
     done = recorded(args.json, env_name, label or method)
     if not done:
@@ -173,6 +173,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps of CoFi and GSC (preset: 20)")
     ap.add_argument("--cdgs-steps", type=int, default=None, help="DDIM steps of CDGS (preset: 20)")
     ap.add_argument("--max-replans", type=int, default=10)
+    ap.add_argument("--stall-steps", type=int, default=None,
+                    help="replan after this many env steps without progress along the plan (default: the agent's, "
+                         "cofi.planning.evaluate.ANT_EXECUTION / POINT_EXECUTION)")
     ap.add_argument("--count", type=int, default=None, help="windows per plan (default: the maze's, default_count)")
     ap.add_argument("--label", default=None,
                     help="records and rows are labelled '<method> <label>' (a variant beside the presets)")

@@ -253,6 +253,78 @@ def test_consensus_from_states_sends_the_neighbours_noisy_chunks(tiny, make):
         cofi.GSC(consensus=1.0, consensus_from="noisy")
 
 
+@pytest.mark.parametrize("make", [
+    lambda **k: cofi.GSC(steps=4, fusion=False, **k),
+    lambda **k: cofi.CoFi(steps=4, refine_at=0.5, fusion=False, **k),
+    lambda **k: cofi.CDGS(steps=4, inner=2, prune_at=0.0, fusion=False, **k),
+])
+def test_red_black_sweep_reads_the_fresh_estimates_of_the_other_colour(tiny, make):
+    """``consensus_sweep="red-black"`` on a chain of 4 windows: each step predicts the even
+    windows (0, 2) reading the odd windows' previous x̂, then the odd ones (1, 3) reading the
+    even windows' x̂ of the same step (the first even call reads nothing); the NFE is Jacobi's."""
+    bank, ac, _ = tiny
+    calls = []
+
+    class Spy(EmpiricalPrior):
+        def denoise(self, x_t, t, **cond):
+            out = super().denoise(x_t, t, **cond)
+            calls.append((int(t[0]), cond["window"].clone(), {k: v.clone() for k, v in cond.items()
+                                                             if k.startswith("evidence")}, out.clone()))
+            return out
+
+    prior = Spy(bank.float(), ac.float())
+    layout = cofi.Chain(5, 2, 4, axis=0)
+    kappa, B = 2.0, 2
+    rb = cofi.compose(prior, layout, make(consensus=kappa, consensus_sweep="red-black"), batch=B, progress=False,
+                      generator=torch.Generator().manual_seed(0))
+    assert len(calls) % 2 == 0 and not calls[0][2]
+    latest = torch.zeros(B, 4, 5, 2)
+    for n, (t, window, ev, out) in enumerate(calls):
+        colour = [0, 2] if n % 2 == 0 else [1, 3]
+        assert window.tolist() == colour * B
+        if n > 0:  # the other colour's latest estimates, on this colour's overlaps
+            want, count = torch.zeros(B, 2, 5, 2), torch.zeros(B, 2, 5, 2)
+            for k, i in enumerate(colour):
+                if i + 1 < 4:
+                    want[:, k, 3:] += latest[:, i + 1, :2]
+                    count[:, k, 3:] += 1
+                if i > 0:
+                    want[:, k, :2] += latest[:, i - 1, 3:]
+                    count[:, k, :2] += 1
+            want = torch.where(count > 0, want / count.clamp(min=1), 0.0)
+            a = ac.float()[t]
+            snr = min(float(a / (1 - a)), 10.0)
+            torch.testing.assert_close(ev["evidence"], want.flatten(0, 1))
+            torch.testing.assert_close(ev["evidence_precision"], (kappa * snr * count).flatten(0, 1))
+        latest[:, colour] = out.reshape(B, 2, 5, 2)
+    calls.clear()
+    jacobi = cofi.compose(prior, layout, make(consensus=kappa), batch=B, progress=False,
+                          generator=torch.Generator().manual_seed(0))
+    assert rb.nfe == jacobi.nfe and all(w.tolist() == [0, 1, 2, 3] * B for _, w, _, _ in calls)
+
+
+def test_red_black_sweep_guides_and_checks_its_arguments(tiny):
+    """With guidance the sweep's ∇R goes through both colours' predictions; with messages of no
+    weight it is Jacobi's, with weight it differs; a state message or another sweep is refused."""
+    bank, ac, _ = tiny
+    prior = EmpiricalPrior(bank.float(), ac.float())
+    layout = cofi.Chain(5, 2, 5, axis=0)  # 5 windows: the sweep order (0, 2, 4, 1, 3) is not its own inverse
+
+    def run(**k):
+        return cofi.compose(prior, layout, cofi.GSC(steps=4, guidance=5.0, **k), batch=2, progress=False,
+                            generator=torch.Generator().manual_seed(0)).canvas
+
+    # messages of ~0 weight: the sweep's two half-predictions and their gradient, reassembled in
+    # window order, give the unconditioned guided sample
+    torch.testing.assert_close(run(consensus=1e-12, consensus_sweep="red-black"), run())
+    torch.testing.assert_close(run(consensus=1e-12), run())
+    assert not torch.allclose(run(consensus=5.0, consensus_sweep="red-black"), run(consensus=5.0))
+    with pytest.raises(ValueError, match="consensus_sweep must be one of"):
+        cofi.GSC(consensus=1.0, consensus_sweep="gauss")
+    with pytest.raises(ValueError, match="needs consensus_from='estimate'"):
+        cofi.CoFi(consensus=1.0, consensus_from="state", consensus_sweep="red-black")
+
+
 def test_cdgs_survivors_keep_their_messages(tiny):
     """After pruning, each refilled candidate's first messages come from the candidate it copies."""
     bank, ac, _ = tiny

@@ -214,6 +214,20 @@ def test_neighbour_mean_is_the_mean_of_the_other_windows(make):
         c = layout.split(_paint(layout, flags))[:, i]
         torch.testing.assert_close(count.expand_as(plans)[:, i], c)
         torch.testing.assert_close(mean[:, i], torch.where(c > 0, s / c.clamp(min=1), 0.0))
+    # only the windows ``known`` speak (a red-black sweep's second half): the others' values are ignored
+    known = torch.arange(layout.count) % 2 == 0
+    garbage = torch.where(known.reshape(1, -1, *[1] * (plans.ndim - 2)), plans, torch.full_like(plans, 1e6))
+    mean_k, count_k = layout.neighbour_mean(garbage, known)
+    for i in range(layout.count):
+        keep = known.clone()
+        keep[i] = False
+        k = keep.reshape(1, -1, *[1] * (plans.ndim - 2))
+        s = layout.split(_paint(layout, torch.where(k, plans, 0.0)))[:, i]
+        c = layout.split(_paint(layout, torch.where(k, ones, 0.0)))[:, i]
+        torch.testing.assert_close(count_k.expand_as(plans)[:, i], c)
+        torch.testing.assert_close(mean_k[:, i], torch.where(c > 0, s / c.clamp(min=1), 0.0))
+    with pytest.raises(ValueError, match="known must be"):
+        layout.neighbour_mean(plans, known[:-1])
 
 
 def _paint(layout, plans):

@@ -224,18 +224,27 @@ class Lattice:
         per_pair = torch.cat([reduce(d.pow(2), "b p ... -> b p", "mean") for d in pairs], 1)
         return per_pair.mean(1)
 
-    def neighbour_mean(self, plans: Tensor) -> tuple[Tensor, Tensor]:
+    def neighbour_mean(self, plans: Tensor, known: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """What the *other* windows say about each window's positions.
 
         Returns ``(mean, count)``: ``mean (B, N, *S)`` is the uniform mean of the other windows
         covering each position of each window (0 where none does) and ``count (1, N, ...)``
         (broadcastable) how many there are (0 outside every overlap): the messages of
-        consensus coupling (`cofi.steps.consensus`).
+        consensus coupling (`cofi.steps.consensus`). ``known (N,)`` (bool): only these windows
+        speak (the others' entries of ``plans`` are ignored; a Gauss-Seidel sweep's first half).
         """
         ones, cover = self._blend(plans.dtype, plans.device, plans.ndim - 1, "count")
-        total = self.accumulate(plans, ones)
-        count = self.split(cover) - 1
-        others = self.split(total) - plans
+        if known is None:
+            total = self.accumulate(plans, ones)
+            count = self.split(cover) - 1
+            others = self.split(total) - plans
+        else:
+            if tuple(known.shape) != (self.count,):
+                raise ValueError(f"known must be a ({self.count},) mask of windows, got shape {tuple(known.shape)}")
+            m = known.to(device=plans.device, dtype=plans.dtype).reshape(1, -1, *([1] * (plans.ndim - 2)))
+            said = plans * m
+            count = self.split(self.accumulate(m.expand(1, *plans.shape[1:]), ones)) - m
+            others = self.split(self.accumulate(said, ones)) - said
         mean = torch.where(count > 0, others / count.clamp(min=1), torch.zeros_like(others))
         return mean, count
 

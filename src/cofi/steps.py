@@ -30,7 +30,7 @@ from .scaffold import shrink
 
 __all__ = [
     "pairs", "predict", "guide", "guidance_weight", "nudge", "fuse", "shrink", "pin", "pin_state",
-    "consensus", "check_consensus", "ddim_sigma", "ddim_step", "renoise", "renoise_canvas", "disagreement",
+    "consensus", "coupled_guide", "check_consensus", "ddim_sigma", "ddim_step", "renoise", "renoise_canvas", "disagreement",
     "self_consistency", "eps_from_x0",
 ]
 
@@ -99,19 +99,32 @@ def guide(run: Run, x: Tensor, t: int, weight: float,
     reward ``−Σ mean‖R(x̂_i) − L(x̂_j)‖²`` plus, with pins, ``−Σ mean‖x̂_pinned − v‖²`` (so the
     pinned values pull the whole plan, not only their own entries). Without guidance (or with
     one unpinned window) it is `predict` and the gradient is None."""
-    if weight <= 0 or (run.windows < 2 and run.pins is None):
+    if not _guides(run, weight):
         return predict(run, x, t, evidence=evidence), None
-    if not getattr(run.prior, "supports_grad", False):
-        raise ValueError("guidance > 0 needs a prior with supports_grad = True (autograd through denoise)")
     xg = x.detach().requires_grad_(True)
     x0 = predict(run, xg, t, grad=True, evidence=evidence)
+    return x0.detach(), _reward_grad(run, xg, x0)
+
+
+def _guides(run: Run, weight: float) -> bool:
+    """Whether a step with this guidance weight takes ∇R (`guide`)."""
+    if weight <= 0 or (run.windows < 2 and run.pins is None):
+        return False
+    if not getattr(run.prior, "supports_grad", False):
+        raise ValueError("guidance > 0 needs a prior with supports_grad = True (autograd through denoise)")
+    return True
+
+
+def _reward_grad(run: Run, xg: Tensor, x0: Tensor) -> Tensor:
+    """∇_{x_t} R for x̂ = ``x0`` computed from ``xg`` (with its graph): the overlap reward plus,
+    with pins, their pull (`guide`)."""
     reward = overlap_reward(x0, run.layout)
     if run.pins is not None:
         miss = (x0 - apply_pins(x0.detach(), run.pins, run.layout)).pow(2) * run.pin_mask
         reward = reward - rearrange(miss, "b ... -> b (...)").sum(1) / run.pinned_entries
     (g,) = torch.autograd.grad(reward.sum(), xg)
-    run.meter.grad_evals += x.shape[0] * x.shape[1]
-    return x0.detach(), g
+    run.meter.grad_evals += xg.shape[0] * xg.shape[1]
+    return g
 
 
 def nudge(run: Run, x: Tensor, weight: float, grad: Tensor | None) -> Tensor:
@@ -155,7 +168,7 @@ def check_consensus(run: Run, kappa: float) -> None:
 
 
 def consensus(run: Run, x0: Tensor | None, t: int, kappa: float, snr_max: float = math.inf,
-              state: Tensor | None = None) -> dict[str, Tensor] | None:
+              state: Tensor | None = None, known: Tensor | None = None) -> dict[str, Tensor] | None:
     """Consensus messages for the next prediction at timestep t (the conditional scores of
     eq. 10): what the *other* windows say about each window's overlap entries, as Gaussian
     evidence ``evidence`` / ``evidence_precision`` for a prior with ``accepts_evidence``.
@@ -166,15 +179,63 @@ def consensus(run: Run, x0: Tensor | None, t: int, kappa: float, snr_max: float 
     states x_t at level t, CompDiffuser's conditioning on its neighbours' noisy chunks) the
     messages are the neighbours' ``x_t / √ᾱ_t``, whose precision about x_0 is exactly
     ``ᾱ_t / (1 − ᾱ_t)``: the same weight, now the true one at ``kappa = 1``. None when
-    ``kappa == 0`` or there is no estimate yet (estimates only)."""
+    ``kappa == 0`` or there is no estimate yet (estimates only). ``known (N,)``: only these
+    windows' estimates speak (`coupled_guide`'s red-black sweep)."""
     if kappa <= 0 or (x0 is None and state is None):
         return None
     a = run.alpha(t)
-    mean, count = run.layout.neighbour_mean(x0 if state is None else state / a.sqrt())
+    said = x0 if state is None else state / a.sqrt()
+    mean, count = run.layout.neighbour_mean(said) if known is None else run.layout.neighbour_mean(said, known)
     snr = (a / (1 - a)).clamp(max=snr_max)
     prec = (kappa * snr) * count.expand_as(mean)
     return {"evidence": rearrange(mean, "b n ... -> (b n) ..."),
             "evidence_precision": rearrange(prec, "b n ... -> (b n) ...")}
+
+
+def coupled_guide(run: Run, x: Tensor, t: int, weight: float, x0: Tensor | None, kappa: float,
+                  snr_max: float = math.inf, state: Tensor | None = None,
+                  sweep: str = "jacobi") -> tuple[Tensor, Tensor | None]:
+    """`guide` with consensus messages: x̂ (and ∇R when ``weight > 0``) for every window,
+    each conditioned on what its neighbours say (`consensus`).
+
+    ``sweep="jacobi"``: every window reads its neighbours' previous estimates ``x0`` (one
+    prior call). ``"red-black"``: a Gauss-Seidel sweep over two colours, the even and the odd
+    windows of a chain: the even windows read the previous ``x0`` as in Jacobi, then the odd
+    windows read the even windows' *fresh* x̂ (and only those: on a chain every neighbour of
+    an odd window is even). The same NFE in two prior calls; at the first step (no ``x0``) the
+    odd windows are already conditioned on the even ones. Needs estimate messages
+    (``state=None``) and a one-process, one-chain layout."""
+    if sweep == "jacobi" or kappa <= 0 or run.windows < 2:
+        return guide(run, x, t, weight, consensus(run, x0, t, kappa, snr_max, state))
+    if sweep != "red-black":
+        raise ValueError(f"sweep must be 'jacobi' or 'red-black', got {sweep!r}")
+    layout = run.layout
+    if state is not None:
+        raise ValueError("the red-black sweep passes estimates (consensus_from='estimate'); a state message "
+                         "does not change within a step")
+    if layout.full is not layout or len(layout.chains) != 1:
+        raise ValueError("the red-black sweep needs a one-process layout with one chain of windows")
+    grad = _guides(run, weight)
+    B, N = x.shape[:2]
+    ids = torch.arange(N)
+    xg = x.detach().requires_grad_(True) if grad else x
+    said = torch.zeros_like(x) if x0 is None else x0.detach().clone()
+    known = torch.full((N,), x0 is not None)
+    parts = []
+    for colour in (ids[ids % 2 == 0], ids[ids % 2 == 1]):
+        msgs = consensus(run, said, t, kappa, snr_max, known=known) if bool(known.any()) else None
+        if msgs is not None:
+            msgs = {k: rearrange(rearrange(v, "(b n) ... -> b n ...", b=B)[:, colour], "b n ... -> (b n) ...")
+                    for k, v in msgs.items()}
+        out = predict(run, xg[:, colour], t, ids=colour, grad=grad, evidence=msgs)
+        said[:, colour] = out.detach()
+        known[colour] = True
+        parts.append(out)
+    order = torch.argsort(torch.cat([ids[ids % 2 == 0], ids[ids % 2 == 1]])).to(x.device)
+    x0_new = torch.cat(parts, 1)[:, order]
+    if not grad:
+        return x0_new, None
+    return x0_new.detach(), _reward_grad(run, xg, x0_new)
 
 
 def disagreement(run: Run, x0: Tensor) -> Tensor:

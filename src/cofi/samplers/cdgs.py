@@ -17,9 +17,9 @@ from torch import Tensor
 
 from ..layout import Layout
 from ..run import Run, Sampled
-from ..steps import check_consensus, consensus, ddim_step, disagreement, fuse, guidance_weight, guide, nudge, \
+from ..steps import check_consensus, coupled_guide, ddim_step, disagreement, fuse, guidance_weight, nudge, \
     pairs, pin, pin_state, predict, renoise
-from .config import ConsensusFrom, GuidanceSchedule, InitNoise, Noise, check_common, check_number
+from .config import ConsensusFrom, ConsensusSweep, GuidanceSchedule, InitNoise, Noise, check_common, check_number
 
 __all__ = ["CDGS", "inversion_score"]
 
@@ -36,8 +36,7 @@ class CDGS:
         keep: fraction of the population kept by pruning (at least one candidate).
         inversion: fraction of the schedule the likelihood proxy inverts over (from t = 0).
         eta, fusion, guidance, guidance_schedule, noise, init_noise, consensus, consensus_snr_max,
-            consensus_from:
-            as in `GSC`.
+            consensus_from, consensus_sweep: as in `GSC`.
     """
 
     steps: int = 50
@@ -54,6 +53,7 @@ class CDGS:
     consensus: float = 0.0
     consensus_snr_max: float = 10.0
     consensus_from: ConsensusFrom = "estimate"
+    consensus_sweep: ConsensusSweep = "jacobi"
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -97,8 +97,8 @@ class CDGS:
             a_t, a_s = run.alpha(t), run.alpha(s)
             w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
             for u in range(self.inner):  # U rounds of message passing: denoise t → s, re-noise s → t
-                messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max, self._state(x))
-                x0, grad = guide(run, x, t, w, messages)
+                x0, grad = coupled_guide(run, x, t, w, x0, self.consensus, self.consensus_snr_max, self._state(x),
+                                         self.consensus_sweep)
                 x0_c = pin(run, fuse(run, x0) if self.fusion else x0)
                 z = run.noise(self.noise) if self.eta > 0 else None
                 x_s = pin_state(run, nudge(run, ddim_step(x, x0_c, a_t, a_s, self.eta, z), w, grad))

@@ -12,9 +12,9 @@ from torch import Tensor
 from ..layout import Layout
 from ..run import Run, Sampled
 from ..scaffold import Schedule, lam_schedule
-from ..steps import check_consensus, consensus, ddim_step, disagreement, eps_from_x0, fuse, guidance_weight, \
-    guide, nudge, pairs, pin, pin_state, renoise, renoise_canvas, shrink
-from .config import ConsensusFrom, GuidanceSchedule, InitNoise, Noise, check_choice, check_common, check_number
+from ..steps import check_consensus, coupled_guide, ddim_step, disagreement, eps_from_x0, fuse, guidance_weight, \
+    nudge, pairs, pin, pin_state, renoise, renoise_canvas, shrink
+from .config import ConsensusFrom, ConsensusSweep, GuidanceSchedule, InitNoise, Noise, check_choice, check_common, check_number
 
 Update = Literal["ddim", "renoise"]
 Direction = Literal["recompute", "fused"]
@@ -54,8 +54,8 @@ class CoFi:
             prior's ``fused`` ε̂ (the authors' video loop); only with ``coarse_update="ddim"``.
         init_noise: x_T on the ``canvas`` (split) or per ``plans``.
         weights: optional ``(N,)`` weights of the scaffold mean (uniform if None).
-        consensus, consensus_snr_max, consensus_from: consensus coupling in both stages, as in `GSC` (the
-            refinement's first prediction reads the coarse stage's last x̂).
+        consensus, consensus_snr_max, consensus_from, consensus_sweep: consensus coupling in both
+            stages, as in `GSC` (the refinement's first prediction reads the coarse stage's last x̂).
     """
 
     steps: int = 50
@@ -78,6 +78,7 @@ class CoFi:
     consensus: float = 0.0
     consensus_snr_max: float = 10.0
     consensus_from: ConsensusFrom = "estimate"
+    consensus_sweep: ConsensusSweep = "jacobi"
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -129,8 +130,8 @@ class CoFi:
         for k, (t, s) in enumerate(pairs(ts)):
             a_t, a_s = run.alpha(t), run.alpha(s)
             w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
-            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max, self._state(x))
-            x0, grad = guide(run, x, t, w, messages)              # x̂ (and ∇R, eq. 11)
+            x0, grad = coupled_guide(run, x, t, w, x0, self.consensus, self.consensus_snr_max, self._state(x),
+                                     self.consensus_sweep)  # x̂ (and ∇R, eq. 11)
             if self.direction == "fused":  # the authors' video loop keeps the prior's ε̂, fused like x̂
                 eps = eps_from_x0(x0, x, a_t.expand(x.shape[0]))
                 eps = fuse(run, eps) if self.fusion else eps
@@ -159,8 +160,8 @@ class CoFi:
             a_t, a_s = run.alpha(t), run.alpha(s)
             w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
             for u in range(self.refine_inner):
-                messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max, self._state(x))
-                x0, grad = guide(run, x, t, w, messages)
+                x0, grad = coupled_guide(run, x, t, w, x0, self.consensus, self.consensus_snr_max, self._state(x),
+                                         self.consensus_sweep)
                 x0_c = pin(run, fuse(run, x0) if fusion else x0)
                 z = run.noise(self.refine_noise or self.noise) if self.refine_eta > 0 else None
                 x_s = pin_state(run, nudge(run, ddim_step(x, x0_c, a_t, a_s, self.refine_eta, z), w, grad))

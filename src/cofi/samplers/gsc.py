@@ -8,9 +8,9 @@ from torch import Tensor
 
 from ..layout import Layout
 from ..run import Run, Sampled
-from ..steps import check_consensus, consensus, ddim_step, disagreement, fuse, guidance_weight, guide, nudge, \
+from ..steps import check_consensus, coupled_guide, ddim_step, disagreement, fuse, guidance_weight, nudge, \
     pairs, pin, pin_state
-from .config import ConsensusFrom, GuidanceSchedule, InitNoise, Noise, check_common
+from .config import ConsensusFrom, ConsensusSweep, GuidanceSchedule, InitNoise, Noise, check_common
 
 __all__ = ["GSC"]
 
@@ -38,6 +38,9 @@ class GSC:
         consensus_from: what the messages carry: the neighbours' last ``estimate`` x̂, or their
             current noisy ``state`` x_t / √ᾱ_t (CompDiffuser conditions each window on its
             neighbours' noisy chunks; for that message ``consensus = 1`` is its true precision).
+        consensus_sweep: ``jacobi`` (every window reads its neighbours' previous x̂) or
+            ``red-black`` (Gauss-Seidel: the even windows first, then the odd ones reading the
+            even windows' fresh x̂; same NFE, two prior calls per step; `coupled_guide`).
     """
 
     steps: int = 50
@@ -50,6 +53,7 @@ class GSC:
     consensus: float = 0.0
     consensus_snr_max: float = 10.0
     consensus_from: ConsensusFrom = "estimate"
+    consensus_sweep: ConsensusSweep = "jacobi"
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -68,8 +72,8 @@ class GSC:
         for k, (t, s) in enumerate(pairs(ts)):
             a_t, a_s = run.alpha(t), run.alpha(s)
             w = guidance_weight(self.guidance, s, a_s, self.guidance_schedule)
-            messages = consensus(run, x0, t, self.consensus, self.consensus_snr_max, self._state(x))
-            x0, grad = guide(run, x, t, w, messages)          # x̂ (and ∇R, eq. 11)
+            x0, grad = coupled_guide(run, x, t, w, x0, self.consensus, self.consensus_snr_max, self._state(x),
+                                     self.consensus_sweep)  # x̂ (and ∇R, eq. 11)
             x0_c = fuse(run, x0) if self.fusion else x0       # eq. 10
             x0_c = pin(run, x0_c)
             z = run.noise(self.noise) if self.eta > 0 else None
