@@ -85,9 +85,10 @@ def main() -> None:
     ap.add_argument("--evidence-guidance", type=float, default=1.0, metavar="W",
                     help="classifier-free guidance on the evidence (CompDiffuser's w): x̂(∅) + W·(x̂(evidence) − "
                          "x̂(∅)), two network calls per window with evidence (1: off)")
-    ap.add_argument("--consensus-sweep", choices=("jacobi", "red-black"), default="jacobi",
-                    help="all windows read their neighbours' previous x̂ at once, or a red-black Gauss-Seidel sweep "
-                         "(the odd windows read the even windows' fresh x̂)")
+    ap.add_argument("--consensus-sweep", choices=("jacobi", "red-black", "forward"), default="jacobi",
+                    help="all windows read their neighbours' previous x̂ at once, or a Gauss-Seidel sweep: the odd "
+                         "windows read the even windows' fresh x̂ (red-black), or each window its predecessor's "
+                         "(forward)")
     ap.add_argument("--samples", type=int, default=256, help="unconditional windows per checkpoint")
     ap.add_argument("--sample-steps", type=int, default=50)
     ap.add_argument("--json", default=None, help="append records here (resumable)")

@@ -253,15 +253,17 @@ def test_consensus_from_states_sends_the_neighbours_noisy_chunks(tiny, make):
         cofi.GSC(consensus=1.0, consensus_from="noisy")
 
 
+@pytest.mark.parametrize("sweep,groups", [("red-black", [[0, 2], [1, 3]]), ("forward", [[0], [1], [2], [3]])])
 @pytest.mark.parametrize("make", [
     lambda **k: cofi.GSC(steps=4, fusion=False, **k),
     lambda **k: cofi.CoFi(steps=4, refine_at=0.5, fusion=False, **k),
     lambda **k: cofi.CDGS(steps=4, inner=2, prune_at=0.0, fusion=False, **k),
 ])
-def test_red_black_sweep_reads_the_fresh_estimates_of_the_other_colour(tiny, make):
-    """``consensus_sweep="red-black"`` on a chain of 4 windows: each step predicts the even
-    windows (0, 2) reading the odd windows' previous x̂, then the odd ones (1, 3) reading the
-    even windows' x̂ of the same step (the first even call reads nothing); the NFE is Jacobi's."""
+def test_gauss_seidel_sweeps_read_the_fresh_estimates_of_earlier_groups(tiny, make, sweep, groups):
+    """A Gauss-Seidel ``consensus_sweep`` on a chain of 4 windows predicts the windows in groups
+    (red-black: 0 2 | 1 3; forward: 0 | 1 | 2 | 3); each group's messages are the mean of its
+    neighbours' *latest* x̂ (this step's where already predicted, else the previous step's; at
+    the first step only those predicted so far). The NFE is Jacobi's, which predicts all at once."""
     bank, ac, _ = tiny
     calls = []
 
@@ -275,20 +277,20 @@ def test_red_black_sweep_reads_the_fresh_estimates_of_the_other_colour(tiny, mak
     prior = Spy(bank.float(), ac.float())
     layout = cofi.Chain(5, 2, 4, axis=0)
     kappa, B = 2.0, 2
-    rb = cofi.compose(prior, layout, make(consensus=kappa, consensus_sweep="red-black"), batch=B, progress=False,
+    gs = cofi.compose(prior, layout, make(consensus=kappa, consensus_sweep=sweep), batch=B, progress=False,
                       generator=torch.Generator().manual_seed(0))
-    assert len(calls) % 2 == 0 and not calls[0][2]
-    latest = torch.zeros(B, 4, 5, 2)
+    assert len(calls) % len(groups) == 0 and not calls[0][2]
+    latest, known = torch.zeros(B, 4, 5, 2), torch.zeros(4, dtype=torch.bool)
     for n, (t, window, ev, out) in enumerate(calls):
-        colour = [0, 2] if n % 2 == 0 else [1, 3]
-        assert window.tolist() == colour * B
-        if n > 0:  # the other colour's latest estimates, on this colour's overlaps
-            want, count = torch.zeros(B, 2, 5, 2), torch.zeros(B, 2, 5, 2)
-            for k, i in enumerate(colour):
-                if i + 1 < 4:
+        group = groups[n % len(groups)]
+        assert window.tolist() == group * B
+        if n > 0:  # the latest estimates of the known neighbours, on this group's overlaps
+            want, count = torch.zeros(B, len(group), 5, 2), torch.zeros(B, len(group), 5, 2)
+            for k, i in enumerate(group):
+                if i + 1 < 4 and known[i + 1]:
                     want[:, k, 3:] += latest[:, i + 1, :2]
                     count[:, k, 3:] += 1
-                if i > 0:
+                if i > 0 and known[i - 1]:
                     want[:, k, :2] += latest[:, i - 1, 3:]
                     count[:, k, :2] += 1
             want = torch.where(count > 0, want / count.clamp(min=1), 0.0)
@@ -296,15 +298,16 @@ def test_red_black_sweep_reads_the_fresh_estimates_of_the_other_colour(tiny, mak
             snr = min(float(a / (1 - a)), 10.0)
             torch.testing.assert_close(ev["evidence"], want.flatten(0, 1))
             torch.testing.assert_close(ev["evidence_precision"], (kappa * snr * count).flatten(0, 1))
-        latest[:, colour] = out.reshape(B, 2, 5, 2)
+        latest[:, group] = out.reshape(B, len(group), 5, 2)
+        known[group] = True
     calls.clear()
     jacobi = cofi.compose(prior, layout, make(consensus=kappa), batch=B, progress=False,
                           generator=torch.Generator().manual_seed(0))
-    assert rb.nfe == jacobi.nfe and all(w.tolist() == [0, 1, 2, 3] * B for _, w, _, _ in calls)
+    assert gs.nfe == jacobi.nfe and all(w.tolist() == [0, 1, 2, 3] * B for _, w, _, _ in calls)
 
 
-def test_red_black_sweep_guides_and_checks_its_arguments(tiny):
-    """With guidance the sweep's ∇R goes through both colours' predictions; with messages of no
+def test_gauss_seidel_sweeps_guide_and_check_their_arguments(tiny):
+    """With guidance a sweep's ∇R goes through every group's predictions; with messages of no
     weight it is Jacobi's, with weight it differs; a state message or another sweep is refused."""
     bank, ac, _ = tiny
     prior = EmpiricalPrior(bank.float(), ac.float())
@@ -316,13 +319,14 @@ def test_red_black_sweep_guides_and_checks_its_arguments(tiny):
 
     # messages of ~0 weight: the sweep's two half-predictions and their gradient, reassembled in
     # window order, give the unconditioned guided sample
-    torch.testing.assert_close(run(consensus=1e-12, consensus_sweep="red-black"), run())
+    for sweep in ("red-black", "forward"):
+        torch.testing.assert_close(run(consensus=1e-12, consensus_sweep=sweep), run())
+        assert not torch.allclose(run(consensus=5.0, consensus_sweep=sweep), run(consensus=5.0))
     torch.testing.assert_close(run(consensus=1e-12), run())
-    assert not torch.allclose(run(consensus=5.0, consensus_sweep="red-black"), run(consensus=5.0))
     with pytest.raises(ValueError, match="consensus_sweep must be one of"):
         cofi.GSC(consensus=1.0, consensus_sweep="gauss")
     with pytest.raises(ValueError, match="needs consensus_from='estimate'"):
-        cofi.CoFi(consensus=1.0, consensus_from="state", consensus_sweep="red-black")
+        cofi.CoFi(consensus=1.0, consensus_from="state", consensus_sweep="forward")
 
 
 def test_cdgs_survivors_keep_their_messages(tiny):

@@ -30,7 +30,7 @@ from .scaffold import shrink
 
 __all__ = [
     "pairs", "predict", "guide", "guidance_weight", "nudge", "fuse", "shrink", "pin", "pin_state",
-    "consensus", "coupled_guide", "check_consensus", "ddim_sigma", "ddim_step", "renoise", "renoise_canvas", "disagreement",
+    "consensus", "coupled_guide", "sweep_groups", "SWEEPS", "check_consensus", "ddim_sigma", "ddim_step", "renoise", "renoise_canvas", "disagreement",
     "self_consistency", "eps_from_x0",
 ]
 
@@ -192,6 +192,23 @@ def consensus(run: Run, x0: Tensor | None, t: int, kappa: float, snr_max: float 
             "evidence_precision": rearrange(prec, "b n ... -> (b n) ...")}
 
 
+SWEEPS = ("jacobi", "red-black", "forward")
+
+
+def sweep_groups(sweep: str, n: int) -> list[Tensor]:
+    """The groups of window indices a consensus sweep predicts one after another (`coupled_guide`):
+    ``jacobi`` all ``n`` at once, ``red-black`` the even then the odd ones, ``forward`` one at a
+    time from the first."""
+    ids = torch.arange(n)
+    if sweep == "jacobi":
+        return [ids]
+    if sweep == "red-black":
+        return [ids[ids % 2 == 0], ids[ids % 2 == 1]]
+    if sweep == "forward":
+        return [ids[i:i + 1] for i in range(n)]
+    raise ValueError(f"sweep must be one of {', '.join(map(repr, SWEEPS))}, got {sweep!r}")
+
+
 def coupled_guide(run: Run, x: Tensor, t: int, weight: float, x0: Tensor | None, kappa: float,
                   snr_max: float = math.inf, state: Tensor | None = None,
                   sweep: str = "jacobi") -> tuple[Tensor, Tensor | None]:
@@ -199,40 +216,38 @@ def coupled_guide(run: Run, x: Tensor, t: int, weight: float, x0: Tensor | None,
     each conditioned on what its neighbours say (`consensus`).
 
     ``sweep="jacobi"``: every window reads its neighbours' previous estimates ``x0`` (one
-    prior call). ``"red-black"``: a Gauss-Seidel sweep over two colours, the even and the odd
-    windows of a chain: the even windows read the previous ``x0`` as in Jacobi, then the odd
-    windows read the even windows' *fresh* x̂ (and only those: on a chain every neighbour of
-    an odd window is even). The same NFE in two prior calls; at the first step (no ``x0``) the
-    odd windows are already conditioned on the even ones. Needs estimate messages
-    (``state=None``) and a one-process, one-chain layout."""
-    if sweep == "jacobi" or kappa <= 0 or run.windows < 2:
+    prior call). The Gauss-Seidel sweeps predict the windows in groups (`sweep_groups`), each
+    group reading the *fresh* x̂ of the groups before it and the previous ``x0`` of the rest:
+    ``red-black``, the even windows then the odd ones (two prior calls; every neighbour of an
+    odd window is even), and ``forward``, window 0, 1, 2, … (N calls; the start pin reaches the
+    last window within one step, as CompDiffuser's autoregressive chain). The same NFE as
+    Jacobi; at the first step (no ``x0``) only the first group reads nothing. Needs estimate
+    messages (``state=None``) and a one-process, one-chain layout."""
+    groups = sweep_groups(sweep, run.windows)
+    if len(groups) == 1 or kappa <= 0:
         return guide(run, x, t, weight, consensus(run, x0, t, kappa, snr_max, state))
-    if sweep != "red-black":
-        raise ValueError(f"sweep must be 'jacobi' or 'red-black', got {sweep!r}")
     layout = run.layout
     if state is not None:
-        raise ValueError("the red-black sweep passes estimates (consensus_from='estimate'); a state message "
+        raise ValueError(f"the {sweep} sweep passes estimates (consensus_from='estimate'); a state message "
                          "does not change within a step")
     if layout.full is not layout or len(layout.chains) != 1:
-        raise ValueError("the red-black sweep needs a one-process layout with one chain of windows")
+        raise ValueError(f"the {sweep} sweep needs a one-process layout with one chain of windows")
     grad = _guides(run, weight)
     B, N = x.shape[:2]
-    ids = torch.arange(N)
     xg = x.detach().requires_grad_(True) if grad else x
     said = torch.zeros_like(x) if x0 is None else x0.detach().clone()
     known = torch.full((N,), x0 is not None)
     parts = []
-    for colour in (ids[ids % 2 == 0], ids[ids % 2 == 1]):
+    for group in groups:
         msgs = consensus(run, said, t, kappa, snr_max, known=known) if bool(known.any()) else None
         if msgs is not None:
-            msgs = {k: rearrange(rearrange(v, "(b n) ... -> b n ...", b=B)[:, colour], "b n ... -> (b n) ...")
+            msgs = {k: rearrange(rearrange(v, "(b n) ... -> b n ...", b=B)[:, group], "b n ... -> (b n) ...")
                     for k, v in msgs.items()}
-        out = predict(run, xg[:, colour], t, ids=colour, grad=grad, evidence=msgs)
-        said[:, colour] = out.detach()
-        known[colour] = True
+        out = predict(run, xg[:, group], t, ids=group, grad=grad, evidence=msgs)
+        said[:, group] = out.detach()
+        known[group] = True
         parts.append(out)
-    order = torch.argsort(torch.cat([ids[ids % 2 == 0], ids[ids % 2 == 1]])).to(x.device)
-    x0_new = torch.cat(parts, 1)[:, order]
+    x0_new = torch.cat(parts, 1)[:, torch.argsort(torch.cat(groups)).to(x.device)]
     if not grad:
         return x0_new, None
     return x0_new.detach(), _reward_grad(run, xg, x0_new)

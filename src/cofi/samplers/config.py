@@ -11,7 +11,7 @@ GuidanceSchedule = Literal["constant", "variance"]
 GUIDANCE_SCHEDULES = ("constant", "variance")
 InitNoise = Literal["canvas", "plans"]
 ConsensusFrom = Literal["estimate", "state"]
-ConsensusSweep = Literal["jacobi", "red-black"]
+ConsensusSweep = Literal["jacobi", "red-black", "forward"]
 
 __all__ = ["Noise", "GuidanceSchedule", "InitNoise", "ConsensusFrom", "ConsensusSweep", "check_common", "check_number", "check_choice"]
 
@@ -47,6 +47,7 @@ def check_common(cfg) -> None:
         check_number("consensus", cfg.consensus)
         check_number("consensus_snr_max", cfg.consensus_snr_max, open_lo=True)
         check_choice("consensus_from", cfg.consensus_from, ("estimate", "state"))
-        check_choice("consensus_sweep", cfg.consensus_sweep, ("jacobi", "red-black"))
-        if cfg.consensus_sweep == "red-black" and cfg.consensus_from != "estimate":
-            raise ValueError("consensus_sweep='red-black' passes fresh estimates; it needs consensus_from='estimate'")
+        check_choice("consensus_sweep", cfg.consensus_sweep, ("jacobi", "red-black", "forward"))
+        if cfg.consensus_sweep != "jacobi" and cfg.consensus_from != "estimate":
+            raise ValueError(f"consensus_sweep={cfg.consensus_sweep!r} passes fresh estimates; it needs "
+                             "consensus_from='estimate'")

@@ -38,9 +38,10 @@ class GSC:
         consensus_from: what the messages carry: the neighbours' last ``estimate`` x̂, or their
             current noisy ``state`` x_t / √ᾱ_t (CompDiffuser conditions each window on its
             neighbours' noisy chunks; for that message ``consensus = 1`` is its true precision).
-        consensus_sweep: ``jacobi`` (every window reads its neighbours' previous x̂) or
-            ``red-black`` (Gauss-Seidel: the even windows first, then the odd ones reading the
-            even windows' fresh x̂; same NFE, two prior calls per step; `coupled_guide`).
+        consensus_sweep: ``jacobi`` (every window reads its neighbours' previous x̂), or a
+            Gauss-Seidel sweep where windows read the x̂ their neighbours made earlier in the same
+            step: ``red-black`` (the even windows, then the odd ones; two prior calls per step)
+            or ``forward`` (window 0, 1, …; N calls). Same NFE (`steps.coupled_guide`).
     """
 
     steps: int = 50
