@@ -36,10 +36,12 @@ import torch
 def load_prior(maze: str, args):
     """The shipped U-Net (``--prior unet``) or the closed-form `EmpiricalPrior` over the
     regenerated stitch data in ``--data`` (``--prior closed-form``); ``--lam0`` sets its
-    ``planning_lam0`` (CoFi's λ0)."""
+    ``planning_lam0`` (CoFi's λ0) and ``--consensus-sweep`` its ``planning_consensus_sweep``."""
     prior = _load_prior(maze, args)
     if args.lam0 is not None:
         prior.planning_lam0 = args.lam0
+    if args.consensus_sweep is not None:
+        prior.planning_consensus_sweep = args.consensus_sweep
     return prior
 
 
@@ -198,6 +200,9 @@ def main() -> None:
     ap.add_argument("--consensus", type=float, default=None,
                     help="consensus coupling κ of CoFi, CD and CDGS (0 = off). Default: 5 for the closed-form "
                          "prior, the checkpoint's planning_consensus for a U-Net (one trained with evidence)")
+    ap.add_argument("--consensus-sweep", choices=("jacobi", "red-black", "forward"), default=None,
+                    help="how CoFi, CD and CDGS windows take turns reading their neighbours (default: the prior's "
+                         "planning_consensus_sweep, else jacobi)")
     ap.add_argument("--checkpoint-dir", default=None)
     ap.add_argument("--ablation", action="store_true", help="λ0 and refinement-depth sweeps instead")
     ap.add_argument("--figure", default=None, help="PNG of a composed plan (first maze, method, task, seed)")

@@ -205,7 +205,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     prior.clip, prior.stride, prior.planning_guidance = 0.5, 4, 3.0  # non-defaults must survive the round trip
     prior.planning_guidance_schedule = "variance"
     prior.planning_steps, prior.planning_select, prior.planning_batch = 50, "consistency", 32
-    prior.planning_lam0 = 0.7
+    prior.planning_lam0, prior.planning_consensus_sweep = 0.7, "red-black"
     prior.save_pretrained(tmp_path / "ckpt", extra={"command": "test"})
     again = TrajectoryPrior.from_pretrained(tmp_path / "ckpt")
     x, t = 3 * torch.randn(2, 160, 2), torch.tensor([3, 40])
@@ -222,6 +222,12 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     assert planning_sampler("gsc").steps == 20
     assert again.planning_lam0 == 0.7 and planning_sampler("cofi", prior=again).lam0 == 0.7
     assert planning_sampler("cofi").lam0 == 0.9 and planning_sampler("cofi", prior=again, lam0=0.5).lam0 == 0.5
+    # the sweep goes to every method with consensus; GSC composes unconditional scores
+    assert again.planning_consensus_sweep == "red-black"
+    assert [planning_sampler(m, prior=again, consensus=1.0).consensus_sweep for m in ("cofi", "cd", "cdgs")] == \
+        ["red-black"] * 3
+    assert planning_sampler("gsc", prior=again).consensus_sweep == "jacobi"
+    assert planning_sampler("cofi").consensus_sweep == "jacobi"
 
 
 @pytest.mark.parametrize("kw, match", [(dict(planning_steps=0), "planning_steps"),
@@ -230,7 +236,8 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
                                        (dict(planning_select="best"), "planning_select"),
                                        (dict(planning_lam0=0.0), "planning_lam0"),
                                        (dict(planning_lam0=1.5), "planning_lam0"),
-                                       (dict(planning_lam0=True), "planning_lam0")])
+                                       (dict(planning_lam0=True), "planning_lam0"),
+                                       (dict(planning_consensus_sweep="gauss"), "planning_consensus_sweep")])
 def test_bad_planning_settings(kw, match):
     net = tiny_prior().net
     with pytest.raises(ValueError, match=match):

@@ -107,7 +107,9 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance
     stretches others across walls (docs/planning.md). U-Nets trained here store their weight
     (and the giant prior the ``variance`` schedule) in their config. Consensus coupling
     (``consensus`` κ, priors with ``accepts_evidence``) is the prior's ``planning_consensus``
-    (the closed-form prior of stitch data: 5), else off; it is what separates the baselines.
+    (the closed-form prior of stitch data: 5), else off, taking turns as the prior's
+    ``planning_consensus_sweep`` says (else all windows at once); it is what separates the
+    baselines.
     The paper's compositional score (eq. 10/26) averages each window's score *conditioned on
     its neighbours*, as CompDiffuser (CD, Luo et al. 2026) does and as CoFi and CDGS run on
     its models; GSC (Mishra et al. 2023) composes *unconditional* local scores, coupled by
@@ -134,6 +136,9 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance
         steps = getattr(prior, "planning_steps", None) or STEPS
     base = dict(steps=int(steps), eta=1.0, guidance=float(guidance),
                 guidance_schedule=schedule, consensus=consensus)
+    sweep = getattr(prior, "planning_consensus_sweep", None)
+    if sweep and method != "gsc":
+        base["consensus_sweep"] = sweep
     if method == "gsc":
         return GSC(**{**base, "fusion": False, "consensus": 0.0, **overrides})
     if method == "cd":

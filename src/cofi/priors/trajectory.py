@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..prior import to_x0
+from ..steps import SWEEPS
 from .unet1d import TemporalUNet, UNet1DConfig
 
 __all__ = ["TrajectoryPrior", "XYNormalizer", "cosine_alphas_cumprod", "CHECKPOINTS", "PLANNING_SETTINGS"]
@@ -31,7 +32,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 #: evaluation after training; a warm start carries them over). ``planning_consensus`` is not
 #: among them: it needs a network trained to read evidence.
 PLANNING_SETTINGS = ("planning_guidance", "planning_guidance_schedule", "planning_steps", "planning_select",
-                     "planning_batch", "planning_lam0")
+                     "planning_batch", "planning_lam0", "planning_consensus_sweep")
 
 
 def cosine_alphas_cumprod(T: int, s: float = 0.008) -> Tensor:
@@ -111,6 +112,9 @@ class TrajectoryPrior(XYNormalizer):
             CDGS keeps its population).
         planning_lam0: CoFi's first shrinkage weight λ0 with this prior, in (0, 1] (None: 0.9,
             `cofi.planning.planner.LAM0`); the other methods have no λ.
+        planning_consensus_sweep: how the windows take turns reading their neighbours when
+            ``planning_consensus > 0``: ``jacobi``, ``red-black`` or ``forward`` (None: jacobi;
+            `cofi.steps.coupled_guide`).
     """
 
     supports_grad = True
@@ -122,7 +126,7 @@ class TrajectoryPrior(XYNormalizer):
                  planning_guidance: float | None = None, planning_guidance_schedule: str | None = None,
                  planning_consensus: float = 0.0, planning_steps: int | None = None,
                  planning_select: str | None = None, planning_batch: int | None = None,
-                 planning_lam0: float | None = None) -> None:
+                 planning_lam0: float | None = None, planning_consensus_sweep: str | None = None) -> None:
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
@@ -151,10 +155,14 @@ class TrajectoryPrior(XYNormalizer):
         if planning_lam0 is not None and not (isinstance(planning_lam0, Real) and not isinstance(planning_lam0, bool)
                                               and 0.0 < planning_lam0 <= 1.0):
             raise ValueError(f"planning_lam0 must be None or a number in (0, 1], got {planning_lam0!r}")
+        if planning_consensus_sweep not in (None, *SWEEPS):
+            raise ValueError(f"planning_consensus_sweep must be None or one of {', '.join(map(repr, SWEEPS))}, "
+                             f"got {planning_consensus_sweep!r}")
         self.planning_steps = planning_steps
         self.planning_select = planning_select
         self.planning_batch = planning_batch
         self.planning_lam0 = None if planning_lam0 is None else float(planning_lam0)
+        self.planning_consensus_sweep = planning_consensus_sweep
 
     # ------------------------------------------------------------------ LocalPrior
     @property
