@@ -175,16 +175,17 @@ def run(args) -> list[dict]:
 
 
 def table(records: list[dict]) -> None:
-    print("\n| checkpoint | step | method | κ (messages) | first plans valid | plan points in walls | "
+    print("\n| checkpoint | step | method | κ (messages) | seeds | first plans valid | plan points in walls | "
           "unconditional windows crossing a wall | NFE / plan |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in records:
         step = "–" if r["step"] is None else r["step"]
         w = r.get("evidence_guidance", 1.0)
         sweep = r.get("consensus_sweep", "jacobi")
         cfg = (f" ({r.get('consensus_from', 'estimate')}{'' if w == 1 else f', CFG w = {w:g}'}"
                f"{'' if sweep == 'jacobi' else f', {sweep}'})")
-        print(f"| {r['label']} | {step} | {r['method']} | {r['consensus']:g}{cfg} | {r['valid']}/{r['problems']} | "
+        seeds = " ".join(map(str, r.get("seeds", [])))
+        print(f"| {r['label']} | {step} | {r['method']} | {r['consensus']:g}{cfg} | {seeds} | {r['valid']}/{r['problems']} | "
               f"{100 * r['plan_walls']:.1f} % | {100 * r['windows_crossing']:.1f} % | {r['nfe_per_plan']} |")
 
 
