@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cofi.steps import SWEEPS
+
 
 def checkpoints(run: str | None, baselines: list[str]) -> list[tuple[str, str, int | None]]:
     """``(label, path or name, training step or None)``: the run's snapshots by step, then the
@@ -85,7 +87,7 @@ def main() -> None:
     ap.add_argument("--evidence-guidance", type=float, default=1.0, metavar="W",
                     help="classifier-free guidance on the evidence (CompDiffuser's w): x̂(∅) + W·(x̂(evidence) − "
                          "x̂(∅)), two network calls per window with evidence (1: off)")
-    ap.add_argument("--consensus-sweep", choices=("jacobi", "red-black", "forward"), default="jacobi",
+    ap.add_argument("--consensus-sweep", choices=SWEEPS, default="jacobi",
                     help="all windows read their neighbours' previous x̂ at once, or a Gauss-Seidel sweep: the odd "
                          "windows read the even windows' fresh x̂ (red-black), or each window its predecessor's "
                          "(forward)")

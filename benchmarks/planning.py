@@ -32,6 +32,8 @@ import time
 
 import torch
 
+from cofi.steps import SWEEPS
+
 
 def load_prior(maze: str, args):
     """The shipped U-Net (``--prior unet``) or the closed-form `EmpiricalPrior` over the
@@ -200,7 +202,7 @@ def main() -> None:
     ap.add_argument("--consensus", type=float, default=None,
                     help="consensus coupling κ of CoFi, CD and CDGS (0 = off). Default: 5 for the closed-form "
                          "prior, the checkpoint's planning_consensus for a U-Net (one trained with evidence)")
-    ap.add_argument("--consensus-sweep", choices=("jacobi", "red-black", "forward"), default=None,
+    ap.add_argument("--consensus-sweep", choices=SWEEPS, default=None,
                     help="how CoFi, CD and CDGS windows take turns reading their neighbours (default: the prior's "
                          "planning_consensus_sweep, else jacobi)")
     ap.add_argument("--checkpoint-dir", default=None)

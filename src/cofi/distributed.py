@@ -227,10 +227,10 @@ class Shard:
             s, tot = (x * w[self.a:self.b]).sum(1, keepdim=True), weights.sum()
         return self.all_reduce(s, "scaffold") / tot
 
-    def neighbour_mean(self, plans: Tensor) -> tuple[Tensor, Tensor]:
+    def neighbour_mean(self, plans: Tensor, known: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """As the layout's for this rank's windows: the neighbours of its edge windows live on
-        other ranks, so the estimates are all-gathered first."""
-        mean, count = self.full.neighbour_mean(self.gather(plans))
+        other ranks, so the estimates are all-gathered first (``known``: over all N windows)."""
+        mean, count = self.full.neighbour_mean(self.gather(plans), known)
         return mean[:, self.a:self.b], count[:, self.a:self.b]
 
     def halo(self, plans: Tensor) -> dict[int, Tensor]:

@@ -185,7 +185,7 @@ def consensus(run: Run, x0: Tensor | None, t: int, kappa: float, snr_max: float 
         return None
     a = run.alpha(t)
     said = x0 if state is None else state / a.sqrt()
-    mean, count = run.layout.neighbour_mean(said) if known is None else run.layout.neighbour_mean(said, known)
+    mean, count = run.layout.neighbour_mean(said, known)
     snr = (a / (1 - a)).clamp(max=snr_max)
     prec = (kappa * snr) * count.expand_as(mean)
     return {"evidence": rearrange(mean, "b n ... -> (b n) ..."),

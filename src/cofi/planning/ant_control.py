@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..samplers.config import check_number
 from .control import WaypointController, fit_actions
 
 __all__ = ["OBS_DIM", "ACTION_DIM", "CHECKPOINT", "REACH_SCALE", "AntInverseDynamics", "ant_controller", "torso_up", "AntController", "train_ant_inverse_dynamics",
@@ -136,13 +137,6 @@ class AntInverseDynamics(nn.Module):
         return model.eval().requires_grad_(False)
 
 
-def _check_reach_scale(reach_scale) -> float:
-    if not (isinstance(reach_scale, (int, float)) and not isinstance(reach_scale, bool) and reach_scale > 0
-            and np.isfinite(reach_scale)):
-        raise ValueError(f"reach_scale must be a finite number > 0, got {reach_scale!r}")
-    return float(reach_scale)
-
-
 class AntController(WaypointController):
     """Follow an x-y plan ``(L, 2)`` (one point per env step) with an `AntInverseDynamics` model.
 
@@ -165,7 +159,8 @@ class AntController(WaypointController):
                  along_plan: bool = False) -> None:
         super().__init__(plan, ahead=model.offsets[-1], window=window)
         self.model = model
-        self.reach_scale, self.along_plan = _check_reach_scale(reach_scale), bool(along_plan)
+        check_number("reach_scale", reach_scale, open_lo=True)
+        self.reach_scale, self.along_plan = float(reach_scale), bool(along_plan)
         self._reach = None if model.reach is None else np.asarray(model.reach, dtype=np.float64) * self.reach_scale
 
     def _along(self, xy: np.ndarray, end: int, r: float) -> np.ndarray | None:
@@ -214,7 +209,7 @@ def ant_controller(model: AntInverseDynamics | str | Path = CHECKPOINT, *, windo
     ``along_plan``."""
     if not isinstance(model, AntInverseDynamics):
         model = AntInverseDynamics.from_pretrained(model)
-    _check_reach_scale(reach_scale)
+    check_number("reach_scale", reach_scale, open_lo=True)
 
     def factory(plan) -> AntController:
         return AntController(model, plan, window=window, reach_scale=reach_scale, along_plan=along_plan)

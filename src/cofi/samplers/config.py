@@ -6,6 +6,7 @@ import math
 from typing import Literal
 
 from ..run import NOISE_MODES, Noise
+from ..steps import SWEEPS
 
 GuidanceSchedule = Literal["constant", "variance"]
 GUIDANCE_SCHEDULES = ("constant", "variance")
@@ -47,7 +48,7 @@ def check_common(cfg) -> None:
         check_number("consensus", cfg.consensus)
         check_number("consensus_snr_max", cfg.consensus_snr_max, open_lo=True)
         check_choice("consensus_from", cfg.consensus_from, ("estimate", "state"))
-        check_choice("consensus_sweep", cfg.consensus_sweep, ("jacobi", "red-black", "forward"))
+        check_choice("consensus_sweep", cfg.consensus_sweep, SWEEPS)
         if cfg.consensus_sweep != "jacobi" and cfg.consensus_from != "estimate":
             raise ValueError(f"consensus_sweep={cfg.consensus_sweep!r} passes fresh estimates; it needs "
                              "consensus_from='estimate'")
