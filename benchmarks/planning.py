@@ -38,8 +38,11 @@ from cofi.steps import SWEEPS
 def load_prior(maze: str, args):
     """The shipped U-Net (``--prior unet``) or the closed-form `EmpiricalPrior` over the
     regenerated stitch data in ``--data`` (``--prior closed-form``); ``--lam0`` sets its
-    ``planning_lam0`` (CoFi's λ0) and ``--consensus-sweep`` its ``planning_consensus_sweep``."""
+    ``planning_lam0`` (CoFi's λ0), ``--consensus-sweep`` its ``planning_consensus_sweep`` and
+    ``--refine-fusion`` its ``planning_refine_fusion``."""
     prior = _load_prior(maze, args)
+    if args.refine_fusion is not None:
+        prior.planning_refine_fusion = args.refine_fusion == "on"
     if args.lam0 is not None:
         prior.planning_lam0 = args.lam0
     if args.consensus_sweep is not None:
@@ -192,6 +195,8 @@ def main() -> None:
                     help="ant: AntController pulls far targets back along the plan, not along the chord")
     ap.add_argument("--lam0", type=float, default=None,
                     help="CoFi's first shrinkage weight λ0 (default: the prior's planning_lam0, else 0.9)")
+    ap.add_argument("--refine-fusion", choices=("on", "off"), default=None,
+                    help="CoFi fuses the windows in its refinement stage (default: the prior's planning_refine_fusion)")
     ap.add_argument("--select", choices=("overlap", "consistency"), default=None,
                     help="how a plan's candidate is chosen (cofi.planning.plan; default: the prior's planning_select)")
     ap.add_argument("--cdgs-population", type=int, default=None, help="CDGS population P (preset: 40)")

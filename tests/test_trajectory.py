@@ -206,6 +206,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     prior.planning_guidance_schedule = "variance"
     prior.planning_steps, prior.planning_select, prior.planning_batch = 50, "consistency", 32
     prior.planning_lam0, prior.planning_consensus_sweep = 0.7, "red-black"
+    prior.planning_refine_fusion = True
     prior.save_pretrained(tmp_path / "ckpt", extra={"command": "test"})
     again = TrajectoryPrior.from_pretrained(tmp_path / "ckpt")
     x, t = 3 * torch.randn(2, 160, 2), torch.tensor([3, 40])
@@ -228,6 +229,13 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
         ["red-black"] * 3
     assert planning_sampler("gsc", prior=again).consensus_sweep == "jacobi"
     assert planning_sampler("cofi").consensus_sweep == "jacobi"
+    # refinement-stage fusion is CoFi's alone; the coarse stage stays unfused
+    assert again.planning_refine_fusion is True
+    cofi = planning_sampler("cofi", prior=again)
+    assert (cofi.fusion, cofi.refine_fusion) == (False, True)
+    assert planning_sampler("cofi", prior=again, refine_fusion=False).refine_fusion is False
+    assert planning_sampler("cofi").refine_fusion is None and planning_sampler("cdgs", prior=again).fusion
+    assert planning_sampler("gsc", prior=again).fusion is False
 
 
 @pytest.mark.parametrize("kw, match", [(dict(planning_steps=0), "planning_steps"),
@@ -237,7 +245,9 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
                                        (dict(planning_lam0=0.0), "planning_lam0"),
                                        (dict(planning_lam0=1.5), "planning_lam0"),
                                        (dict(planning_lam0=True), "planning_lam0"),
-                                       (dict(planning_consensus_sweep="gauss"), "planning_consensus_sweep")])
+                                       (dict(planning_consensus_sweep="gauss"), "planning_consensus_sweep"),
+                                       (dict(planning_refine_fusion=1), "planning_refine_fusion"),
+                                       (dict(planning_refine_fusion="yes"), "planning_refine_fusion")])
 def test_bad_planning_settings(kw, match):
     net = tiny_prior().net
     with pytest.raises(ValueError, match=match):

@@ -122,7 +122,8 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance
       - ``cofi``: ``CoFi(fusion=False, lam0=0.9, schedule="linear", refine_at=0.4,
         refine_eta=1)`` (λ0: the prior's ``planning_lam0`` if it has one): the coarse stage
         shrinks toward the scaffold, λ ramping linearly to 1;
-        refinement re-runs the last 12 steps from the renoised global scaffold.
+        refinement re-runs the last 60 % of the grid from the renoised global scaffold, with
+        fusion (``refine_fusion=True``) where the prior's ``planning_refine_fusion`` says so.
       - ``cdgs``: ``CDGS(inner=10, fusion=True)`` with its maze defaults (population P = 40
         via ``batch``, pruning in the last 6 % keeping 10 %); fusion is CDGS's message passing.
     Any field of the sampler's dataclass may be overridden by keyword.
@@ -152,6 +153,8 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance
     if method == "cdgs":
         return CDGS(**{**base, "inner": CDGS_INNER, "fusion": True, **overrides})
     lam0 = getattr(prior, "planning_lam0", None) or LAM0
+    if getattr(prior, "planning_refine_fusion", None):
+        base["refine_fusion"] = True
     return CoFi(**{**base, "fusion": False, "lam0": float(lam0), "schedule": "linear", "refine_at": REFINE_AT,
                    "refine_eta": 1.0, **overrides})
 

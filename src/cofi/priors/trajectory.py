@@ -32,7 +32,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 #: evaluation after training; a warm start carries them over). ``planning_consensus`` is not
 #: among them: it needs a network trained to read evidence.
 PLANNING_SETTINGS = ("planning_guidance", "planning_guidance_schedule", "planning_steps", "planning_select",
-                     "planning_batch", "planning_lam0", "planning_consensus_sweep")
+                     "planning_batch", "planning_lam0", "planning_consensus_sweep", "planning_refine_fusion")
 
 
 def cosine_alphas_cumprod(T: int, s: float = 0.008) -> Tensor:
@@ -115,6 +115,10 @@ class TrajectoryPrior(XYNormalizer):
         planning_consensus_sweep: how the windows take turns reading their neighbours when
             ``planning_consensus > 0``: ``jacobi``, ``red-black`` or ``forward`` (None: jacobi;
             `cofi.steps.coupled_guide`).
+        planning_refine_fusion: whether CoFi fuses the windows' x̂ in its refinement stage with
+            this prior (None or False: no fusion in either stage, the planning preset). Without
+            it the final windows of a weakly guided prior can disagree by several units over an
+            overlap, and the blended plan jumps where an overlap begins or ends.
     """
 
     supports_grad = True
@@ -126,7 +130,8 @@ class TrajectoryPrior(XYNormalizer):
                  planning_guidance: float | None = None, planning_guidance_schedule: str | None = None,
                  planning_consensus: float = 0.0, planning_steps: int | None = None,
                  planning_select: str | None = None, planning_batch: int | None = None,
-                 planning_lam0: float | None = None, planning_consensus_sweep: str | None = None) -> None:
+                 planning_lam0: float | None = None, planning_consensus_sweep: str | None = None,
+                 planning_refine_fusion: bool | None = None) -> None:
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
@@ -158,11 +163,14 @@ class TrajectoryPrior(XYNormalizer):
         if planning_consensus_sweep not in (None, *SWEEPS):
             raise ValueError(f"planning_consensus_sweep must be None or one of {', '.join(map(repr, SWEEPS))}, "
                              f"got {planning_consensus_sweep!r}")
+        if planning_refine_fusion is not None and not isinstance(planning_refine_fusion, bool):
+            raise ValueError(f"planning_refine_fusion must be None, True or False, got {planning_refine_fusion!r}")
         self.planning_steps = planning_steps
         self.planning_select = planning_select
         self.planning_batch = planning_batch
         self.planning_lam0 = None if planning_lam0 is None else float(planning_lam0)
         self.planning_consensus_sweep = planning_consensus_sweep
+        self.planning_refine_fusion = planning_refine_fusion
 
     # ------------------------------------------------------------------ LocalPrior
     @property
