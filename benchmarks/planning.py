@@ -66,13 +66,14 @@ def _load_prior(maze: str, args):
 
 
 def ant_controller(args):
-    """The ant's controller factory for ``--reach-scale`` / ``--along-plan`` (None: the default
+    """The ant's controller factory for ``--reach-scale`` / ``--along-plan`` / ``--tilt-guard`` (None: the default
     one, and always for the point)."""
-    if args.agent != "ant" or (args.reach_scale is None and not args.along_plan):
+    if args.agent != "ant" or (args.reach_scale is None and not args.along_plan and args.tilt_guard is None):
         return None
     from cofi.planning.ant_control import ant_controller as factory
 
-    return factory(**({} if args.reach_scale is None else {"reach_scale": args.reach_scale}), along_plan=args.along_plan)
+    return factory(**({} if args.reach_scale is None else {"reach_scale": args.reach_scale}), along_plan=args.along_plan,
+                   tilt_guard=args.tilt_guard)
 
 
 def recorded(path, env_name: str, label: str) -> dict:
@@ -193,6 +194,8 @@ def main() -> None:
                     help="ant: AntController's reach_scale (default: cofi.planning.ant_control.REACH_SCALE)")
     ap.add_argument("--along-plan", action="store_true",
                     help="ant: AntController pulls far targets back along the plan, not along the chord")
+    ap.add_argument("--tilt-guard", type=float, default=None,
+                    help="ant: relax the joints while the torso's up axis is below this (AntController.tilt_guard)")
     ap.add_argument("--lam0", type=float, default=None,
                     help="CoFi's first shrinkage weight λ0 (default: the prior's planning_lam0, else 0.9)")
     ap.add_argument("--refine-fusion", choices=("on", "off"), default=None,

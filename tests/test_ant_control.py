@@ -124,6 +124,34 @@ def test_controller_target_follows_the_plan_around_a_corner():
     assert np.isclose(np.linalg.norm(seen[2][0] - obs[:2]), 1.0)
 
 
+def test_tilt_guard_relaxes_the_joints_until_the_torso_is_upright_again():
+    m = AC.AntInverseDynamics(offsets=(2, 5), hidden=8, depth=1)
+    m.act = lambda obs, targets: np.ones(8)
+    plan = np.stack([np.arange(10.0), np.zeros(10)], 1)
+
+    def tilted(up):  # a rotation about x with torso_up = up: 1 − 2 sin²(θ/2) = up
+        obs = np.zeros(29)
+        half = np.arccos(np.sqrt((1 + up) / 2))
+        obs[3:7] = [np.cos(half), np.sin(half), 0.0, 0.0]
+        assert AC.torso_up(obs) == pytest.approx(up)
+        return obs
+
+    c = AC.AntController(m, plan, tilt_guard=0.95)
+    ups = [1.0, 0.96, 0.94, 0.5, 0.97, 0.99, 0.96]
+    got = [c.act(tilted(u))[0] for u in ups]
+    # relaxed from the first reading below 0.95 until one above UPRIGHT = 0.98, then guarded again
+    assert got == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0] and c.relaxed_steps == 3 and AC.UPRIGHT == 0.98
+    assert c.index == 0  # progress is still tracked while relaxed
+    off = AC.AntController(m, plan)
+    assert [off.act(tilted(u))[0] for u in ups] == [1.0] * len(ups) and off.relaxed_steps == 0
+    for bad in (1.0, -2.0, float("nan"), True):
+        with pytest.raises(ValueError, match="tilt_guard"):
+            AC.AntController(m, plan, tilt_guard=bad)
+    with pytest.raises(ValueError, match="tilt_guard"):
+        AC.ant_controller(m, tilt_guard=1.5)
+    assert AC.ant_controller(m, tilt_guard=0.9)(plan).tilt_guard == 0.9
+
+
 def test_torso_up():
     q = np.zeros(15)
     q[3] = 1.0  # identity quaternion: upright

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..samplers.config import check_number
 from .control import WaypointController, fit_actions
 
-__all__ = ["OBS_DIM", "ACTION_DIM", "CHECKPOINT", "REACH_SCALE", "AntInverseDynamics", "ant_controller", "torso_up", "AntController", "train_ant_inverse_dynamics",
+__all__ = ["OBS_DIM", "ACTION_DIM", "CHECKPOINT", "REACH_SCALE", "UPRIGHT", "AntInverseDynamics", "ant_controller", "torso_up", "AntController", "train_ant_inverse_dynamics",
            "load_ant_arrays", "follow_episodes"]
 
 OBS_DIM = 29
@@ -39,6 +39,7 @@ EPISODE_STEPS = 201
 TARGET_SCALE = 4.0  # one maze cell: relative targets enter the network in cells
 REACH_QUANTILE = 0.9  # of the data's displacement over each offset: AntInverseDynamics.reach
 REACH_SCALE = 1.0  # AntController follows targets within this fraction of the model's reach
+UPRIGHT = 0.98  # torso_up above which AntController's tilt guard lets go
 CHECKPOINT = "antmaze-invdyn"  # the shipped model, in src/cofi/checkpoints/
 
 
@@ -153,14 +154,24 @@ class AntController(WaypointController):
     The defaults (the full reach, the chord) are what the AntMaze results use; 0.8 of the reach
     along the plan saved the episodes where the ant had flipped at a wall corner, but lost
     others (AntMaze-Giant CoFi 15/20 against 18/20, docs/planning.md).
+
+    ``tilt_guard``: when the torso's up axis (`torso_up`) falls below it, the controller relaxes
+    every joint (action 0) until the torso is back above ``UPRIGHT`` (0.98), rather than keep
+    pushing; an ant that catches a leg on a wall corner tips over within ~10 steps of the first
+    tilt. None (the default): off.
     """
 
     def __init__(self, model: AntInverseDynamics, plan, *, window: int = 40, reach_scale: float = REACH_SCALE,
-                 along_plan: bool = False) -> None:
+                 along_plan: bool = False, tilt_guard: float | None = None) -> None:
         super().__init__(plan, ahead=model.offsets[-1], window=window)
         self.model = model
         check_number("reach_scale", reach_scale, open_lo=True)
+        if tilt_guard is not None:
+            check_number("tilt_guard", tilt_guard, -1.0, UPRIGHT)
         self.reach_scale, self.along_plan = float(reach_scale), bool(along_plan)
+        self.tilt_guard = None if tilt_guard is None else float(tilt_guard)
+        self.relaxed = False  # the guard holds the joints relaxed
+        self.relaxed_steps = 0
         self._reach = None if model.reach is None else np.asarray(model.reach, dtype=np.float64) * self.reach_scale
 
     def _along(self, xy: np.ndarray, end: int, r: float) -> np.ndarray | None:
@@ -191,6 +202,12 @@ class AntController(WaypointController):
                 on_plan = self._along(xy, end, r) if self.along_plan else None
                 targets[j] = on_plan if on_plan is not None else xy + (targets[j] - xy) * (r / dist)
         self.target = targets[-1]
+        if self.tilt_guard is not None:
+            up = torso_up(obs)
+            self.relaxed = up < self.tilt_guard or (self.relaxed and up < UPRIGHT)
+            if self.relaxed:
+                self.relaxed_steps += 1
+                return np.zeros(ACTION_DIM)
         return self.model.act(obs, targets)
 
 
@@ -202,17 +219,19 @@ def torso_up(qpos) -> float:
 
 
 def ant_controller(model: AntInverseDynamics | str | Path = CHECKPOINT, *, window: int = 40,
-                   reach_scale: float = REACH_SCALE, along_plan: bool = False):
+                   reach_scale: float = REACH_SCALE, along_plan: bool = False, tilt_guard: float | None = None):
     """A controller factory for `cofi.planning.run_episode` / `evaluate`: ``plan_xy ->``
     `AntController` with ``model`` (an `AntInverseDynamics`, a checkpoint directory, or the
-    shipped ``antmaze-invdyn``) and the controller's ``window``, ``reach_scale`` and
-    ``along_plan``."""
+    shipped ``antmaze-invdyn``) and the controller's ``window``, ``reach_scale``, ``along_plan``
+    and ``tilt_guard``."""
     if not isinstance(model, AntInverseDynamics):
         model = AntInverseDynamics.from_pretrained(model)
-    check_number("reach_scale", reach_scale, open_lo=True)
+    AntController(model, np.zeros((1, 2)), window=window, reach_scale=reach_scale, along_plan=along_plan,
+                  tilt_guard=tilt_guard)  # the arguments are checked now, not at the first plan
 
     def factory(plan) -> AntController:
-        return AntController(model, plan, window=window, reach_scale=reach_scale, along_plan=along_plan)
+        return AntController(model, plan, window=window, reach_scale=reach_scale, along_plan=along_plan,
+                             tilt_guard=tilt_guard)
 
     factory.model = model
     return factory
