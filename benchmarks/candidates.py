@@ -89,11 +89,10 @@ def main() -> None:
                 score = self_consistency(prior, out.plans, generator=gen, **CONSISTENCY)
                 times.append(time.perf_counter() - t0)
                 canv = prior.unnormalize(out.canvas).double().numpy()
-                valid = []
-                for c in canv:
-                    xy = upsample(c, prior.stride)
+                paths = [upsample(c, prior.stride) for c in canv]
+                for xy in paths:
                     xy[0], xy[-1] = start, goal
-                    valid.append(bool(maze.check_plan(xy, goal).valid))
+                valid = [bool(maze.check_plan(xy, goal).valid) for xy in paths]
                 win = prior.unnormalize(out.plans).double().numpy()  # (B, N, H, 2)
                 cross.append([[maze.crosses_wall(upsample(win[b, n], prior.stride)) for n in range(win.shape[1])]
                               for b in range(win.shape[0])])
@@ -102,13 +101,11 @@ def main() -> None:
                 cons += valid[int(torch.argmin(score))]
                 some += any(valid)
                 pick = int(torch.argmin(score)) if executes == "consistency" else out.best
-                o = out.layout.overlap
-                gaps.append(max(np.linalg.norm(win[pick, n, -o:] - win[pick, n + 1, :o], axis=-1).max()
-                                for n in range(win.shape[1] - 1)) if win.shape[1] > 1 else 0.0)
-                xy = upsample(canv[pick], prior.stride)
-                xy[0], xy[-1] = start, goal
-                jumps.append(np.linalg.norm(np.diff(xy, axis=0), axis=1).max())
-                clear.append(maze.wall_distance(xy).min())
+                mine = torch.from_numpy(win[pick:pick + 1])  # window i's last overlap points against i+1's first
+                gap = out.layout.right(mine)[:, :-1] - out.layout.left(mine)[:, 1:]
+                gaps.append(float(gap.norm(dim=-1).max()) if gap.numel() else 0.0)
+                jumps.append(np.linalg.norm(np.diff(paths[pick], axis=0), axis=1).max())
+                clear.append(maze.wall_distance(paths[pick]).min())
         n = len(frac)
         by_pos = np.concatenate([np.asarray(c, float) for c in cross]).mean(0)
         extra = CONSISTENCY_NFE * out.plans.shape[0] * out.plans.shape[1]
