@@ -4,12 +4,14 @@
     python benchmarks/candidates.py --maze giant --methods cofi --steps 20 50 --guidance 2 5
     python benchmarks/candidates.py --agent ant --maze giant --methods cofi --lam0 0.9 0.7 0.5 --seeds 0 1
     python benchmarks/candidates.py --agent ant --maze giant --methods cofi cdgs --refine-fusion off on
+    python benchmarks/candidates.py --agent ant --maze giant --methods cofi --cofi "" refine_inner=2
 
 For each setting and each OGBench task × seed, composes the first plan of the evaluation episode
 (the same start, goal and generator as `benchmarks/planning.py`, no execution) and checks every
 one of its candidates open loop (`Maze.check_plan`); settings are the product of ``--steps``,
-``--guidance``, ``--lam0`` (CoFi's first λ) and ``--refine-fusion`` (CoFi's fusion in its
-refinement stage; both ignored by the other methods), each default the prior's stored planning
+``--guidance``, ``--lam0`` (CoFi's first λ), ``--refine-fusion`` (CoFi's fusion in its
+refinement stage) and ``--cofi`` (any further `cofi.CoFi` fields; these three are ignored by the
+other methods), each default the prior's stored planning
 setting. Reports the share of valid candidates, how
 often the candidate chosen by each rule is valid — ``overlap`` (the lowest disagreement of the
 windows, `cofi.compose`'s ``best``), ``consistency`` (the lowest `cofi.steps.self_consistency`,
@@ -19,7 +21,8 @@ shape of the plan the prior's own ``planning_select`` executes, what a controlle
 (medians over the problems): the largest gap between two adjacent windows over their overlap
 (they are blended there; a large gap becomes a fast stretch of the plan), the largest step of
 the plan (env units per env step; the ant's data move ≤ 0.18 per step in 90 % of 8-step
-spans), and its closest approach to a wall (`Maze.wall_distance`).
+spans), its closest approach to a wall (`Maze.wall_distance`) and the env step at which it first
+comes within the success radius of the goal.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 
 import numpy as np
 import torch
+from scene import parse_set  # benchmarks/scene.py: KEY=VALUE as Python literals
 
 
 def main() -> None:
@@ -48,6 +52,9 @@ def main() -> None:
                     help="CoFi's λ0 (default: the prior's planning_lam0, else 0.9)")
     ap.add_argument("--refine-fusion", choices=("on", "off"), nargs="+", default=[None],
                     help="CoFi's fusion in its refinement stage (default: the prior's planning_refine_fusion)")
+    ap.add_argument("--cofi", nargs="+", default=[""], metavar="KEY=VALUE,...",
+                    help="further CoFi settings, one per argument (e.g. refine_inner=2 fusion=True,refine_at=0.2; "
+                         "'' is none); each is a setting of its own")
     ap.add_argument("--batch", type=int, default=None, help="candidates per plan (default: the prior's, else 16)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -67,20 +74,21 @@ def main() -> None:
           f"per setting\n")
     print("| method | DDIM steps | guidance | λ0 | candidates | candidates valid | overlap-chosen valid | consistency-chosen valid | "
           "some candidate valid | windows crossing a wall (by position) | executed: overlap gap | executed: largest step | "
-          "executed: wall clearance | NFE / plan (+ consistency) | s / plan |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "executed: wall clearance | executed: env step at the goal | NFE / plan (+ consistency) | s / plan |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     executes = getattr(prior, "planning_select", None) or "overlap"
-    for method, steps, w, lam0, fuse in itertools.product(args.methods, args.steps, args.guidance, args.lam0,
-                                                          args.refine_fusion):
-        if method != "cofi" and (lam0, fuse) != (args.lam0[0], args.refine_fusion[0]):
+    for method, steps, w, lam0, fuse, more in itertools.product(args.methods, args.steps, args.guidance, args.lam0,
+                                                                args.refine_fusion, args.cofi):
+        if method != "cofi" and (lam0, fuse, more) != (args.lam0[0], args.refine_fusion[0], args.cofi[0]):
             continue  # CoFi's settings: the other methods run once
         cofi_only = {} if method != "cofi" else {**({} if lam0 is None else {"lam0": lam0}),
-                                                 **({} if fuse is None else {"refine_fusion": fuse == "on"})}
+                                                 **({} if fuse is None else {"refine_fusion": fuse == "on"}),
+                                                 **parse_set(more.split(",") if more else [])}
         sampler = planning_sampler(method, prior=prior, steps=steps, **({} if w is None else {"guidance": w}),
                                    **cofi_only)
         batch = args.batch or default_batch(method, prior)
         frac, chosen, cons, some, cross, times = [], 0, 0, 0, [], []
-        gaps, jumps, clear = [], [], []
+        gaps, jumps, clear, arrive = [], [], [], []
         for seed in args.seeds:
             for task in args.tasks:
                 start, goal, gen = episode_problem(env, task, seed)
@@ -106,14 +114,17 @@ def main() -> None:
                 gaps.append(float(gap.norm(dim=-1).max()) if gap.numel() else 0.0)
                 jumps.append(np.linalg.norm(np.diff(paths[pick], axis=0), axis=1).max())
                 clear.append(maze.wall_distance(paths[pick]).min())
+                near = np.linalg.norm(paths[pick] - goal, axis=1) <= maze.goal_tol
+                arrive.append(int(np.argmax(near)))
         n = len(frac)
         by_pos = np.concatenate([np.asarray(c, float) for c in cross]).mean(0)
         extra = CONSISTENCY_NFE * out.plans.shape[0] * out.plans.shape[1]
         name = f"{method} (refine fusion {'on' if sampler.refine_fusion else 'off'})" if method == "cofi" else method
+        name += f" {more}" if method == "cofi" and more else ""
         lam = f"{sampler.lam0:g}" if method == "cofi" else "–"
         print(f"| {name} | {sampler.steps} | {sampler.guidance:g} | {lam} | {batch} | {100 * np.mean(frac):.0f} % | {chosen}/{n} | {cons}/{n} | "
               f"{some}/{n} | {' '.join(f'{100 * v:.0f}' for v in by_pos)} % | {np.median(gaps):.2f} | "
-              f"{np.median(jumps):.2f} | {np.median(clear):.2f} | {out.nfe} (+{extra}) | "
+              f"{np.median(jumps):.2f} | {np.median(clear):.2f} | {np.median(arrive):.0f} | {out.nfe} (+{extra}) | "
               f"{np.mean(times):.1f} |", flush=True)
     env.close()
 

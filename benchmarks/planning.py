@@ -38,13 +38,16 @@ from cofi.steps import SWEEPS
 def load_prior(maze: str, args):
     """The shipped U-Net (``--prior unet``) or the closed-form `EmpiricalPrior` over the
     regenerated stitch data in ``--data`` (``--prior closed-form``); ``--lam0`` sets its
-    ``planning_lam0`` (CoFi's λ0), ``--consensus-sweep`` its ``planning_consensus_sweep`` and
-    ``--refine-fusion`` its ``planning_refine_fusion``."""
+    ``planning_lam0`` (CoFi's λ0), ``--consensus-sweep`` its ``planning_consensus_sweep``,
+    ``--refine-fusion`` its ``planning_refine_fusion`` and ``--refine-inner`` its
+    ``planning_refine_inner``."""
     prior = _load_prior(maze, args)
     if args.refine_fusion is not None:
         prior.planning_refine_fusion = args.refine_fusion == "on"
     if args.lam0 is not None:
         prior.planning_lam0 = args.lam0
+    if args.refine_inner is not None:
+        prior.planning_refine_inner = args.refine_inner
     if args.consensus_sweep is not None:
         prior.planning_consensus_sweep = args.consensus_sweep
     return prior
@@ -200,6 +203,8 @@ def main() -> None:
                     help="CoFi's first shrinkage weight λ0 (default: the prior's planning_lam0, else 0.9)")
     ap.add_argument("--refine-fusion", choices=("on", "off"), default=None,
                     help="CoFi fuses the windows in its refinement stage (default: the prior's planning_refine_fusion)")
+    ap.add_argument("--refine-inner", type=int, default=None,
+                    help="CoFi's rounds per refinement step (default: the prior's planning_refine_inner, else 1)")
     ap.add_argument("--select", choices=("overlap", "consistency"), default=None,
                     help="how a plan's candidate is chosen (cofi.planning.plan; default: the prior's planning_select)")
     ap.add_argument("--cdgs-population", type=int, default=None, help="CDGS population P (preset: 40)")

@@ -206,7 +206,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     prior.planning_guidance_schedule = "variance"
     prior.planning_steps, prior.planning_select, prior.planning_batch = 50, "consistency", 32
     prior.planning_lam0, prior.planning_consensus_sweep = 0.7, "red-black"
-    prior.planning_refine_fusion = True
+    prior.planning_refine_fusion, prior.planning_refine_inner = True, 2
     prior.save_pretrained(tmp_path / "ckpt", extra={"command": "test"})
     again = TrajectoryPrior.from_pretrained(tmp_path / "ckpt")
     x, t = 3 * torch.randn(2, 160, 2), torch.tensor([3, 40])
@@ -236,6 +236,11 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     assert planning_sampler("cofi", prior=again, refine_fusion=False).refine_fusion is False
     assert planning_sampler("cofi").refine_fusion is None and planning_sampler("cdgs", prior=again).fusion
     assert planning_sampler("gsc", prior=again).fusion is False
+    # so are the refinement's rounds per step: 2 here, the paper's 1 without the setting
+    assert again.planning_refine_inner == 2 and cofi.refine_inner == 2
+    assert planning_sampler("cofi", prior=again, refine_inner=3).refine_inner == 3
+    assert planning_sampler("cofi").refine_inner == 1 and planning_sampler("cofi", prior=prior).refine_inner == 2
+    assert not hasattr(planning_sampler("cdgs", prior=again), "refine_inner")
 
 
 @pytest.mark.parametrize("kw, match", [(dict(planning_steps=0), "planning_steps"),
@@ -247,7 +252,9 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
                                        (dict(planning_lam0=True), "planning_lam0"),
                                        (dict(planning_consensus_sweep="gauss"), "planning_consensus_sweep"),
                                        (dict(planning_refine_fusion=1), "planning_refine_fusion"),
-                                       (dict(planning_refine_fusion="yes"), "planning_refine_fusion")])
+                                       (dict(planning_refine_fusion="yes"), "planning_refine_fusion"),
+                                       (dict(planning_refine_inner=0), "planning_refine_inner"),
+                                       (dict(planning_refine_inner=1.5), "planning_refine_inner")])
 def test_bad_planning_settings(kw, match):
     net = tiny_prior().net
     with pytest.raises(ValueError, match=match):

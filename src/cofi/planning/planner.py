@@ -123,7 +123,8 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance
         refine_eta=1)`` (λ0: the prior's ``planning_lam0`` if it has one): the coarse stage
         shrinks toward the scaffold, λ ramping linearly to 1;
         refinement re-runs the last 60 % of the grid from the renoised global scaffold, with
-        fusion (``refine_fusion=True``) where the prior's ``planning_refine_fusion`` says so.
+        fusion (``refine_fusion=True``) where the prior's ``planning_refine_fusion`` says so
+        and ``refine_inner`` rounds per step as its ``planning_refine_inner`` says (else 1).
       - ``cdgs``: ``CDGS(inner=10, fusion=True)`` with its maze defaults (population P = 40
         via ``batch``, pruning in the last 6 % keeping 10 %); fusion is CDGS's message passing.
     Any field of the sampler's dataclass may be overridden by keyword.
@@ -155,6 +156,9 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance
     lam0 = getattr(prior, "planning_lam0", None) or LAM0
     if getattr(prior, "planning_refine_fusion", None):
         base["refine_fusion"] = True
+    inner = getattr(prior, "planning_refine_inner", None)
+    if inner:
+        base["refine_inner"] = int(inner)
     return CoFi(**{**base, "fusion": False, "lam0": float(lam0), "schedule": "linear", "refine_at": REFINE_AT,
                    "refine_eta": 1.0, **overrides})
 

@@ -32,7 +32,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
 #: evaluation after training; a warm start carries them over). ``planning_consensus`` is not
 #: among them: it needs a network trained to read evidence.
 PLANNING_SETTINGS = ("planning_guidance", "planning_guidance_schedule", "planning_steps", "planning_select",
-                     "planning_batch", "planning_lam0", "planning_consensus_sweep", "planning_refine_fusion")
+                     "planning_batch", "planning_lam0", "planning_consensus_sweep", "planning_refine_fusion",
+                     "planning_refine_inner")
 
 
 def cosine_alphas_cumprod(T: int, s: float = 0.008) -> Tensor:
@@ -119,6 +120,9 @@ class TrajectoryPrior(XYNormalizer):
             this prior (None or False: no fusion in either stage, the planning preset). Without
             it the final windows of a weakly guided prior can disagree by several units over an
             overlap, and the blended plan jumps where an overlap begins or ends.
+        planning_refine_inner: CoFi's rounds per refinement step with this prior (an int ≥ 1;
+            None: 1, the paper's Algorithm 2; `cofi.CoFi.refine_inner`). Each extra round
+            denoises and re-noises the level again, at (K − r)·N·B more prior calls per plan.
     """
 
     supports_grad = True
@@ -131,7 +135,7 @@ class TrajectoryPrior(XYNormalizer):
                  planning_consensus: float = 0.0, planning_steps: int | None = None,
                  planning_select: str | None = None, planning_batch: int | None = None,
                  planning_lam0: float | None = None, planning_consensus_sweep: str | None = None,
-                 planning_refine_fusion: bool | None = None) -> None:
+                 planning_refine_fusion: bool | None = None, planning_refine_inner: int | None = None) -> None:
         if prediction not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction must be 'epsilon', 'sample' or 'v_prediction', got {prediction!r}")
         super().__init__(lo, hi, scale=scale, env_name=env_name, stride=stride)
@@ -152,7 +156,8 @@ class TrajectoryPrior(XYNormalizer):
         self.planning_guidance = planning_guidance
         self.planning_guidance_schedule = planning_guidance_schedule
         self.planning_consensus = planning_consensus
-        for name, v in (("planning_steps", planning_steps), ("planning_batch", planning_batch)):
+        for name, v in (("planning_steps", planning_steps), ("planning_batch", planning_batch),
+                        ("planning_refine_inner", planning_refine_inner)):
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
         if planning_select not in (None, "overlap", "consistency"):
@@ -171,6 +176,7 @@ class TrajectoryPrior(XYNormalizer):
         self.planning_lam0 = None if planning_lam0 is None else float(planning_lam0)
         self.planning_consensus_sweep = planning_consensus_sweep
         self.planning_refine_fusion = planning_refine_fusion
+        self.planning_refine_inner = planning_refine_inner
 
     # ------------------------------------------------------------------ LocalPrior
     @property
