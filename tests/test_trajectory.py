@@ -677,3 +677,24 @@ def test_entry_observations_reach_the_network_per_entry():
     assert torch.equal(mask, m) and torch.equal(x_in[m], obs[m]) and torch.equal(x_in[~m], x_t[~m])
     b = prior.denoise(x_t.where(~m, obs), torch.tensor([3, 7]))  # the same input, no mask
     assert not torch.allclose(a, b)
+
+
+def test_shipped_antmaze_giant_prior_plans_cofi_at_a_fifth_of_cdgs_nfe():
+    """Issue 27's budget: the giant ant prior's CoFi plan (fused refinement, two rounds per
+    refinement step, 32 candidates, consistency choice) costs (50 + 2·30)·11·32 + 12·11·32 =
+    42 944 prior calls, at most 1/5 of CDGS's (P = 40, 10 inner iterations, pruning)."""
+    from cofi.planning.planner import CONSISTENCY_NFE, default_batch, default_count, planning_layout
+
+    env = "antmaze-giant-stitch-v0"
+    prior = TrajectoryPrior.from_pretrained("antmaze-giant-stitch")
+    layout = planning_layout(default_count(env), prior.stride)
+    cofi_s, cdgs_s = planning_sampler("cofi", prior=prior), planning_sampler("cdgs", prior=prior)
+    assert (cofi_s.refine_inner, cofi_s.refine_fusion, cofi_s.fusion) == (2, True, False)
+
+    def per_plan(sampler, method):
+        batch = default_batch(method, prior)
+        return sampler.nfe(layout, batch) + CONSISTENCY_NFE * layout.count * batch
+
+    assert per_plan(cofi_s, "cofi") == (50 + 2 * 30) * 11 * 32 + 12 * 11 * 32 == 42_944
+    assert per_plan(cdgs_s, "cdgs") == 229_680  # the NFE its benchmark episodes counted
+    assert 5 * per_plan(cofi_s, "cofi") <= per_plan(cdgs_s, "cdgs")
