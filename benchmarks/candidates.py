@@ -4,7 +4,7 @@
     python benchmarks/candidates.py --maze giant --methods cofi --steps 20 50 --guidance 2 5
     python benchmarks/candidates.py --agent ant --maze giant --methods cofi --lam0 0.9 0.7 0.5 --seeds 0 1
     python benchmarks/candidates.py --agent ant --maze giant --methods cofi cdgs --refine-fusion off on
-    python benchmarks/candidates.py --agent ant --maze giant --methods cofi --cofi "" refine_inner=2
+    python benchmarks/candidates.py --agent ant --maze giant --methods cofi --cofi refine_inner=1 refine_inner=2
 
 For each setting and each OGBench task × seed, composes the first plan of the evaluation episode
 (the same start, goal and generator as `benchmarks/planning.py`, no execution) and checks every
@@ -119,7 +119,9 @@ def main() -> None:
         n = len(frac)
         by_pos = np.concatenate([np.asarray(c, float) for c in cross]).mean(0)
         extra = CONSISTENCY_NFE * out.plans.shape[0] * out.plans.shape[1]
-        name = f"{method} (refine fusion {'on' if sampler.refine_fusion else 'off'})" if method == "cofi" else method
+        name = (f"{method} (refine fusion {'on' if sampler.refine_fusion else 'off'}, "
+                f"{sampler.refine_inner} round{'s' if sampler.refine_inner > 1 else ''} per refinement step)"
+                if method == "cofi" else method)
         name += f" {more}" if method == "cofi" and more else ""
         lam = f"{sampler.lam0:g}" if method == "cofi" else "–"
         print(f"| {name} | {sampler.steps} | {sampler.guidance:g} | {lam} | {batch} | {100 * np.mean(frac):.0f} % | {chosen}/{n} | {cons}/{n} | "
