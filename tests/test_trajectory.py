@@ -241,6 +241,9 @@ def test_save_and_from_pretrained_round_trip(tmp_path, prediction):
     assert planning_sampler("cofi", prior=again, refine_inner=3).refine_inner == 3
     assert planning_sampler("cofi").refine_inner == 1 and planning_sampler("cofi", prior=prior).refine_inner == 2
     assert not hasattr(planning_sampler("cdgs", prior=again), "refine_inner")
+    again.planning_refine_inner = 0  # set after loading (as the benchmarks' flags do): CoFi refuses it
+    with pytest.raises(ValueError, match="refine_inner must be an int >= 1"):
+        planning_sampler("cofi", prior=again)
 
 
 @pytest.mark.parametrize("kw, match", [(dict(planning_steps=0), "planning_steps"),

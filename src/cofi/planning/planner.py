@@ -157,8 +157,8 @@ def planning_sampler(method: str = "cofi", *, steps: int | None = None, guidance
     if getattr(prior, "planning_refine_fusion", None):
         base["refine_fusion"] = True
     inner = getattr(prior, "planning_refine_inner", None)
-    if inner:
-        base["refine_inner"] = int(inner)
+    if inner is not None:  # CoFi validates it: a bad value set on a loaded prior is an error, not 1
+        base["refine_inner"] = inner
     return CoFi(**{**base, "fusion": False, "lam0": float(lam0), "schedule": "linear", "refine_at": REFINE_AT,
                    "refine_eta": 1.0, **overrides})
 
